@@ -1,0 +1,37 @@
+"""pyro-vae: variational autoencoders as Pyro model/guide pairs."""
+
+from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from .data import Dataset, load_dataset
+from .errors import CheckpointError, ConfigError, DataError, PyroVAEError, TrainingDiverged
+from .guides import GUIDES
+from .likelihoods import LIKELIHOODS
+from .models import MODELS, VAE, build_model
+from .objectives import OBJECTIVES
+from .priors import PRIORS
+from .train import TrainResult, load_run, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GUIDES",
+    "LIKELIHOODS",
+    "MODELS",
+    "OBJECTIVES",
+    "PRIORS",
+    "VAE",
+    "CheckpointError",
+    "ConfigError",
+    "DataConfig",
+    "DataError",
+    "Dataset",
+    "ModelConfig",
+    "PyroVAEError",
+    "RunConfig",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingDiverged",
+    "build_model",
+    "load_dataset",
+    "load_run",
+    "train",
+]

@@ -1,0 +1,27 @@
+"""User-facing errors.
+
+Every error a user can trigger with bad input is a :class:`PyroVAEError`: the CLI prints its message on
+one line and exits with status 2 instead of showing a traceback from deep inside torch.
+"""
+
+from __future__ import annotations
+
+
+class PyroVAEError(Exception):
+    """Base class: the message says what was wrong and what to do about it."""
+
+
+class ConfigError(PyroVAEError, ValueError):
+    """An option or hyperparameter is unknown or out of range."""
+
+
+class DataError(PyroVAEError, ValueError):
+    """The data cannot be loaded, or does not fit the model (range, shape, NaN)."""
+
+
+class CheckpointError(PyroVAEError):
+    """A checkpoint is missing, corrupt, or belongs to a different configuration."""
+
+
+class TrainingDiverged(PyroVAEError, FloatingPointError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""

@@ -1,0 +1,167 @@
+"""Encoder and decoder networks.
+
+Encoders map a batch of data ``(..., *x_shape)`` to features ``(..., feature_dim)``; the guide turns the
+features into q(z|x). Decoders map latents ``(..., in_dim)`` to the likelihood's parameters
+``(..., *x_shape)``. Both accept any number of leading batch dimensions, because vectorised particles
+put a particle dimension in front of the data batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+from .registry import Registry
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "softplus": nn.Softplus,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+}
+
+
+def activation(name: str) -> nn.Module:
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ConfigError(
+            f"unknown activation {name!r}: choose one of {', '.join(sorted(ACTIVATIONS))}"
+        ) from None
+
+
+def mlp(sizes: Sequence[int], act: str = "relu", final_activation: bool = False) -> nn.Sequential:
+    """``Linear -> act -> ... -> Linear`` through ``sizes`` (input size first)."""
+    layers: list[nn.Module] = []
+    for i, (m, n) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(m, n))
+        if i < len(sizes) - 2 or final_activation:
+            layers.append(activation(act))
+    return nn.Sequential(*layers)
+
+
+class MLPEncoder(nn.Module):
+    """Flatten the event dimensions, then ``hidden`` dense layers, each followed by ``act``."""
+
+    def __init__(
+        self, x_shape: Sequence[int], hidden: Sequence[int] = (400,), act: str = "relu"
+    ) -> None:
+        super().__init__()
+        if not hidden:
+            raise ConfigError("an MLP encoder needs at least one hidden layer (--hidden 400)")
+        self.x_shape = tuple(x_shape)
+        self.net = mlp([math.prod(self.x_shape), *hidden], act, final_activation=True)
+        self.feature_dim = hidden[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.flatten(-len(self.x_shape)))
+
+
+class MLPDecoder(nn.Module):
+    """``hidden`` dense layers (reversed encoder widths by convention), then a linear map to ``x_shape``."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        x_shape: Sequence[int],
+        hidden: Sequence[int] = (400,),
+        act: str = "relu",
+    ) -> None:
+        super().__init__()
+        self.x_shape = tuple(x_shape)
+        self.net = mlp([in_dim, *hidden, math.prod(self.x_shape)], act)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).unflatten(-1, self.x_shape)
+
+
+def _conv_shape(x_shape: Sequence[int]) -> tuple[int, int, int]:
+    if len(x_shape) != 3 or x_shape[1] % 4 or x_shape[2] % 4:
+        raise ConfigError(
+            f"the conv networks need images (C, H, W) with H and W divisible by 4, got {tuple(x_shape)}; "
+            "use --network mlp for this data"
+        )
+    return x_shape[0], x_shape[1], x_shape[2]
+
+
+class ConvEncoder(nn.Module):
+    """Two stride-2 4x4 convolutions (32, 64 channels) then a dense layer of ``hidden[-1]`` units."""
+
+    def __init__(
+        self, x_shape: Sequence[int], hidden: Sequence[int] = (256,), act: str = "relu"
+    ) -> None:
+        super().__init__()
+        c, h, w = _conv_shape(x_shape)
+        self.x_shape = (c, h, w)
+        width = hidden[-1] if hidden else 256
+        self.net = nn.Sequential(
+            nn.Conv2d(c, 32, 4, 2, 1),
+            activation(act),
+            nn.Conv2d(32, 64, 4, 2, 1),
+            activation(act),
+            nn.Flatten(),
+            nn.Linear(64 * (h // 4) * (w // 4), width),
+            activation(act),
+        )
+        self.feature_dim = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch = x.shape[:-3]
+        return self.net(x.reshape(-1, *self.x_shape)).reshape(*batch, self.feature_dim)
+
+
+class ConvDecoder(nn.Module):
+    """Mirror of :class:`ConvEncoder`: dense, then two stride-2 transposed convolutions."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        x_shape: Sequence[int],
+        hidden: Sequence[int] = (256,),
+        act: str = "relu",
+    ) -> None:
+        super().__init__()
+        c, h, w = _conv_shape(x_shape)
+        self.x_shape = (c, h, w)
+        width = hidden[-1] if hidden else 256
+        self.net = nn.Sequential(
+            nn.Linear(in_dim, width),
+            activation(act),
+            nn.Linear(width, 64 * (h // 4) * (w // 4)),
+            activation(act),
+            nn.Unflatten(1, (64, h // 4, w // 4)),
+            nn.ConvTranspose2d(64, 32, 4, 2, 1),
+            activation(act),
+            nn.ConvTranspose2d(32, c, 4, 2, 1),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        batch = z.shape[:-1]
+        return self.net(z.reshape(-1, z.shape[-1])).reshape(*batch, *self.x_shape)
+
+
+class Networks:
+    """An encoder/decoder pair factory: ``encoder(x_shape)`` and ``decoder(in_dim, x_shape)``."""
+
+    def __init__(self, encoder: type[nn.Module], decoder: type[nn.Module]) -> None:
+        self.encoder_cls = encoder
+        self.decoder_cls = decoder
+
+    def encoder(self, x_shape: Sequence[int], hidden: Sequence[int], act: str) -> nn.Module:
+        return self.encoder_cls(x_shape, hidden, act)
+
+    def decoder(
+        self, in_dim: int, x_shape: Sequence[int], hidden: Sequence[int], act: str
+    ) -> nn.Module:
+        return self.decoder_cls(in_dim, x_shape, tuple(reversed(hidden)), act)
+
+
+NETWORKS: Registry[Networks] = Registry("network")
+NETWORKS.register("mlp")(lambda: Networks(MLPEncoder, MLPDecoder))
+NETWORKS.register("conv")(lambda: Networks(ConvEncoder, ConvDecoder))

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from pyro.infer import JitTrace_ELBO, Trace_ELBO
+
+from .base import OBJECTIVES
+
+
+@OBJECTIVES.register("elbo")
+def elbo(num_particles: int = 1, max_plate_nesting: int = 1) -> Trace_ELBO:
+    r"""The Monte Carlo ELBO (Kingma and Welling 2014; Rezende et al. 2014):
+
+    .. math:: \mathcal{L}(x) = \mathbb{E}_{q(z|x)}[\log p(x, z) - \log q(z|x)],
+
+    estimated with ``num_particles`` reparameterised samples drawn in one vectorised pass.
+    Pyro's :class:`~pyro.infer.Trace_ELBO`.
+    """
+    return Trace_ELBO(
+        num_particles=num_particles,
+        vectorize_particles=num_particles > 1,
+        max_plate_nesting=max_plate_nesting,
+    )
+
+
+@OBJECTIVES.register("jit-elbo")
+def jit_elbo(num_particles: int = 1, max_plate_nesting: int = 1) -> JitTrace_ELBO:
+    """:func:`elbo` compiled with the PyTorch JIT (Pyro's :class:`~pyro.infer.JitTrace_ELBO`).
+
+    Traced once per input shape; the trainer drops the last incomplete batch so there is one shape.
+    """
+    return JitTrace_ELBO(
+        num_particles=num_particles,
+        vectorize_particles=num_particles > 1,
+        max_plate_nesting=max_plate_nesting,
+        ignore_jit_warnings=True,
+    )
