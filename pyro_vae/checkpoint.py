@@ -56,7 +56,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if path.is_dir():
         path = path / CHECKPOINT
     if not path.exists():
-        raise CheckpointError(f"no checkpoint at {path}: train a run there first (pyro-vae train --run-dir ...)")
+        raise CheckpointError(
+            f"no checkpoint at {path}: train a run there first (pyro-vae train --run-dir ...)"
+        )
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
@@ -74,7 +76,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         payload["config"] = RunConfig.from_json(payload["config"])
     except (ConfigError, ValueError, KeyError) as e:
-        raise CheckpointError(f"{path} holds a configuration this pyro-vae cannot read: {e}") from None
+        raise CheckpointError(
+            f"{path} holds a configuration this pyro-vae cannot read: {e}"
+        ) from None
     return payload
 
 

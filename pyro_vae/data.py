@@ -73,7 +73,9 @@ class Dataset:
         return self.train
 
 
-def batches(n: int, batch_size: int, device: torch.device, shuffle: bool = True) -> Iterator[torch.Tensor]:
+def batches(
+    n: int, batch_size: int, device: torch.device, shuffle: bool = True
+) -> Iterator[torch.Tensor]:
     """Index tensors covering ``range(n)`` in batches, shuffled with the device's global RNG."""
     order = torch.randperm(n, device=device) if shuffle else torch.arange(n, device=device)
     yield from order.split(batch_size)
@@ -113,7 +115,9 @@ def binarize(ds: Dataset, mode: str) -> Dataset:
     test = torch.bernoulli(ds.test, generator=g)
     train = ds.train
     if mode == "static":
-        train = torch.bernoulli(ds.train, generator=torch.Generator().manual_seed(_STATIC_BINARIZATION_SEED))
+        train = torch.bernoulli(
+            ds.train, generator=torch.Generator().manual_seed(_STATIC_BINARIZATION_SEED)
+        )
     return replace(ds, train=train, test=test, binarize=mode)
 
 
@@ -144,12 +148,16 @@ def _torchvision(name: str, data_dir: Path) -> Dataset:
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise DataError(f"cannot create the data directory {data_dir}: {e}; pass a writable --data-dir") from None
+        raise DataError(
+            f"cannot create the data directory {data_dir}: {e}; pass a writable --data-dir"
+        ) from None
     old_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(20)  # offline machines should fail in seconds, not hang
     try:
         splits = [cls(str(data_dir), train=train, download=True) for train in (True, False)]
-    except Exception as e:  # torchvision raises RuntimeError, URLError, OSError... for the same cause
+    except (
+        Exception
+    ) as e:  # torchvision raises RuntimeError, URLError, OSError... for the same cause
         raise DataError(
             f"could not load {name} from {data_dir} ({type(e).__name__}: {e}). Offline? Put the four "
             f"original .gz files in {data_dir / cls.__name__ / 'raw'}, or point --data-dir "
@@ -164,7 +172,9 @@ def _torchvision(name: str, data_dir: Path) -> Dataset:
 
 def _as_images(a: np.ndarray, path: Path) -> torch.Tensor:
     if a.ndim < 2:
-        raise DataError(f"{path}: expected an array of shape (N, ...) with one datum per row, got {a.shape}")
+        raise DataError(
+            f"{path}: expected an array of shape (N, ...) with one datum per row, got {a.shape}"
+        )
     if a.dtype == np.uint8:
         a = a.astype(np.float32) / 255.0
     elif not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
@@ -173,7 +183,9 @@ def _as_images(a: np.ndarray, path: Path) -> torch.Tensor:
     if x.ndim == 3:  # (N, H, W): one channel
         x = x.unsqueeze(1)
     if not torch.isfinite(x).all():
-        raise DataError(f"{path}: the data contain NaN or infinite values; clean or impute them first")
+        raise DataError(
+            f"{path}: the data contain NaN or infinite values; clean or impute them first"
+        )
     return x
 
 
@@ -205,10 +217,14 @@ def _array_file(path: Path, test_fraction: float) -> Dataset:
             "or 'x_train' and 'x_test' (and optionally 'y_train', 'y_test')"
         )
     if xtr.shape[1:] != xte.shape[1:]:
-        raise DataError(f"{path}: train and test data differ in shape: {tuple(xtr.shape)} vs {tuple(xte.shape)}")
+        raise DataError(
+            f"{path}: train and test data differ in shape: {tuple(xtr.shape)} vs {tuple(xte.shape)}"
+        )
     num_classes = None
     if y_tr is not None:
         if y_tr.shape[0] != xtr.shape[0] or y_te.shape[0] != xte.shape[0]:
-            raise DataError(f"{path}: the number of labels does not match the number of data points")
+            raise DataError(
+                f"{path}: the number of labels does not match the number of data points"
+            )
         num_classes = int(max(y_tr.max(), y_te.max())) + 1
     return Dataset(str(path), xtr, xte, y_tr, y_te, num_classes)

@@ -37,6 +37,23 @@ def elbo(
     return -float(total) / x.shape[0]
 
 
-def batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+def batched(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int = 1024
+) -> torch.Tensor:
     """``fn`` over ``x`` in batches along the first dimension, concatenated."""
     return torch.cat([fn(xb) for xb in x.split(batch_size)])
+
+
+def report(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    particles: int = 1,
+    nll_samples: int = 0,
+) -> dict[str, float]:
+    """Everything ``pyro-vae evaluate`` prints for a model on data ``x``."""
+    out = {"test_elbo": elbo(model, x, num_particles=particles)}
+    extra = getattr(model, "evaluate_extra", None)  # e.g. classification accuracy of M2
+    if extra is not None:
+        out.update(extra(x, labels))
+    return out

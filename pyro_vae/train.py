@@ -45,7 +45,9 @@ def resolve_device(name: str) -> torch.device:
     except RuntimeError:
         raise ConfigError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name} asks for CUDA, but this machine has no usable GPU; use --device cpu")
+        raise ConfigError(
+            f"--device {name} asks for CUDA, but this machine has no usable GPU; use --device cpu"
+        )
     return device
 
 
@@ -92,7 +94,11 @@ def train(
         if run_dir is None:
             raise ConfigError("resume needs the run directory to continue from")
         checkpoint = load_checkpoint(run_dir / CHECKPOINT)
-        changed = [d for d in config_differences(checkpoint["config"], config) if d[:2] not in RESUMABLE_CHANGES]
+        changed = [
+            d
+            for d in config_differences(checkpoint["config"], config)
+            if d[:2] not in RESUMABLE_CHANGES
+        ]
         if changed:
             listing = "; ".join(f"{s}.{k}: {old!r} -> {new!r}" for s, k, old, new in changed)
             raise ConfigError(
@@ -121,7 +127,9 @@ def train(
     # of this model's parameters, so every training run starts from an empty store.
     pyro.clear_param_store()
     optim = pyro.optim.Adam({"lr": tcfg.lr})
-    objective = OBJECTIVES.build(tcfg.objective, num_particles=tcfg.particles, **tcfg.objective_options)
+    objective = OBJECTIVES.build(
+        tcfg.objective, num_particles=tcfg.particles, **tcfg.objective_options
+    )
     svi = SVI(model.model, model.guide, optim, objective)
     drop_last = tcfg.objective.startswith("jit")
 
@@ -161,7 +169,11 @@ def train(
                     break
                 loss = svi.step(x[idx])
                 if not math.isfinite(loss):
-                    kept = f"the last good checkpoint (epoch {epoch}) is kept in {run_dir}" if run_dir and epoch else "nothing was saved"
+                    kept = (
+                        f"the last good checkpoint (epoch {epoch}) is kept in {run_dir}"
+                        if run_dir and epoch
+                        else "nothing was saved"
+                    )
                     raise TrainingDiverged(
                         f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; {kept}. "
                         "Try a lower --lr, a different --seed, or check the data"
@@ -170,7 +182,9 @@ def train(
                 seen += idx.shape[0]
                 bar.update()
                 if step % 10 == 0:
-                    bar.set_postfix_str(f"epoch {epoch + 1}/{tcfg.epochs} loss/image {loss / idx.shape[0]:.2f}")
+                    bar.set_postfix_str(
+                        f"epoch {epoch + 1}/{tcfg.epochs} loss/image {loss / idx.shape[0]:.2f}"
+                    )
             epoch_time = time.perf_counter() - t0
             record = {
                 "epoch": epoch + 1,
@@ -179,7 +193,9 @@ def train(
                 "epoch_time": epoch_time,
             }
             history.append(record)
-            bar.set_postfix_str(f"epoch {epoch + 1}/{tcfg.epochs} test ELBO {record['test_elbo']:.2f}")
+            bar.set_postfix_str(
+                f"epoch {epoch + 1}/{tcfg.epochs} test ELBO {record['test_elbo']:.2f}"
+            )
             if run_dir is not None:
                 with open(run_dir / METRICS, "a") as f:
                     f.write(json.dumps(record) + "\n")
@@ -215,7 +231,9 @@ def _read_metrics(path: Path) -> list[dict[str, Any]]:
     try:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path} is corrupt ({e}); delete it to resume without the old metrics") from None
+        raise CheckpointError(
+            f"{path} is corrupt ({e}); delete it to resume without the old metrics"
+        ) from None
 
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[RunConfig, nn.Module, Dataset]:

@@ -19,7 +19,9 @@ class Gaussian(Likelihood):
     ``scale`` fixes sigma; ``learn_scale=True`` learns one sigma per pixel (initialised at ``scale``).
     """
 
-    def __init__(self, x_shape: Sequence[int], scale: float = 0.1, learn_scale: bool = False) -> None:
+    def __init__(
+        self, x_shape: Sequence[int], scale: float = 0.1, learn_scale: bool = False
+    ) -> None:
         super().__init__(x_shape)
         if not scale > 0:
             raise ConfigError(f"the gaussian likelihood's scale must be positive, got {scale}")

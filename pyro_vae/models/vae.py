@@ -63,7 +63,9 @@ class VAE(nn.Module):
         self.latent_dim = latent_dim
         self.name = name
         nets = NETWORKS.build(network)
-        self.encoder = encoder if encoder is not None else nets.encoder(self.x_shape, hidden, activation)
+        self.encoder = (
+            encoder if encoder is not None else nets.encoder(self.x_shape, hidden, activation)
+        )
         self.decoder = (
             decoder
             if decoder is not None
@@ -73,7 +75,9 @@ class VAE(nn.Module):
         if feature_dim is None:
             raise ConfigError("a custom encoder must have an integer attribute `feature_dim`")
         self.q = (
-            GUIDES.build(guide, feature_dim=feature_dim, latent_dim=latent_dim, **(guide_options or {}))
+            GUIDES.build(
+                guide, feature_dim=feature_dim, latent_dim=latent_dim, **(guide_options or {})
+            )
             if isinstance(guide, str)
             else guide
         )
