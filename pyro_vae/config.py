@@ -56,6 +56,14 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     eval_particles: int = 1
+    # semi-supervised models (m2): labelled training images (class-balanced, chosen by the seed),
+    # validation images held out of the unlabelled rest (None: 10%, at most 5000), alpha of the
+    # auxiliary classification loss (None: Kingma et al.'s 0.1 N), and a labelled batch after every
+    # k unlabelled ones (0: one pass over the labelled set per epoch, spread evenly)
+    labels: int = 0
+    val_size: int | None = None
+    aux_weight: float | None = None
+    labelled_every: int = 0
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,10 @@ class RunConfig:
         ]:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if t.labels < 0 or (t.val_size is not None and t.val_size < 0) or t.labelled_every < 0:
+            raise ConfigError("--labels, --val-size and --labelled-every must not be negative")
+        if t.aux_weight is not None and not t.aux_weight >= 0:
+            raise ConfigError(f"--aux-weight must be non-negative, got {t.aux_weight!r}")
         if not t.lr > 0:
             raise ConfigError(f"--lr must be positive, got {t.lr!r}")
         if not m.hidden or any(h < 1 for h in m.hidden):

@@ -37,15 +37,18 @@ def _save_grid(images: torch.Tensor, nrow: int, path: Path, title: str) -> Path 
     if imgs is None:
         return None
     grid = make_grid(imgs.clamp(0, 1), nrow=nrow, padding=1, pad_value=1.0)
-    h, w = grid.shape[1:]
-    fig, ax = plt.subplots(figsize=(max(3.0, w / 40), max(2.0, h / 40 + 0.4)))
-    ax.imshow(
-        grid.permute(1, 2, 0).squeeze(-1) if grid.shape[0] == 1 else grid.permute(1, 2, 0),
-        cmap="gray",
-        vmin=0,
-        vmax=1,
+    cols, rows = min(nrow, imgs.shape[0]), math.ceil(imgs.shape[0] / nrow)
+    # about half an inch per image, whatever its pixel size, so 8x8 digits and MNIST both read well
+    fig, ax = plt.subplots(
+        figsize=(
+            max(4.0, 0.5 * cols),
+            0.5 * rows * grid.shape[1] / grid.shape[2] * cols / rows + 0.5,
+        )
     )
-    ax.set_title(title)
+    ax.imshow(
+        grid.permute(1, 2, 0).numpy(), interpolation="nearest"
+    )  # make_grid always returns 3 channels
+    ax.set_title(title, fontsize=10)
     ax.axis("off")
     return _save(fig, path)
 
@@ -142,10 +145,12 @@ def latent_map(
     fig, ax = plt.subplots(figsize=(6, 5))
     if labels is not None:
         lab = labels[: xy.shape[0]].cpu()
-        sc = ax.scatter(xy[:, 0], xy[:, 1], c=lab, cmap="tab10", s=6, alpha=0.8)
+        sc = ax.scatter(
+            xy[:, 0].numpy(), xy[:, 1].numpy(), c=lab.numpy(), cmap="tab10", s=6, alpha=0.8
+        )
         fig.colorbar(sc, ax=ax, label="label")
     else:
-        ax.scatter(xy[:, 0], xy[:, 1], s=6, alpha=0.8)
+        ax.scatter(xy[:, 0].numpy(), xy[:, 1].numpy(), s=6, alpha=0.8)
     ax.set_title(f"Test set: {how}")
     return _save(fig, path)
 
