@@ -47,9 +47,10 @@ def test_resume_equals_uninterrupted(tmp_path) -> None:
 
 
 def test_dynamic_binarization_resume_equals_uninterrupted(tmp_path) -> None:
-    cfg = lambda e: dataclasses.replace(
-        tiny_config(epochs=e), data=dataclasses.replace(tiny_config().data, binarize="dynamic")
-    )  # noqa: E731
+    def cfg(epochs: int):
+        dynamic = dataclasses.replace(tiny_config().data, binarize="dynamic")
+        return dataclasses.replace(tiny_config(epochs=epochs), data=dynamic)
+
     full = train(cfg(3), tmp_path / "full", progress=False)
     train(cfg(1), tmp_path / "part", progress=False)
     resumed = train(cfg(3), tmp_path / "part", resume=True, progress=False)
