@@ -79,6 +79,7 @@ OPTIONS: list[Option] = [
     ),
     Option(("--model",), "model.model", "generative model", choices="model"),
     Option(("--latent-dim",), "model.latent_dim", "size of z", int),
+    Option(("--latent-dim2",), "model.latent_dim2", "hvae: size of z2 (0: half of z1)", int),
     Option(("--network",), "model.network", "encoder/decoder family", choices="network"),
     Option(
         ("--hidden",),
@@ -98,6 +99,12 @@ OPTIONS: list[Option] = [
     ),
     Option(("--guide",), "model.guide", "variational family q(z|x)", choices="guide"),
     Option(("--guide-opt",), "model.guide_options[]", "guide option KEY=VALUE", _key_value, "+"),
+    Option(
+        ("--flows",),
+        "model.guide_options[num_flows]",
+        "number of flow layers K of a flow guide (planar, radial, sylvester, iaf, spline)",
+        int,
+    ),
     Option(("--prior",), "model.prior", "prior p(z)", choices="prior"),
     Option(("--prior-opt",), "model.prior_options[]", "prior option KEY=VALUE", _key_value, "+"),
     Option(("--objective",), "train.objective", "training objective", choices="objective"),
@@ -107,6 +114,33 @@ OPTIONS: list[Option] = [
         "objective option KEY=VALUE",
         _key_value,
         "+",
+    ),
+    Option(
+        ("--alpha",), "train.objective_options[alpha]", "renyi: order alpha of the bound", float
+    ),
+    Option(
+        ("--beta",),
+        "train.objective_options[beta]",
+        "weight on log p(z) - log q(z|x) of the latents (beta-VAE), any objective",
+        float,
+    ),
+    Option(
+        ("--kl-anneal",),
+        "train.objective_options[kl_anneal]",
+        "epochs of linear KL warm-up, from --kl-anneal-start to --beta",
+        int,
+    ),
+    Option(
+        ("--kl-anneal-start",),
+        "train.objective_options[kl_anneal_start]",
+        "KL weight at epoch 0 under --kl-anneal (default 0)",
+        float,
+    ),
+    Option(
+        ("--free-bits",),
+        "train.objective_options[free_bits]",
+        "free bits: KL floor in nats per latent dimension (Kingma et al. 2016)",
+        float,
     ),
     Option(
         ("--particles", "-k"),
@@ -125,6 +159,15 @@ OPTIONS: list[Option] = [
     Option(("--lr",), "train.lr", "Adam learning rate", float),
     Option(("--seed",), "train.seed", "random seed; fixes the result on a given device", int),
     Option(("--device",), "train.device", "auto (CUDA when present), cpu, cuda or cuda:N"),
+    Option(("--labels",), "train.labels", "m2: labelled training images (class-balanced)", int),
+    Option(("--val-size",), "train.val_size", "m2: validation images (default 10%, max 5000)", int),
+    Option(("--aux-weight",), "train.aux_weight", "m2: alpha of the classification loss", float),
+    Option(
+        ("--labelled-every",),
+        "train.labelled_every",
+        "m2: a labelled batch after every k unlabelled ones (0: one labelled pass per epoch)",
+        int,
+    ),
 ]
 
 
@@ -135,10 +178,10 @@ def _apply(config: Any, overrides: dict[str, Any]) -> Any:
     sections = {s: getattr(config, s) for s in ("data", "model", "train")}
     for target, value in overrides.items():
         section, name = target.split(".", 1)
-        if name.endswith("[]"):
-            name = name[:-2]
+        if name.endswith("]"):  # "dict[]": a list of (key, value) pairs; "dict[key]": one value
+            name, key = name[:-1].split("[", 1)
             merged = dict(getattr(sections[section], name))
-            merged.update(dict(value))
+            merged.update(dict(value) if key == "" else {key: value})
             value = merged
         elif isinstance(value, list):
             value = tuple(value)
@@ -199,7 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--particles", type=int, default=1, help="samples per data point for the test ELBO"
     )
     q.add_argument(
-        "--nll-samples", type=int, default=0, help="importance samples for log p(x) (0: skip)"
+        "--nll-samples",
+        type=int,
+        default=5000,
+        help="importance samples per test point for log p(x) and the NLL (0: skip; slow on a CPU "
+        "for big test sets, see --limit)",
+    )
+    q.add_argument(
+        "--iwae-samples", type=int, default=50, help="samples for the IWAE-k bound (0: skip)"
     )
     q.add_argument("--limit", type=int, default=None, help="evaluate only the first N test points")
 
@@ -291,12 +341,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         else data.test_labels[: args.limit]
     )
     result = {"run": str(args.run), "test_points": int(x.shape[0])}
-    result.update(report(model, x, labels, particles=args.particles, nll_samples=args.nll_samples))
+    result.update(
+        report(
+            model,
+            x,
+            labels,
+            particles=args.particles,
+            nll_samples=args.nll_samples,
+            iwae_samples=args.iwae_samples,
+        )
+    )
     if args.json:
         print(json.dumps(result))
     else:
         width = max(map(len, result))
         for k, v in result.items():
+            if isinstance(v, list):  # e.g. the KL of each latent dimension
+                v = " ".join(f"{u:.2f}" if isinstance(u, float) else str(u) for u in v)
             print(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
     return 0
 

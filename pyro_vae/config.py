@@ -41,6 +41,8 @@ class ModelConfig:
     guide_options: dict[str, Any] = field(default_factory=dict)
     prior: str = "normal"
     prior_options: dict[str, Any] = field(default_factory=dict)
+    # hvae: size of the second stochastic layer z2 (0: half of latent_dim)
+    latent_dim2: int = 0
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ class TrainConfig:
     labels: int = 0
     val_size: int | None = None
     aux_weight: float | None = None
-    labelled_every: int = 0
+    labelled_every: int = 1
 
 
 @dataclass(frozen=True)

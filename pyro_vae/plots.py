@@ -155,6 +155,36 @@ def latent_map(
     return _save(fig, path)
 
 
+@torch.no_grad()
+def kl_per_dimension(
+    model: Any, x: torch.Tensor, path: Path, max_points: int = 2000
+) -> Path | None:
+    """Bar chart of the KL of each latent dimension over the test set: collapsed units sit at zero."""
+    import warnings
+
+    from .errors import PyroVAEError
+    from .evaluate import latent_statistics
+
+    try:
+        stats = latent_statistics(model, x[:max_points], num_samples=1)
+    except (PyroVAEError, NotImplementedError, ValueError, RuntimeError, TypeError) as e:
+        warnings.warn(f"no per-dimension KL chart for this model: {e}", stacklevel=2)
+        return None
+    kl = stats["kl_per_dim"]
+    if not kl:
+        return None  # no latent site factorises per dimension
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.18 * len(kl) + 1.5), 3.5))
+    ax.bar(range(len(kl)), kl, color=["C0" if v > 0.01 else "C3" for v in kl])
+    ax.set_xlabel("latent dimension")
+    ax.set_ylabel("KL(q || p), nats per datum")
+    ax.set_title(
+        f"Per-dimension KL (rate {stats['rate']:.1f} nats, active units "
+        f"{stats['active_units']}/{len(kl)})"
+    )
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
 def draw_all(
     model: Any,
     dataset: Any,
@@ -175,6 +205,7 @@ def draw_all(
         written.append(
             latent_map(model, x, dataset.test_labels, out / "latent_map.png", projection)
         )
+        written.append(kl_per_dimension(model, x, out / "kl_per_dimension.png"))
         extra = getattr(
             model, "extra_figures", None
         )  # models add their own (e.g. class-conditional grids)

@@ -6,6 +6,7 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from .config import RunConfig
 from .data import Dataset, batches, load_dataset
 from .errors import CheckpointError, ConfigError, TrainingDiverged
 from .models import build_model
-from .objectives import OBJECTIVES
+from .objectives import build_objective
 
 #: options a resumed run may change: it can be trained for longer, or moved to another device
 RESUMABLE_CHANGES = {("train", "epochs"), ("train", "device")}
@@ -127,11 +128,19 @@ def train(
     # of this model's parameters, so every training run starts from an empty store.
     pyro.clear_param_store()
     optim = pyro.optim.Adam({"lr": tcfg.lr})
-    objective = OBJECTIVES.build(
+    objective = build_objective(
         tcfg.objective, num_particles=tcfg.particles, **tcfg.objective_options
     )
     svi = SVI(model.model, model.guide, optim, objective)
     drop_last = tcfg.objective.startswith("jit")
+    # models that learn from labels (m2, cvae) bring their own epoch of steps; the protocol is
+    # documented on pyro_vae.models.cvae.LabelledPlan
+    make_plan = getattr(model, "training_plan", None)
+    plan = make_plan(data, config, optim, objective) if make_plan is not None else None
+    if plan is None and tcfg.labels:
+        raise ConfigError(
+            f"--labels is for semi-supervised models (m2), not --model {config.model.model}"
+        )
 
     start_epoch, history = 0, []
     if checkpoint is not None:
@@ -139,6 +148,8 @@ def train(
         optim.set_state(checkpoint["optim"])
         _set_rng_state(checkpoint["rng"], device)
         start_epoch = checkpoint["epoch"]
+        if plan is not None:
+            plan.load_state_dict(checkpoint.get("plan", {}))
         history = _read_metrics(run_dir / METRICS)[:start_epoch]
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -147,6 +158,8 @@ def train(
 
     n = data.train.shape[0]
     steps_per_epoch = n // tcfg.batch_size if drop_last else math.ceil(n / tcfg.batch_size)
+    if plan is not None:
+        steps_per_epoch = plan.steps_per_epoch
     if steps_per_epoch < 1:
         raise ConfigError(f"--batch-size {tcfg.batch_size} is larger than the {n} training points")
     bar = tqdm(
@@ -164,10 +177,15 @@ def train(
             t0 = time.perf_counter()
             x = data.epoch_train()
             total, seen = 0.0, 0
-            for step, idx in enumerate(batches(n, tcfg.batch_size, device)):
-                if step == steps_per_epoch:
-                    break
-                loss = svi.step(x[idx])
+            steps = (
+                plan.epoch(x)
+                if plan is not None
+                else (
+                    (svi.step(x[idx]), idx.shape[0])
+                    for idx in islice(batches(n, tcfg.batch_size, device), steps_per_epoch)
+                )
+            )
+            for step, (loss, size) in enumerate(steps):
                 if not math.isfinite(loss):
                     kept = (
                         f"the last good checkpoint (epoch {epoch}) is kept in {run_dir}"
@@ -179,11 +197,11 @@ def train(
                         "Try a lower --lr, a different --seed, or check the data"
                     )
                 total += loss
-                seen += idx.shape[0]
+                seen += size
                 bar.update()
                 if step % 10 == 0:
                     bar.set_postfix_str(
-                        f"epoch {epoch + 1}/{tcfg.epochs} loss/image {loss / idx.shape[0]:.2f}"
+                        f"epoch {epoch + 1}/{tcfg.epochs} loss/image {loss / size:.2f}"
                     )
             epoch_time = time.perf_counter() - t0
             record = {
@@ -192,6 +210,8 @@ def train(
                 "test_elbo": evaluate.elbo(model, data.test, num_particles=tcfg.eval_particles),
                 "epoch_time": epoch_time,
             }
+            if plan is not None:
+                record.update(plan.end_epoch(data))  # e.g. M2's validation and test accuracy
             history.append(record)
             bar.set_postfix_str(
                 f"epoch {epoch + 1}/{tcfg.epochs} test ELBO {record['test_elbo']:.2f}"
@@ -206,9 +226,12 @@ def train(
                     model=model.state_dict(),
                     optim=optim.get_state(),
                     rng=_rng_state(device),
+                    **({"plan": plan.state_dict()} if plan is not None else {}),
                 )
     finally:
         bar.close()
+    if plan is not None:
+        plan.finish()  # e.g. M2 returns the epoch its validation set picked
     return TrainResult(model, data, config, history, run_dir)
 
 
@@ -247,6 +270,8 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[RunConfig, nn.Mo
     pyro.set_rng_seed(config.train.seed)
     data = load_dataset(config.data)
     model = build_model(config.model, data.x_shape, data.num_classes)
-    load_model_state(model, ckpt["model"], run_dir / CHECKPOINT)
+    # a plan's selected epoch (M2's best validation accuracy) is the run's model; else the last epoch
+    selected = ckpt.get("plan", {}).get("selected_model", ckpt["model"])
+    load_model_state(model, selected, run_dir / CHECKPOINT)
     model.to(dev).eval()
     return config, model, data.to(dev)

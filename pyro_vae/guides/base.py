@@ -36,5 +36,13 @@ class AmortizedGuide(nn.Module):
         except NotImplementedError:
             return q.rsample((64,)).mean(0)
 
+    def prior_component(self, h: torch.Tensor) -> dist.TorchDistribution:
+        """A density of z that can be scored anywhere, for the VampPrior's mixture components.
+
+        By default q(z|x) itself. Flow guides return their Gaussian base instead: planar, radial and
+        Sylvester flows have no inverse, so q(z|u) cannot score a z it did not draw.
+        """
+        return self(h)
+
 
 GUIDES: Registry[AmortizedGuide] = Registry("guide")

@@ -1,6 +1,9 @@
 """Generative models written as Pyro model/guide pairs."""
 
 from .base import MODELS, build_model
+from .cvae import CVAE
+from .hierarchical import HierarchicalVAE
+from .m2 import M2
 from .vae import VAE
 
-__all__ = ["MODELS", "VAE", "build_model"]
+__all__ = ["CVAE", "HierarchicalVAE", "M2", "MODELS", "VAE", "build_model"]

@@ -1,0 +1,393 @@
+"""The conditional VAE: a label-conditioned generative model p(x | y, z), trained on labelled data."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro.distributions import TorchDistribution
+from pyro.infer import SVI, TraceEnum_ELBO
+from torch import nn
+
+from ..errors import ConfigError, DataError
+from ..guides import GUIDES, AmortizedGuide
+from ..likelihoods import LIKELIHOODS, Likelihood
+from ..nn import NETWORKS, activation
+from ..priors import PRIORS, Prior
+from .base import MODELS
+
+if TYPE_CHECKING:
+    from pyro.infer import ELBO
+    from pyro.optim import PyroOptim
+
+    from ..config import ModelConfig, RunConfig
+    from ..data import Dataset
+
+
+def join(*parts: torch.Tensor) -> torch.Tensor:
+    """Concatenate along the last dimension after broadcasting the leading (batch) dimensions.
+
+    Enumerated labels have shape ``(K, 1, K)`` and particles add a dimension in front of the data,
+    so the pieces rarely share their batch shape; ``torch.cat`` does not broadcast.
+    """
+    batch = torch.broadcast_shapes(*(p.shape[:-1] for p in parts))
+    return torch.cat([p.expand(*batch, p.shape[-1]) for p in parts], dim=-1)
+
+
+def check_labels(labels: torch.Tensor | None, num_classes: int, what: str) -> torch.Tensor:
+    if labels is None:
+        raise DataError(
+            f"{what} needs labelled data, but this data set has no labels; "
+            "use a data set with labels (digits, mnist, fashion-mnist, or a .npz with y_train)"
+        )
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise DataError(f"labels must lie in 0..{num_classes - 1}, got {labels.min()}..{labels.max()}")
+    return labels
+
+
+class CVAE(nn.Module):
+    r"""The conditional VAE (Sohn et al. 2015; Kingma et al. 2014's M2 without a classifier).
+
+    Generative process (``model``), for each datum ``x_n`` in the plate ``data``::
+
+        z_n ~ p(z)                               # prior, default N(0, I)
+        y_n ~ Cat(1/K, ..., 1/K)                 # observed when the label is given
+        x_n ~ p(x | decoder([z_n, onehot(y_n)]))  # likelihood, default Bernoulli
+
+    Inference (``guide``)::
+
+        y_n ~ Cat(1/K, ..., 1/K)                 # only when y is not given (enumerated)
+        z_n ~ q(z | join([encoder(x_n), onehot(y_n)]))
+
+    With labels, the ELBO bounds log p(x, y) = log p(x | y) - log K. Without, the guide's uniform
+    q(y) makes ``TraceEnum_ELBO`` average the conditional bounds over the K labels, a bound on
+    log p(x); this keeps ``evaluate.elbo`` a bound on log p(x) for every model.
+
+    ``join`` is one dense layer on the encoder features concatenated with the one-hot label: it lets
+    the label change the whole posterior (not just shift the guide's linear outputs), and any
+    registered guide (e.g. a flow) then maps the joined features to q(z|x, y). The "latent" the
+    generic plots see is ``[z, onehot(y)]``, so reconstructions, interpolations and latent maps work
+    unchanged; ``decode`` takes that concatenation.
+    """
+
+    def __init__(
+        self,
+        x_shape: Sequence[int],
+        num_classes: int,
+        latent_dim: int = 20,
+        *,
+        network: str = "mlp",
+        hidden: Sequence[int] = (400,),
+        activation_name: str = "relu",
+        guide: str | AmortizedGuide = "diagonal",
+        guide_options: Mapping[str, Any] | None = None,
+        prior: str | Prior = "normal",
+        prior_options: Mapping[str, Any] | None = None,
+        likelihood: str | Likelihood = "bernoulli",
+        likelihood_options: Mapping[str, Any] | None = None,
+        name: str = "cvae",
+    ) -> None:
+        super().__init__()
+        if not isinstance(latent_dim, int) or latent_dim < 1:
+            raise ConfigError(f"the latent size must be a positive integer, got {latent_dim!r}")
+        if num_classes is None or num_classes < 2:
+            raise DataError(
+                f"a label-conditioned model needs a labelled data set with at least 2 classes, "
+                f"got {num_classes!r} classes"
+            )
+        self.x_shape = tuple(int(s) for s in x_shape)
+        self.latent_dim = latent_dim
+        self.num_classes = int(num_classes)
+        self.name = name
+        nets = NETWORKS.build(network)
+        self.encoder = nets.encoder(self.x_shape, hidden, activation_name)
+        self.decoder = nets.decoder(latent_dim + self.num_classes, self.x_shape, hidden, activation_name)
+        feature_dim = self.encoder.feature_dim
+        self.join = nn.Sequential(
+            nn.Linear(feature_dim + self.num_classes, feature_dim), activation(activation_name)
+        )
+        self.q = (
+            GUIDES.build(guide, feature_dim=feature_dim, latent_dim=latent_dim, **(guide_options or {}))
+            if isinstance(guide, str)
+            else guide
+        )
+        self.prior = (
+            PRIORS.build(prior, latent_dim=latent_dim, **(prior_options or {}))
+            if isinstance(prior, str)
+            else prior
+        )
+        self.likelihood = (
+            LIKELIHOODS.build(likelihood, x_shape=self.x_shape, **(likelihood_options or {}))
+            if isinstance(likelihood, str)
+            else likelihood
+        )
+        # p(y): uniform; a buffer so that it follows the model's device and dtype
+        self.register_buffer("y_logits", torch.zeros(self.num_classes))
+        self.prior.attach(self)
+
+    # -- Pyro -------------------------------------------------------------------------------------
+    def _register(self, *parts: str) -> None:
+        """``pyro.module`` on only the parts a step uses, under the names ``pyro.module(self)`` gives.
+
+        A parameter in the step's trace is stepped by Adam even when its gradient is zero (Pyro zeroes
+        gradients rather than dropping them), so registering unused parts would move them by momentum.
+        """
+        pyro.module(self.name, nn.ModuleDict({p: getattr(self, p) for p in parts}))
+
+    def one_hot(self, y: torch.Tensor) -> torch.Tensor:
+        return F.one_hot(y, self.num_classes).to(self.y_logits.dtype)
+
+    def label_prior(self) -> TorchDistribution:
+        return dist.Categorical(logits=self.y_logits, validate_args=False)
+
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        self._register("decoder", "prior", "likelihood")
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", self.prior())
+            y = pyro.sample("y", self.label_prior(), obs=y)
+            pyro.sample("x", self.likelihood(self.decoder(join(z, self.one_hot(y)))), obs=x)
+
+    def label_guide(self, x: torch.Tensor) -> TorchDistribution:
+        """q(y|x) for unlabelled data: uniform here, a classifier in M2."""
+        return self.label_prior()
+
+    def _guide_parts(self, labelled: bool) -> tuple[str, ...]:
+        return ("encoder", "join", "q")
+
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        self._register(*self._guide_parts(y is not None))
+        with pyro.plate("data", x.shape[0]):
+            if y is None:
+                # summed out exactly under TraceEnum_ELBO (Kingma et al. 2014, eq. 7)
+                y = pyro.sample("y", self.label_guide(x), infer={"enumerate": "parallel"})
+            pyro.sample("z", self.q(self.features(x, y)))
+
+    def evaluation_objective(self, num_particles: int = 1) -> ELBO:
+        """The bound ``evaluate.elbo`` scores unlabelled data with: unknown labels summed out exactly."""
+        return TraceEnum_ELBO(
+            num_particles=num_particles,
+            vectorize_particles=num_particles > 1,
+            max_plate_nesting=1,
+        )
+
+    # -- conveniences for plots, the CLI and evaluation ---------------------------------------------
+    def features(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The guide's input for data ``x`` with integer labels ``y`` (broadcast against each other)."""
+        return self.join(join(self.encoder(x), self.one_hot(y)))
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """The most probable label: here argmax_y of the one-point bound log p(x, z|y) - log q(z|x, y)
+        at z = the guide's mean, i.e. the generative model used as a classifier."""
+        labels = torch.arange(self.num_classes, device=x.device).unsqueeze(-1)  # (K, 1)
+        h = self.features(x, labels)  # (K, N, F)
+        z = self.q.mean(h)
+        score = (
+            self.likelihood(self.decoder(join(z, self.one_hot(labels)))).log_prob(x)
+            + self.prior().log_prob(z)
+            - self.q(h).log_prob(z)
+        )
+        return score.argmax(0)
+
+    def _labels_or_predicted(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        return self.predict(x) if y is None else y
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> TorchDistribution:
+        """q(z|x, y) for a batch; ``y`` defaults to the predicted labels."""
+        return self.q(self.features(x, self._labels_or_predicted(x, y)))
+
+    def latent_mean(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """``[mean of q(z|x, y), onehot(y)]``: the point in the decoder's input space for ``x``."""
+        y = self._labels_or_predicted(x, y)
+        return join(self.q.mean(self.features(x, y)), self.one_hot(y))
+
+    def decode(self, v: torch.Tensor) -> TorchDistribution:
+        """p(x | z, y) for ``v = [z, onehot(y)]`` (any soft label mixes the classes)."""
+        return self.likelihood(self.decoder(v))
+
+    def decode_mean(self, v: torch.Tensor) -> torch.Tensor:
+        return self.likelihood.mean(self.decoder(v))
+
+    def conditional_mean(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The expected datum for latents ``z`` and integer labels ``y`` (broadcast)."""
+        return self.decode_mean(join(z, self.one_hot(y)))
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode_mean(self.latent_mean(x))
+
+    def sample(self, n: int, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Expected data for ``n`` latents from the prior, with labels ``y`` (default drawn from p(y))."""
+        z = self.prior().sample((n,))
+        if y is None:
+            y = self.label_prior().sample((n,))
+        return self.conditional_mean(z, y)
+
+    def check_data(self, x: torch.Tensor) -> None:
+        if tuple(x.shape[1:]) != self.x_shape:
+            raise DataError(
+                f"the model expects data of shape (N, {', '.join(map(str, self.x_shape))}) "
+                f"but got {tuple(x.shape)}"
+            )
+        if not torch.isfinite(x).all():
+            raise DataError("the data contain NaN or infinite values; clean or impute them first")
+        self.likelihood.check(x)
+
+    @torch.no_grad()
+    def conditional_elbo(
+        self, x: torch.Tensor, y: torch.Tensor, num_particles: int = 1, batch_size: int = 1024
+    ) -> float:
+        """Mean bound on log p(x | y) per datum (nats): the labelled ELBO plus log K."""
+        elbo = pyro.infer.Trace_ELBO(
+            num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1
+        )
+        total = sum(
+            elbo.loss(self.model, self.guide, xb, yb)
+            for xb, yb in zip(x.split(batch_size), y.split(batch_size))
+        )
+        return -float(total) / x.shape[0] + math.log(self.num_classes)
+
+    def evaluate_extra(self, x: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
+        if labels is None:
+            return {}
+        was_training = self.training
+        self.eval()
+        try:
+            return {"test_conditional_elbo": self.conditional_elbo(x, labels)}
+        finally:
+            self.train(was_training)
+
+    # -- figures ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def extra_figures(self, dataset: Dataset, out_dir: Path) -> list[Path]:
+        written = [conditional_samples(self, Path(out_dir) / "conditional_samples.png")]
+        written.append(
+            style_transfer(self, dataset.test, dataset.test_labels, Path(out_dir) / "style_transfer.png")
+        )
+        return [p for p in written if p is not None]
+
+    # -- training ---------------------------------------------------------------------------------
+    def training_plan(
+        self, data: Dataset, config: RunConfig, optim: PyroOptim, objective: ELBO
+    ) -> LabelledPlan:
+        """Every training image with its label, batch by batch, under the trainer's objective."""
+        labels = check_labels(data.train_labels, self.num_classes, "--model cvae")
+        return LabelledPlan(self, labels, config, optim, objective)
+
+
+@torch.no_grad()
+def conditional_samples(
+    model: CVAE, path: Path, styles: int = 10, seed: int = 0
+) -> Path | None:
+    """One row per class, one column per style z: the same z decoded with every label."""
+    from ..plots import _save_grid
+
+    z = _prior_draws(model, styles, seed)
+    labels = torch.arange(model.num_classes, device=z.device).unsqueeze(-1)  # (K, 1)
+    images = model.conditional_mean(z, labels)  # (K, styles, *x_shape)
+    return _save_grid(
+        images.reshape(-1, *model.x_shape),
+        nrow=styles,
+        path=path,
+        title="conditional samples: one row per class, one column per style z",
+    )
+
+
+def _prior_draws(model: CVAE, n: int, seed: int) -> torch.Tensor:
+    """``n`` draws from p(z) under a fixed seed, so that a redrawn figure shows the same styles;
+    the global RNG (devices included) is restored afterwards."""
+    with torch.random.fork_rng(devices=[] if not torch.cuda.is_available() else None):
+        torch.manual_seed(seed)
+        return model.prior().sample((n,))
+
+
+@torch.no_grad()
+def style_transfer(
+    model: CVAE, x: torch.Tensor, labels: torch.Tensor | None, path: Path, n: int = 8
+) -> Path | None:
+    """Each row: a test image, then its style z (inferred with its label) decoded with every label."""
+    from ..plots import _save_grid
+
+    x = x[:n]
+    y = labels[:n] if labels is not None else None
+    z = model.latent_mean(x, y)[..., : model.latent_dim]  # (n, D)
+    every = torch.arange(model.num_classes, device=x.device).unsqueeze(-1)  # (K, 1)
+    out = model.conditional_mean(z, every).transpose(0, 1)  # (n, K, *x_shape)
+    rows = torch.cat([x.unsqueeze(1).to(out.dtype), out], dim=1)
+    return _save_grid(
+        rows.reshape(-1, *model.x_shape),
+        nrow=model.num_classes + 1,
+        path=path,
+        title="style transfer: test image (left), its z decoded with every label",
+    )
+
+
+class LabelledPlan:
+    """The CVAE's epoch: shuffled batches of (x, y) over the whole labelled training set.
+
+    The trainer's plan protocol: ``steps_per_epoch``; ``epoch(x)`` yields ``(loss, batch size)`` per
+    step; ``end_epoch()`` returns extra metrics for the epoch's record; ``state_dict()`` and
+    ``load_state_dict()`` carry what must survive a resume; ``finish()`` runs after the last epoch.
+    """
+
+    def __init__(
+        self, model: CVAE, labels: torch.Tensor, config: RunConfig, optim: PyroOptim, objective: ELBO
+    ) -> None:
+        self.model = model
+        self.labels = labels
+        self.config = config
+        self.batch_size = config.train.batch_size
+        self.svi = SVI(model.model, model.guide, optim, objective)
+        n = labels.shape[0]
+        self.steps_per_epoch = math.ceil(n / self.batch_size)
+
+    def epoch(self, x: torch.Tensor) -> Iterator[tuple[float, int]]:
+        order = torch.randperm(x.shape[0], device=x.device)
+        for idx in order.split(self.batch_size):
+            yield self.svi.step(x[idx], self.labels[idx]), idx.shape[0]
+
+    def end_epoch(self, data: Dataset) -> dict[str, float]:
+        if data.test_labels is None:
+            return {}
+        return self.model.evaluate_extra(data.test, data.test_labels)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of a module's state (the best epoch's weights)."""
+    return copy.deepcopy({k: v.detach().clone() for k, v in module.state_dict().items()})
+
+
+@MODELS.register("cvae")
+def _build_cvae(config: ModelConfig, x_shape: tuple[int, ...], num_classes: int | None) -> CVAE:
+    return CVAE(x_shape, num_classes, **model_options(config))
+
+
+def model_options(config: ModelConfig) -> dict[str, Any]:
+    """The keyword arguments shared by the label-conditioned models."""
+    return dict(
+        latent_dim=config.latent_dim,
+        network=config.network,
+        hidden=config.hidden,
+        activation_name=config.activation,
+        guide=config.guide,
+        guide_options=config.guide_options,
+        prior=config.prior,
+        prior_options=config.prior_options,
+        likelihood=config.likelihood,
+        likelihood_options=config.likelihood_options,
+    )

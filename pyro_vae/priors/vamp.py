@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pyro.distributions as dist
+import torch
+from torch import nn
+from torch.nn.functional import hardtanh
+
+from ..errors import ConfigError
+from .base import PRIORS, Prior
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+
+@PRIORS.register("vamp")
+class VampPrior(Prior):
+    r"""The variational mixture of posteriors prior (Tomczak and Welling 2018):
+
+    .. math:: p(z) = \frac{1}{K} \sum_{k=1}^{K} q(z \mid u_k),
+
+    the model's own amortized posterior evaluated at ``K = num_pseudo`` learned pseudo-inputs ``u_k``
+    (data-shaped parameters), pushed through the model's encoder and guide on every call so that the
+    prior follows them through training. Pseudo-inputs start at ``N(init_mean, init_std^2)`` and, with
+    ``bounded=True`` (for data in [0, 1]), pass through a hard tanh onto ``[0, 1]`` as in the paper.
+
+    The model is found through :meth:`attach`: a model with a ``vamp_component(u)`` method (the
+    hierarchical VAE) supplies the components itself; otherwise they are
+    ``model.q.prior_component(model.encoder(u))``, which is q(z|u) for Gaussian guides and the Gaussian
+    base of a flow guide (flows without an inverse cannot score a z they did not draw).
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        num_pseudo: int = 500,
+        init_mean: float = 0.05,
+        init_std: float = 0.01,
+        bounded: bool = True,
+    ) -> None:
+        super().__init__(latent_dim)
+        if not isinstance(num_pseudo, int) or isinstance(num_pseudo, bool) or num_pseudo < 1:
+            raise ConfigError(f"the VampPrior needs a positive num_pseudo, got {num_pseudo!r}")
+        self.num_pseudo = num_pseudo
+        self.init_mean, self.init_std, self.bounded = init_mean, init_std, bounded
+        self.pseudo_raw: nn.Parameter | None = None
+
+    def attach(self, model: Any) -> None:
+        x_shape = getattr(model, "x_shape", None)
+        if x_shape is None:
+            raise ConfigError("the VampPrior needs a model with an `x_shape` attribute")
+        # a plain reference, not a submodule: the encoder's parameters belong to the model, and
+        # registering them here too would list them twice in the state dict
+        self.__dict__["_model"] = model
+        if self.pseudo_raw is None or tuple(self.pseudo_raw.shape[1:]) != tuple(x_shape):
+            raw = self.init_mean + self.init_std * torch.randn(self.num_pseudo, *x_shape)
+            self.pseudo_raw = nn.Parameter(raw)
+
+    def pseudo_inputs(self) -> Tensor:
+        if self.pseudo_raw is None:
+            raise ConfigError("the VampPrior is not attached to a model; pass it to a VAE first")
+        return hardtanh(self.pseudo_raw, 0.0, 1.0) if self.bounded else self.pseudo_raw
+
+    def forward(self) -> dist.TorchDistribution:
+        u = self.pseudo_inputs()
+        model = self.__dict__["_model"]
+        component = getattr(model, "vamp_component", None)
+        comps = component(u) if component is not None else model.q.prior_component(model.encoder(u))
+        mix = dist.Categorical(logits=torch.zeros(self.num_pseudo, dtype=u.dtype, device=u.device))
+        return dist.MixtureSameFamily(mix, comps, validate_args=False)

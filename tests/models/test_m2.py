@@ -1,0 +1,158 @@
+"""M2: the enumerated bound, the label split, the semi-supervised signal, resume and the CLI."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pyro
+import pytest
+import torch
+import torch.nn.functional as F
+from pyro.infer import TraceEnum_ELBO
+
+from pyro_vae import DataConfig, ModelConfig, RunConfig, TrainConfig, load_dataset, train
+from pyro_vae.checkpoint import CHECKPOINT
+from pyro_vae.cli import main
+from pyro_vae.errors import ConfigError
+from pyro_vae.models import M2
+from pyro_vae.models.m2 import default_val_size, split_labels
+from pyro_vae.train import load_run
+
+
+def test_enumerated_bound_equals_the_sum_over_classes_by_hand() -> None:
+    pyro.clear_param_store()
+    K, N, D = 3, 5, 2
+    m = M2((1, 2, 2), K, latent_dim=D, hidden=(6,))
+    x = torch.bernoulli(torch.full((N, 1, 2, 2), 0.4))
+    torch.manual_seed(7)
+    loss = TraceEnum_ELBO(max_plate_nesting=1).loss(m.model, m.guide, x)
+
+    # by hand, with the same noise: sum_y q(y|x) [log p(x|y,z) + log p(y) + log p(z) - log q(z|x,y)]
+    # + H(q(y|x)), z ~ q(z|x,y) drawn once for every (y, x) pair
+    torch.manual_seed(7)
+    with torch.no_grad():
+        ys = torch.arange(K).unsqueeze(-1)  # (K, 1)
+        q_z = m.q(m.features(x, ys))  # batch (K, N)
+        z = q_z.rsample()
+        onehot = F.one_hot(ys, K).float().expand(K, N, K)
+        logits = m.decoder(torch.cat([z, onehot], -1))
+        log_px = torch.distributions.Bernoulli(logits=logits).log_prob(x).sum((-1, -2, -3))
+        log_pz = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+        elbo_xy = log_px + log_pz - torch.log(torch.tensor(float(K))) - q_z.log_prob(z)  # (K, N)
+        q_y = torch.softmax(m.classifier(x), -1).T  # (K, N)
+        entropy = -(q_y * q_y.log()).sum(0)
+        by_hand = -((q_y * elbo_xy).sum(0) + entropy).sum()
+    assert loss == pytest.approx(float(by_hand), rel=1e-5, abs=1e-4)
+    # and not just any number: a single class's bound differs from the sum over classes
+    assert abs(loss + float(elbo_xy[0].sum())) > 1e-3
+
+
+def test_labelled_subset_is_class_balanced_disjoint_and_seeded() -> None:
+    labels = torch.arange(1000) % 10
+    lab, val, unl = split_labels(labels, 53, 100, 10, seed=3)
+    counts = torch.bincount(labels[lab], minlength=10)
+    assert counts.sum() == 53 and counts.min() == 5 and counts.max() == 6
+    assert val.numel() == 100 and unl.numel() == 1000 - 153
+    everything = torch.cat([lab, val, unl])
+    assert everything.unique().numel() == 1000
+    again = split_labels(labels, 53, 100, 10, seed=3)
+    assert all(torch.equal(a, b) for a, b in zip((lab, val, unl), again))
+    assert not torch.equal(split_labels(labels, 53, 100, 10, seed=4)[0].sort().values, lab.sort().values)
+    with pytest.raises(ConfigError, match="--labels 10 or more"):
+        split_labels(labels, 5, 100, 10, seed=0)
+
+
+def m2_config(labels: int = 50, epochs: int = 2, seed: int = 0, **train_kw) -> RunConfig:
+    return RunConfig(
+        data=DataConfig("digits"),
+        model=ModelConfig("m2", latent_dim=8, hidden=(128,)),
+        train=TrainConfig(
+            epochs=epochs, batch_size=128, lr=3e-3, seed=seed, device="cpu", labels=labels, **train_kw
+        ),
+    )
+
+
+def supervised_only(model: M2, x, y, x_val, y_val, x_test, y_test, steps: int = 300) -> float:
+    """The same classifier architecture trained on the labelled images alone; the step with the best
+    validation accuracy is reported, as for M2."""
+    clf = copy.deepcopy(model.classifier)
+    for layer in clf.modules():
+        if hasattr(layer, "reset_parameters"):
+            layer.reset_parameters()
+    opt = torch.optim.Adam(clf.parameters(), lr=1e-3)
+    best_val, test = -1.0, 0.0
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(clf(x), y).backward()
+        opt.step()
+        with torch.no_grad():
+            val = (clf(x_val).argmax(-1) == y_val).float().mean().item()
+            if val > best_val:
+                best_val, test = val, (clf(x_test).argmax(-1) == y_test).float().mean().item()
+    return test
+
+
+@pytest.mark.slow
+def test_m2_with_50_labels_beats_a_classifier_trained_on_the_50_labels_alone() -> None:
+    torch.set_num_threads(1)  # the 2-core machine is shared; threads would only add contention
+    data = load_dataset(DataConfig("digits"))
+    m2_acc, sup_acc = [], []
+    for seed in range(3):
+        r = train(m2_config(labels=50, epochs=20, seed=seed), dataset=data, progress=False)
+        m2_acc.append(r.model.accuracy(data.test, data.test_labels))
+        n = data.train.shape[0]
+        lab, val, _ = split_labels(data.train_labels, 50, default_val_size(n), 10, seed)
+        torch.manual_seed(seed)
+        sup_acc.append(
+            supervised_only(
+                r.model,
+                data.train[lab],
+                data.train_labels[lab],
+                data.train[val],
+                data.train_labels[val],
+                data.test,
+                data.test_labels,
+            )
+        )
+    m2_mean, sup_mean = sum(m2_acc) / 3, sum(sup_acc) / 3
+    assert m2_mean > sup_mean + 0.01, (m2_acc, sup_acc)
+
+
+def test_resume_gives_the_uninterrupted_run_and_keeps_the_best_epoch(tmp_path: Path) -> None:
+    straight = train(m2_config(epochs=3), tmp_path / "a", progress=False)
+    train(m2_config(epochs=2), tmp_path / "b", progress=False)
+    resumed = train(m2_config(epochs=3), tmp_path / "b", resume=True, progress=False)
+    for a, b in zip(straight.history, resumed.history):
+        assert a["val_accuracy"] == b["val_accuracy"] and a["train_elbo"] == pytest.approx(b["train_elbo"])
+    for k, v in straight.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    ckpt = torch.load(tmp_path / "b" / CHECKPOINT, weights_only=True)
+    best = ckpt["plan"]["best_epoch"]
+    assert best == max(straight.history, key=lambda h: h["val_accuracy"])["epoch"]
+    # the reloaded run is the selected epoch, and scores as it did in training
+    _, model, data = load_run(tmp_path / "b")
+    acc = model.accuracy(data.test, data.test_labels)
+    assert acc == pytest.approx(straight.history[best - 1]["test_accuracy"])
+
+
+def test_cli_trains_evaluates_and_draws_m2(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    args = ["--model", "m2", "--labels", "30", "--epochs", "1", "--hidden", "32", "--latent-dim", "2"]
+    assert main(["train", "--run-dir", str(run), "--no-progress", *args]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert 0.0 <= out["test_accuracy"] <= 1.0 and out["test_elbo"] < 0
+    figures = {p.name for p in (run / "figures").iterdir()}
+    assert {"conditional_samples.png", "style_transfer.png", "samples.png", "interpolation.png"} <= figures
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"val_accuracy", "test_accuracy", "best_epoch"} <= set(record)
+
+
+def test_m2_needs_labels_and_vae_refuses_them(tmp_path: Path, capsys) -> None:
+    assert main(["train", "--model", "m2", "--epochs", "1", "--no-progress", "--no-plots", "--run-dir", str(tmp_path / "a")]) == 2
+    assert "--labels N" in capsys.readouterr().err
+    assert main(["train", "--labels", "20", "--epochs", "1", "--no-progress", "--no-plots", "--run-dir", str(tmp_path / "b")]) == 2
+    assert "semi-supervised" in capsys.readouterr().err
