@@ -55,7 +55,9 @@ def cpu_model() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--labels", type=int, nargs="+", default=[100, 600, 1000, 3000])
     p.add_argument("--subsets", type=int, default=3, help="labelled subsets (seeds) per budget")
     p.add_argument("--epochs", type=int, default=50)
@@ -63,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latent-dim", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=200)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--aux-weight", type=float, default=None, help="alpha (default: 0.1 N, Kingma)")
+    p.add_argument(
+        "--aux-weight", type=float, default=None, help="alpha per labelled image (default 50)"
+    )
     p.add_argument("--labelled-every", type=int, default=1)
     p.add_argument("--val-size", type=int, default=None)
     p.add_argument("--train-subset", type=int, default=0, help="train on this many images (0: all)")
@@ -83,8 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         keep = keep[: args.train_subset]
         data = replace(full, train=full.train[keep], train_labels=full.train_labels[keep])
 
-    print(f"pyro-vae {pyro_vae.__version__}, torch {torch.__version__}, pyro {__import__('pyro').__version__}")
-    print(f"machine: {platform.platform()}, {cpu_model()}, device {args.device}, threads {args.threads}")
+    print(
+        f"pyro-vae {pyro_vae.__version__}, torch {torch.__version__}, pyro {__import__('pyro').__version__}"
+    )
+    print(
+        f"machine: {platform.platform()}, {cpu_model()}, device {args.device}, threads {args.threads}"
+    )
     if torch.cuda.is_available() and args.device != "cpu":
         print(f"GPU: {torch.cuda.get_device_name(0)}")
     print(f"command: python {shlex.join(sys.argv)}")
@@ -138,19 +146,29 @@ def main(argv: list[str] | None = None) -> int:
             )
     total = time.perf_counter() - t_all
 
-    print(f"\nM2 test accuracy (%), mean ± sd over {args.subsets} labelled subsets; total {total / 60:.1f} min")
+    print(
+        f"\nM2 test accuracy (%), mean ± sd over {args.subsets} labelled subsets; total {total / 60:.1f} min"
+    )
     print(f"{'labels':>6}  {'mean':>6}  {'sd':>5}  {'subsets':<24}  {'target':>6}  anchors")
     for n_labels, rows in results.items():
         accs = [r["test_accuracy"] for r in rows]
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
         target = TARGETS.get(n_labels)
-        met = "" if target is None else f"{target:.0f} {'met' if statistics.mean(accs) >= target else 'NOT met'}"
+        met = (
+            ""
+            if target is None
+            else f"{target:.0f} {'met' if statistics.mean(accs) >= target else 'NOT met'}"
+        )
         print(
             f"{n_labels:>6}  {statistics.mean(accs):6.2f}  {sd:5.2f}  "
             f"{', '.join(f'{a:.2f}' for a in accs):<24}  {met:>6}  {ANCHORS.get(n_labels, '')}"
         )
     if args.json is not None:
-        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "results": results}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {"args": vars(args) | {"json": str(args.json)}, "results": results}, indent=2
+            )
+        )
     return 0
 
 

@@ -60,7 +60,7 @@ class TrainConfig:
     eval_particles: int = 1
     # semi-supervised models (m2): labelled training images (class-balanced, chosen by the seed),
     # validation images held out of the unlabelled rest (None: 10%, at most 5000), alpha of the
-    # auxiliary classification loss (None: Kingma et al.'s 0.1 N), and a labelled batch after every
+    # auxiliary classification loss (None: 50 per labelled image), and a labelled batch after every
     # k unlabelled ones (0: one pass over the labelled set per epoch, spread evenly)
     labels: int = 0
     val_size: int | None = None

@@ -192,7 +192,7 @@ def latent_statistics(
     - ``kl_per_dim``: the KL of each latent dimension (latent sites that factorise per dimension, in
       trace order), the numbers behind the posterior-collapse bar chart.
     - ``active_units``: latent dimensions whose covariance over x of E_q[z|x] exceeds ``threshold``
-      (Burda et al. 2016, sec. 5.2); E_q[z|x] is the distribution's mean where it has one, else the
+      (Burda et al. 2016, sec. 5.2), over continuous latent sites; E_q[z|x] is the distribution's mean where it has one, else the
       mean of ``num_samples`` samples.
     Everything uses ``num_samples`` vectorised samples per data point.
     """
@@ -228,6 +228,8 @@ def latent_statistics(
                 kl_sums[name] = kl_sums.get(name, 0.0) + kd.mean(0).sum(0)
             except ConfigError:
                 pass  # not factorised per dimension: it still counts in the rate
+            if g["fn"].support.is_discrete:
+                continue  # active units are continuous units (e.g. not M2's class label)
             try:
                 m = g["fn"].mean.expand(g["value"].shape)
             except NotImplementedError:
@@ -247,4 +249,3 @@ def latent_statistics(
         "kl_per_dim": kl_per_dim,
         "active_units": active,
     }
-

@@ -5,7 +5,7 @@ encoder's output for ``x``: each data point gets its own flow (Rezende and Moham
 It is Pyro's :class:`~pyro.distributions.ConditionalTransformedDistribution` with the amortized
 diagonal Gaussian as its conditional base.
 
-Two facts every flow here relies on:
+What every flow here relies on:
 
 * **Broadcasting.** Vectorised particles draw ``z`` of shape ``(K, B, D)`` while ``h`` is ``(B, F)``; the
   conditioned transforms hold parameters of batch shape ``(B,)`` and broadcast them against any

@@ -143,16 +143,19 @@ class ConditionalSylvester(ConditionalTransformModule):
             raise ConfigError(f"num_householder must be positive, got {h}")
         self.input_dim, self.kind, self.columns, self.num_householder = d, kind, m, h
         q_dim = d * m if kind == "orthogonal" else h * d
-        self.nn = ParamNet(context_dim, hidden, [m * m, m * m, m, m, m, q_dim])
+        # one M x M matrix gives both triangles, R from its upper and R~ from its lower part, as in
+        # the authors' code: half the amortization cost of two matrices
+        self.nn = ParamNet(context_dim, hidden, [m * m, m, m, m, q_dim])
         self.register_buffer("triu", torch.ones(m, m).triu(1), persistent=False)
 
     def _params(self, context: torch.Tensor) -> Params:
         d, m = self.input_dim, self.columns
-        r_full, rt_full, r_diag, rt_diag, b, q_raw = self.nn(context)
+        full, r_diag, rt_diag, b, q_raw = self.nn(context)
         batch = context.shape[:-1]
         triu = self.triu.to(context.dtype)
-        r = r_full.reshape(*batch, m, m) * triu + torch.diag_embed(torch.tanh(r_diag))
-        r_tilde = rt_full.reshape(*batch, m, m) * triu + torch.diag_embed(torch.tanh(rt_diag))
+        full = full.reshape(*batch, m, m)
+        r = full * triu + torch.diag_embed(torch.tanh(r_diag))
+        r_tilde = full.transpose(-1, -2) * triu + torch.diag_embed(torch.tanh(rt_diag))
         if self.kind == "orthogonal":
             # an identity-like offset keeps the matrix well conditioned at initialisation
             eye = torch.eye(d, m, dtype=context.dtype, device=context.device)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -48,7 +47,9 @@ def check_labels(labels: torch.Tensor | None, num_classes: int, what: str) -> to
             "use a data set with labels (digits, mnist, fashion-mnist, or a .npz with y_train)"
         )
     if labels.min() < 0 or labels.max() >= num_classes:
-        raise DataError(f"labels must lie in 0..{num_classes - 1}, got {labels.min()}..{labels.max()}")
+        raise DataError(
+            f"labels must lie in 0..{num_classes - 1}, got {labels.min()}..{labels.max()}"
+        )
     return labels
 
 
@@ -108,13 +109,17 @@ class CVAE(nn.Module):
         self.name = name
         nets = NETWORKS.build(network)
         self.encoder = nets.encoder(self.x_shape, hidden, activation_name)
-        self.decoder = nets.decoder(latent_dim + self.num_classes, self.x_shape, hidden, activation_name)
+        self.decoder = nets.decoder(
+            latent_dim + self.num_classes, self.x_shape, hidden, activation_name
+        )
         feature_dim = self.encoder.feature_dim
         self.join = nn.Sequential(
             nn.Linear(feature_dim + self.num_classes, feature_dim), activation(activation_name)
         )
         self.q = (
-            GUIDES.build(guide, feature_dim=feature_dim, latent_dim=latent_dim, **(guide_options or {}))
+            GUIDES.build(
+                guide, feature_dim=feature_dim, latent_dim=latent_dim, **(guide_options or {})
+            )
             if isinstance(guide, str)
             else guide
         )
@@ -268,7 +273,9 @@ class CVAE(nn.Module):
     def extra_figures(self, dataset: Dataset, out_dir: Path) -> list[Path]:
         written = [conditional_samples(self, Path(out_dir) / "conditional_samples.png")]
         written.append(
-            style_transfer(self, dataset.test, dataset.test_labels, Path(out_dir) / "style_transfer.png")
+            style_transfer(
+                self, dataset.test, dataset.test_labels, Path(out_dir) / "style_transfer.png"
+            )
         )
         return [p for p in written if p is not None]
 
@@ -282,9 +289,7 @@ class CVAE(nn.Module):
 
 
 @torch.no_grad()
-def conditional_samples(
-    model: CVAE, path: Path, styles: int = 10, seed: int = 0
-) -> Path | None:
+def conditional_samples(model: CVAE, path: Path, styles: int = 10, seed: int = 0) -> Path | None:
     """One row per class, one column per style z: the same z decoded with every label."""
     from ..plots import _save_grid
 
@@ -337,7 +342,12 @@ class LabelledPlan:
     """
 
     def __init__(
-        self, model: CVAE, labels: torch.Tensor, config: RunConfig, optim: PyroOptim, objective: ELBO
+        self,
+        model: CVAE,
+        labels: torch.Tensor,
+        config: RunConfig,
+        optim: PyroOptim,
+        objective: ELBO,
     ) -> None:
         self.model = model
         self.labels = labels
@@ -369,7 +379,7 @@ class LabelledPlan:
 
 def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
     """A detached copy of a module's state (the best epoch's weights)."""
-    return copy.deepcopy({k: v.detach().clone() for k, v in module.state_dict().items()})
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
 @MODELS.register("cvae")

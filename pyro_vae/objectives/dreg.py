@@ -41,17 +41,24 @@ def stop_gradient_guide(guide: Callable) -> Callable:
     """``guide`` run with every parameter of the ``nn.Module`` that owns it detached.
 
     ``guide`` (or what it wraps, see :func:`inspect.unwrap`) must be a bound method of an
-    :class:`torch.nn.Module` holding all of the guide's parameters, e.g. ``vae.guide``. Gradients
+    :class:`torch.nn.Module` holding all of the guide's parameters as ordinary ``nn.Parameter``s,
+    e.g. ``vae.guide``, or such a module itself. (Pyro ``PyroModule``s that read their parameters
+    from the global param store are not covered: their parameters would not be stopped.) Gradients
     still flow through the *inputs*: replayed latent values keep their path to the encoder.
     """
     fn = inspect.unwrap(guide)
-    owner = getattr(fn, "__self__", None)
+    # a bound method of a module (vae.guide), or a module that is itself the guide
+    owner, method = (
+        (fn, "forward")
+        if isinstance(fn, nn.Module)
+        else (getattr(fn, "__self__", None), getattr(fn, "__name__", ""))
+    )
     if not isinstance(owner, nn.Module):
         raise ConfigError(
             "the dreg objective needs the guide to be a method of the torch.nn.Module that owns its "
             "parameters (e.g. vae.guide), to evaluate log q(z|x) with those parameters stopped"
         )
-    call = _Call(owner, fn.__name__)
+    call = _Call(owner, method)
 
     def detached(*args: Any, **kwargs: Any) -> Any:
         params = {f"owner.{n}": p.detach() for n, p in owner.named_parameters()}

@@ -9,6 +9,7 @@ from torch.nn.functional import hardtanh
 
 from ..errors import ConfigError
 from .base import PRIORS, Prior
+from .mixture import diagonal_mixture
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -67,5 +68,12 @@ class VampPrior(Prior):
         model = self.__dict__["_model"]
         component = getattr(model, "vamp_component", None)
         comps = component(u) if component is not None else model.q.prior_component(model.encoder(u))
-        mix = dist.Categorical(logits=torch.zeros(self.num_pseudo, dtype=u.dtype, device=u.device))
+        logits = torch.zeros(self.num_pseudo, dtype=u.dtype, device=u.device)
+        if (
+            isinstance(comps, dist.Independent)
+            and isinstance(comps.base_dist, dist.Normal)
+            and comps.reinterpreted_batch_ndims == 1
+        ):
+            return diagonal_mixture(logits, comps.base_dist.loc, comps.base_dist.scale)
+        mix = dist.Categorical(logits=logits, validate_args=False)
         return dist.MixtureSameFamily(mix, comps, validate_args=False)

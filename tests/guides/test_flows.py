@@ -164,3 +164,30 @@ def test_other_flows_also_beat_the_diagonal_guide_on_the_banana(name: str) -> No
     diagonal = _fit("diagonal", 300)
     flow = _fit(name, 300, num_flows=8 if name == "planar" else 2)
     assert flow > diagonal + 0.1, (flow, diagonal)
+
+
+@pytest.mark.parametrize(("name", "options"), FLOWS, ids=IDS)
+def test_scoring_its_own_samples_never_inverts_the_flow(
+    name: str, options: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pyro.distributions.transforms import AffineAutoregressive, SplineAutoregressive
+
+    from pyro_vae import OBJECTIVES, VAE
+    from pyro_vae.guides.planar import InvertiblePlanar
+    from pyro_vae.guides.radial import InvertibleRadial
+    from pyro_vae.guides.sylvester import ConditionedSylvester
+
+    def no_inverse(self, y):
+        raise AssertionError(f"{type(self).__name__} was inverted: the sample cache was missed")
+
+    for cls in (InvertiblePlanar, InvertibleRadial, ConditionedSylvester, SplineAutoregressive):
+        monkeypatch.setattr(cls, "_inverse", no_inverse)
+    monkeypatch.setattr(AffineAutoregressive, "_inverse", no_inverse)
+    monkeypatch.setattr(AffineAutoregressive, "_inverse_stable", no_inverse)
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    vae = VAE((1, 4, 4), D, hidden=(8,), guide=name, guide_options={"num_flows": 2, **options})
+    x = torch.rand(5, 1, 4, 4)
+    for objective in ("elbo", "meanfield", "iwae", "renyi"):
+        loss = OBJECTIVES.build(objective, num_particles=3).loss(vae.model, vae.guide, x)
+        assert math.isfinite(loss)

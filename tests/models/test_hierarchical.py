@@ -36,7 +36,7 @@ def _hvae(**kwargs) -> HierarchicalVAE:
 
 def _x(n: int = 6) -> torch.Tensor:
     g = torch.Generator().manual_seed(1)
-    return torch.bernoulli(torch.rand(n, *X_SHAPE, generator=g)).double()
+    return torch.bernoulli(torch.rand(n, *X_SHAPE, generator=g), generator=g).double()
 
 
 def _normal_log_prob(z, loc, scale):

@@ -116,16 +116,16 @@ def test_dreg_encoder_gradient_has_lower_variance_than_iwae():
     for name in ("iwae", "dreg"):
         obj = build_objective(name, 20)
         gs = []
-        for seed in range(60):
+        for seed in range(30):
             g = _grads(lg, obj, x, seed)
             gs.append(torch.cat([g[n].flatten() for n in ("A", "c", "L")]))
         gs = torch.stack(gs)
         stats[name] = (gs.mean(0), gs.var(0).sum())
     # same expectation (both unbiased for the IWAE gradient) ...
-    se = (stats["iwae"][1] / 60).sqrt()
+    se = (stats["iwae"][1] / 30).sqrt()
     assert (stats["iwae"][0] - stats["dreg"][0]).norm() < 4 * se
-    # ... much smaller variance
-    assert stats["dreg"][1] < 0.5 * stats["iwae"][1], stats
+    # ... and a far smaller variance (about 200 times here)
+    assert stats["dreg"][1] < 0.1 * stats["iwae"][1], stats
 
 
 class Hierarchical(nn.Module):

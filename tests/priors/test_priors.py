@@ -33,7 +33,7 @@ def _vae(prior: str, guide: str = "diagonal", **prior_options: object) -> VAE:
 
 def _x() -> torch.Tensor:
     g = torch.Generator().manual_seed(1)
-    return torch.bernoulli(torch.rand(6, 1, 4, 4, generator=g)).double()
+    return torch.bernoulli(torch.rand(6, 1, 4, 4, generator=g), generator=g).double()
 
 
 def test_normal_prior_takes_the_analytic_kl_path() -> None:
@@ -169,3 +169,27 @@ def test_hierarchical_vamp_components_come_from_the_top_layer() -> None:
 def test_bad_prior_options_are_config_errors(prior: str, options: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         PRIORS.build(prior, latent_dim=D, **options)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fast_diagonal_mixture_equals_pyro_mixture_same_family(dtype: torch.dtype) -> None:
+    import pyro.distributions as dist
+
+    from pyro_vae.priors.mixture import diagonal_mixture
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(50, generator=g, dtype=dtype)
+    loc = torch.randn(50, 4, generator=g, dtype=dtype)
+    scale = 0.01 + 0.2 * torch.rand(50, 4, generator=g, dtype=dtype)  # small, like posteriors
+    fast = diagonal_mixture(logits, loc, scale)
+    slow = dist.MixtureSameFamily(
+        dist.Categorical(logits=logits), dist.Normal(loc, scale).to_event(1)
+    )
+    z = loc[:7] + 0.05 * torch.randn(7, 4, generator=g, dtype=dtype)  # near some components
+    z = torch.stack([z, torch.randn(7, 4, generator=g, dtype=dtype)])  # and anywhere
+    tol = 1e-4 if dtype == torch.float32 else 1e-10
+    assert torch.allclose(fast.log_prob(z), slow.log_prob(z), rtol=tol, atol=tol)
+    # expanded over a data plate, as pyro.plate does to the prior
+    fast_e, slow_e = fast.expand((7,)), slow.expand((7,))
+    assert fast_e.log_prob(z).shape == (2, 7)
+    assert torch.allclose(fast_e.log_prob(z), slow_e.log_prob(z), rtol=tol, atol=tol)

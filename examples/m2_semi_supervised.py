@@ -1,0 +1,93 @@
+"""Semi-supervised learning with M2 (Kingma et al. 2014): label 50 of the bundled 8x8 digits, learn
+from all of them.
+
+Trains M2 on scikit-learn's digits with 50 class-balanced labels (the rest unlabelled, the label summed
+out by enumeration), reports the test accuracy of q(y|x) next to the same classifier trained on the 50
+labels alone, and draws conditional samples and style transfer. About a minute on one CPU core.
+
+    python examples/m2_semi_supervised.py [--labels 50] [--epochs 20] [--out runs/m2-digits]
+
+The same from the command line:
+
+    pyro-vae train --model m2 --dataset digits --labels 50 --epochs 20 --hidden 128 --latent-dim 8 \
+        --batch-size 128 --lr 3e-3 --run-dir runs/m2-digits
+    pyro-vae evaluate runs/m2-digits
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from pyro_vae import DataConfig, ModelConfig, RunConfig, TrainConfig, train
+from pyro_vae.models.m2 import default_val_size, split_labels
+from pyro_vae.plots import draw_all
+
+
+def labels_alone(model, x, y, x_val, y_val, x_test, y_test, steps: int = 300) -> float:
+    """q(y|x)'s architecture, fresh weights, trained on the labelled images only (best validation step)."""
+    clf = copy.deepcopy(model.classifier)
+    for layer in clf.modules():
+        if hasattr(layer, "reset_parameters"):
+            layer.reset_parameters()
+    opt = torch.optim.Adam(clf.parameters(), lr=1e-3)
+    best, test = -1.0, 0.0
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(clf(x), y).backward()
+        opt.step()
+        with torch.no_grad():
+            val = (clf(x_val).argmax(-1) == y_val).float().mean().item()
+            if val > best:
+                best, test = val, (clf(x_test).argmax(-1) == y_test).float().mean().item()
+    return test
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--labels", type=int, default=50)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("runs/m2-digits"))
+    args = p.parse_args()
+
+    config = RunConfig(
+        data=DataConfig("digits"),
+        model=ModelConfig("m2", latent_dim=8, hidden=(128,)),
+        train=TrainConfig(
+            epochs=args.epochs, batch_size=128, lr=3e-3, seed=args.seed, labels=args.labels
+        ),
+    )
+    result = train(config, progress=True)
+    model, data = result.model, result.dataset
+    best = max(result.history, key=lambda r: r["val_accuracy"])
+    print(
+        f"M2, {args.labels} labels: test accuracy {model.accuracy(data.test, data.test_labels):.3f} "
+        f"(epoch {best['epoch']}, picked by validation accuracy {best['val_accuracy']:.3f})"
+    )
+
+    lab, val, _ = split_labels(
+        data.train_labels.cpu(), args.labels, default_val_size(data.train.shape[0]), 10, args.seed
+    )
+    lab, val = lab.to(data.device), val.to(data.device)
+    alone = labels_alone(
+        model,
+        data.train[lab],
+        data.train_labels[lab],
+        data.train[val],
+        data.train_labels[val],
+        data.test,
+        data.test_labels,
+    )
+    print(f"the same classifier on the {args.labels} labels alone: test accuracy {alone:.3f}")
+
+    for path in draw_all(model, data, result.history, args.out):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Evaluation: importance-sampled log p(x), IWAE-k, rate/distortion, per-dimension KL, active units."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from pyro_vae import evaluate
+from pyro_vae.errors import ConfigError
+from tests.objectives.linear_gaussian import LinearGaussian
+
+
+@pytest.fixture(autouse=True)
+def _fresh_pyro():
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+
+
+def test_chunking_does_not_change_the_estimate():
+    lg = LinearGaussian().set_perturbed_posterior()
+    x = lg.sample_x(5)
+    exact = lg.log_px(x).detach()
+    one_chunk = evaluate.log_likelihood(lg, x, 4000)
+    tiny_chunks = evaluate.log_likelihood(lg, x, 4000, max_elements=2 * 3 * 500, batch_size=2)
+    for est in (one_chunk, tiny_chunks):
+        assert est.shape == (5,) and torch.allclose(est, exact, atol=0.03)
+    # the IWAE-k bound is the same estimator with k samples: below log p(x) in expectation
+    assert evaluate.iwae_bound(lg, x.repeat(400, 1), 2).mean() < exact.mean() - 0.01
+
+
+def test_rate_distortion_and_per_dimension_kl_match_closed_forms():
+    lg = LinearGaussian(D=4, d=3, full=False)
+    x = lg.sample_x(7)
+    stats = evaluate.latent_statistics(lg, x, 4000)
+    with torch.no_grad():
+        m, sd = x @ lg.A.T + lg.c, lg.L.diagonal()
+        kl = torch.distributions.kl_divergence(
+            torch.distributions.Normal(m, sd), dist.Normal(0.0, 1.0)
+        )
+        # E_q log N(x; W z + b, s^2 I) in closed form
+        resid = ((x - m @ lg.W.T - lg.b) ** 2).sum(-1) + (lg.W**2 * sd**2).sum()
+        e_log_px = -0.5 * lg.D * math.log(2 * math.pi * lg.s**2) - resid / (2 * lg.s**2)
+    assert stats["rate"] == pytest.approx(float(kl.sum(-1).mean()), rel=1e-5)
+    assert stats["kl_per_dim"] == pytest.approx(kl.mean(0).tolist(), rel=1e-5)
+    assert sum(stats["kl_per_dim"]) == pytest.approx(stats["rate"], rel=1e-5)
+    assert stats["distortion"] == pytest.approx(float(-e_log_px.mean()), rel=0.01)
+
+
+def test_active_units_count_latent_means_that_vary_with_x():
+    lg = LinearGaussian(D=3, d=2, full=False)
+    with torch.no_grad():
+        lg.A[1].zero_()  # E_q[z_2 | x] = c_2 for every x: an inactive unit
+        lg.A[0].mul_(10.0)
+    x = lg.sample_x(50)
+    assert evaluate.latent_statistics(lg, x, 2)["active_units"] == 1
+    assert evaluate.latent_statistics(lg, x, 2, threshold=-1.0)["active_units"] == 2
+
+
+def test_a_latent_shared_by_the_batch_has_no_per_datum_likelihood():
+    def model(x):
+        g = pyro.sample("g", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(g, 1.0), obs=x)
+
+    def guide(x):
+        pyro.sample("g", dist.Normal(0.0, 1.0))
+
+    m = torch.nn.Module()
+    m.model, m.guide = model, guide
+    with pytest.raises(ConfigError, match="plate named 'data'"):
+        evaluate.log_likelihood(m, torch.zeros(3), 4)
+
+
+def test_report_and_the_evaluate_command(tmp_path, capsys):
+    from pyro_vae import ModelConfig, RunConfig, TrainConfig, train
+    from pyro_vae.cli import main
+    from pyro_vae.data import Dataset
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    data = Dataset("tiny", *(torch.rand(n, 1, 4, 4, generator=g).round() for n in (64, 24)))
+    config = RunConfig(
+        model=ModelConfig(latent_dim=3, hidden=(8,)),
+        train=TrainConfig(epochs=1, batch_size=32, device="cpu"),
+    )
+    result = train(config, progress=False, dataset=data)
+    out = evaluate.report(result.model, data.test, nll_samples=200, iwae_samples=10)
+    assert (
+        out["test_elbo"] <= out["test_iwae"] + 0.5
+        and out["test_iwae"] <= out["test_log_likelihood"] + 0.5
+    )
+    assert out["test_nll"] == -out["test_log_likelihood"]
+    assert out["test_elbo"] == pytest.approx(-(out["rate"] + out["distortion"]), abs=1.0)
+    assert len(out["kl_per_dim"]) == 3 and 0 <= out["active_units"] <= 3
+
+    # the CLI on a saved run (its data set must be loadable: use the bundled digits)
+    run = tmp_path / "run"
+    config = RunConfig(
+        model=ModelConfig(latent_dim=2, hidden=(8,)),
+        train=TrainConfig(epochs=1, batch_size=256, device="cpu"),
+    )
+    train(config, run, progress=False)
+    args = ["evaluate", str(run), "--nll-samples", "20", "--iwae-samples", "5", "--limit", "30"]
+    assert main([*args, "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    for key in ("test_elbo", "test_iwae", "test_nll", "rate", "distortion", "active_units"):
+        assert key in got
+    assert got["nll_samples"] == 20 and len(got["kl_per_dim"]) == 2 and got["test_points"] == 30
+    assert main(args) == 0
+    assert "kl_per_dim" in capsys.readouterr().out
+
+
+def test_kl_bar_chart(tmp_path):
+    from pyro_vae import plots
+    from pyro_vae.models.vae import VAE
+
+    vae = VAE((1, 4, 4), 5, hidden=(8,))
+    x = torch.rand(20, 1, 4, 4).round()
+    path = plots.kl_per_dimension(vae, x, tmp_path / "kl.png")
+    assert path is not None and path.stat().st_size > 0
