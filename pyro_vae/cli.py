@@ -192,6 +192,7 @@ def _apply(config: Any, overrides: dict[str, Any]) -> Any:
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     for opt in OPTIONS:
         help_text = opt.help + (f" (one of: {_choices(opt.choices)})" if opt.choices else "")
+        help_text = help_text.replace("%", "%%")  # argparse %-formats help strings
         # default=SUPPRESS: only options the user typed reach the config, so --resume can tell
         # "not given" (use the run's value) from "given" (must match the run's value)
         p.add_argument(
