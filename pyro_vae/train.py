@@ -32,6 +32,7 @@ from .data import Dataset, batches, load_dataset
 from .errors import CheckpointError, ConfigError, TrainingDiverged
 from .models import build_model
 from .objectives import build_objective
+from .optim import adam
 
 #: options a resumed run may change: it can be trained for longer, or moved to another device
 RESUMABLE_CHANGES = {("train", "epochs"), ("train", "device")}
@@ -127,7 +128,7 @@ def train(
     # Pyro's param store is global: a stale entry under the same name would be optimised in place
     # of this model's parameters, so every training run starts from an empty store.
     pyro.clear_param_store()
-    optim = pyro.optim.Adam({"lr": tcfg.lr})
+    optim = adam(tcfg.lr)
     objective = build_objective(
         tcfg.objective, num_particles=tcfg.particles, **tcfg.objective_options
     )

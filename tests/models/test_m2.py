@@ -144,6 +144,7 @@ def test_m2_with_50_labels_beats_a_classifier_trained_on_the_50_labels_alone() -
             )
         )
     m2_mean, sup_mean = sum(m2_acc) / 3, sum(sup_acc) / 3
+    print("M2", m2_acc, "labels alone", sup_acc)
     assert m2_mean > sup_mean + 0.01, (m2_acc, sup_acc)
 
 
