@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pyro
-import pyro.optim
 import torch
 from pyro.infer import SVI
 from torch import nn

@@ -144,8 +144,8 @@ def test_m2_with_50_labels_beats_a_classifier_trained_on_the_50_labels_alone() -
             )
         )
     m2_mean, sup_mean = sum(m2_acc) / 3, sum(sup_acc) / 3
-    print("M2", m2_acc, "labels alone", sup_acc)
-    assert m2_mean > sup_mean + 0.01, (m2_acc, sup_acc)
+    # measured: 0.874 vs 0.814 (seeds 0-2)
+    assert m2_mean > sup_mean + 0.03, (m2_acc, sup_acc)
 
 
 def test_resume_gives_the_uninterrupted_run_and_keeps_the_best_epoch(tmp_path: Path) -> None:
