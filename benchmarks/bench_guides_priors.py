@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine import cpu_model  # benchmarks/machine.py: scripts run from this folder
 
 import pyro_vae
 from pyro_vae import DataConfig, ModelConfig, RunConfig, TrainConfig, load_dataset, train
@@ -57,16 +58,6 @@ ARMS: dict[str, tuple[str, dict, str, dict]] = {
     "diagonal + vamp 500": ("diagonal", {}, "vamp", {"num_pseudo": 500}),
     "diagonal + mixture 500": ("diagonal", {}, "mixture", {"components": 500}),
 }
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> None:

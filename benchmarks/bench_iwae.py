@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine import cpu_model  # benchmarks/machine.py: scripts run from this folder
 
 import pyro_vae
 from pyro_vae import evaluate
@@ -40,16 +41,6 @@ from pyro_vae.data import load_dataset
 from pyro_vae.train import train
 
 PAPER = {1: 86.76, 5: 85.54, 50: 84.78}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,6 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from machine import cpu_model  # benchmarks/machine.py: scripts run from this folder
 
 import pyro_vae
 from pyro_vae import DataConfig, ModelConfig, RunConfig, TrainConfig, load_dataset, train
@@ -42,16 +43,6 @@ ANCHORS = {
     3000: "Kingma et al. 2014: 97.2; Pyro tutorial: 95.8",
 }
 TARGETS = {100: 95.0, 3000: 97.0}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,6 +48,10 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {name!r}: choose one of {', '.join(self.names())}"
             ) from None
 
+    def resolve(self, spec: str | T, /, **kwargs: Any) -> T:
+        """``spec`` itself if it is already an object, else :meth:`build` ``(spec, **kwargs)``."""
+        return self.build(spec, **kwargs) if isinstance(spec, str) else spec
+
     def build(self, name: str, /, **kwargs: Any) -> T:
         """Call the factory ``name`` with ``kwargs``, rejecting options it does not take."""
         factory = self.get(name)

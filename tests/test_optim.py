@@ -28,8 +28,11 @@ def _run(make_optim, steps: int = 5, state=None) -> tuple[dict[str, torch.Tensor
 def test_same_updates_as_pyro_adam() -> None:
     ours, _ = _run(lambda: adam(1e-2))
     theirs, _ = _run(lambda: pyro.optim.Adam({"lr": 1e-2}))
-    for k in ours:
-        torch.testing.assert_close(ours[k], theirs[k], rtol=0, atol=1e-7)
+    for k in ours:  # the fused kernel rounds differently from the per-tensor loop, nothing more
+        torch.testing.assert_close(ours[k], theirs[k], rtol=1e-5, atol=1e-6)
+    exact, _ = _run(lambda: JointOptim(torch.optim.Adam, {"lr": 1e-2}))
+    for k in exact:  # without fusing, one optimiser over all parameters is bit for bit the same
+        assert torch.equal(exact[k], theirs[k])
 
 
 def test_state_round_trip_continues_identically() -> None:

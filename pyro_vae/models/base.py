@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -14,6 +14,21 @@ if TYPE_CHECKING:
 
 #: name -> ``factory(config, x_shape, num_classes) -> nn.Module`` with ``model`` and ``guide`` methods
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+
+
+def part_options(config: ModelConfig) -> dict[str, Any]:
+    """The constructor keywords every model shares: its networks, guide, prior and likelihood."""
+    return dict(
+        network=config.network,
+        hidden=config.hidden,
+        activation=config.activation,
+        guide=config.guide,
+        guide_options=config.guide_options,
+        prior=config.prior,
+        prior_options=config.prior_options,
+        likelihood=config.likelihood,
+        likelihood_options=config.likelihood_options,
+    )
 
 
 def build_model(config: ModelConfig, x_shape: Sequence[int], num_classes: int | None) -> nn.Module:

@@ -18,9 +18,10 @@ from torch import nn
 from ..errors import ConfigError, DataError
 from ..guides import GUIDES, AmortizedGuide
 from ..likelihoods import LIKELIHOODS, Likelihood
-from ..nn import NETWORKS, activation
+from ..nn import NETWORKS
+from ..nn import activation as activation_layer
 from ..priors import PRIORS, Prior
-from .base import MODELS
+from .base import MODELS, part_options
 
 if TYPE_CHECKING:
     from pyro.infer import ELBO
@@ -86,7 +87,7 @@ class CVAE(nn.Module):
         *,
         network: str = "mlp",
         hidden: Sequence[int] = (400,),
-        activation_name: str = "relu",
+        activation: str = "relu",
         guide: str | AmortizedGuide = "diagonal",
         guide_options: Mapping[str, Any] | None = None,
         prior: str | Prior = "normal",
@@ -108,30 +109,18 @@ class CVAE(nn.Module):
         self.num_classes = int(num_classes)
         self.name = name
         nets = NETWORKS.build(network)
-        self.encoder = nets.encoder(self.x_shape, hidden, activation_name)
-        self.decoder = nets.decoder(
-            latent_dim + self.num_classes, self.x_shape, hidden, activation_name
-        )
+        self.encoder = nets.encoder(self.x_shape, hidden, activation)
+        self.decoder = nets.decoder(latent_dim + self.num_classes, self.x_shape, hidden, activation)
         feature_dim = self.encoder.feature_dim
         self.join = nn.Sequential(
-            nn.Linear(feature_dim + self.num_classes, feature_dim), activation(activation_name)
+            nn.Linear(feature_dim + self.num_classes, feature_dim), activation_layer(activation)
         )
-        self.q = (
-            GUIDES.build(
-                guide, feature_dim=feature_dim, latent_dim=latent_dim, **(guide_options or {})
-            )
-            if isinstance(guide, str)
-            else guide
+        self.q = GUIDES.resolve(
+            guide, feature_dim=feature_dim, latent_dim=latent_dim, **(guide_options or {})
         )
-        self.prior = (
-            PRIORS.build(prior, latent_dim=latent_dim, **(prior_options or {}))
-            if isinstance(prior, str)
-            else prior
-        )
-        self.likelihood = (
-            LIKELIHOODS.build(likelihood, x_shape=self.x_shape, **(likelihood_options or {}))
-            if isinstance(likelihood, str)
-            else likelihood
+        self.prior = PRIORS.resolve(prior, latent_dim=latent_dim, **(prior_options or {}))
+        self.likelihood = LIKELIHOODS.resolve(
+            likelihood, x_shape=self.x_shape, **(likelihood_options or {})
         )
         # p(y): uniform; a buffer so that it follows the model's device and dtype
         self.register_buffer("y_logits", torch.zeros(self.num_classes))
@@ -384,20 +373,4 @@ def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
 
 @MODELS.register("cvae")
 def _build_cvae(config: ModelConfig, x_shape: tuple[int, ...], num_classes: int | None) -> CVAE:
-    return CVAE(x_shape, num_classes, **model_options(config))
-
-
-def model_options(config: ModelConfig) -> dict[str, Any]:
-    """The keyword arguments shared by the label-conditioned models."""
-    return dict(
-        latent_dim=config.latent_dim,
-        network=config.network,
-        hidden=config.hidden,
-        activation_name=config.activation,
-        guide=config.guide,
-        guide_options=config.guide_options,
-        prior=config.prior,
-        prior_options=config.prior_options,
-        likelihood=config.likelihood,
-        likelihood_options=config.likelihood_options,
-    )
+    return CVAE(x_shape, num_classes, latent_dim=config.latent_dim, **part_options(config))

@@ -13,7 +13,7 @@ from ..errors import ConfigError
 from ..guides import DiagonalNormal
 from ..nn import mlp
 from ..priors import PRIORS, Prior
-from .base import MODELS
+from .base import MODELS, part_options
 from .vae import VAE
 
 if TYPE_CHECKING:
@@ -65,11 +65,7 @@ class HierarchicalVAE(VAE):
         d2 = latent_dim2 if latent_dim2 else max(1, latent_dim // 2)
         if not isinstance(d2, int) or d2 < 1:
             raise ConfigError(f"--latent-dim2 must be a positive integer, got {latent_dim2!r}")
-        top_prior = (
-            PRIORS.build(prior, latent_dim=d2, **(prior_options or {}))
-            if isinstance(prior, str)
-            else prior
-        )
+        top_prior = PRIORS.resolve(prior, latent_dim=d2, **(prior_options or {}))
         if getattr(top_prior, "latent_dim", d2) != d2:
             raise ConfigError(
                 f"the hierarchical VAE's prior is over z2 of size {d2}, "
@@ -143,14 +139,6 @@ def _build_hvae(
     return HierarchicalVAE(
         x_shape,
         config.latent_dim,
-        getattr(config, "latent_dim2", 0) or None,
-        network=config.network,
-        hidden=config.hidden,
-        activation=config.activation,
-        guide=config.guide,
-        guide_options=config.guide_options,
-        prior=config.prior,
-        prior_options=config.prior_options,
-        likelihood=config.likelihood,
-        likelihood_options=config.likelihood_options,
+        config.latent_dim2 or None,
+        **part_options(config),
     )

@@ -16,8 +16,8 @@ from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
 from torch import nn
 
 from ..errors import ConfigError, DataError
-from .base import MODELS
-from .cvae import CVAE, check_labels, model_options, snapshot
+from .base import MODELS, part_options
+from .cvae import CVAE, check_labels, snapshot
 
 if TYPE_CHECKING:
     from pyro.infer import ELBO
@@ -65,7 +65,7 @@ class M2(CVAE):
             self.num_classes,
             kw.get("network", "mlp"),
             kw.get("hidden", (400,)),
-            kw.get("activation_name", "relu"),
+            kw.get("activation", "relu"),
         )
 
     # -- Pyro -------------------------------------------------------------------------------------
@@ -319,4 +319,4 @@ class SemiSupervisedPlan:
 
 @MODELS.register("m2")
 def _build_m2(config: ModelConfig, x_shape: tuple[int, ...], num_classes: int | None) -> M2:
-    return M2(x_shape, num_classes, **model_options(config))
+    return M2(x_shape, num_classes, latent_dim=config.latent_dim, **part_options(config))

@@ -13,7 +13,7 @@ from ..guides import GUIDES, AmortizedGuide
 from ..likelihoods import LIKELIHOODS, Likelihood
 from ..nn import NETWORKS
 from ..priors import PRIORS, Prior
-from .base import MODELS
+from .base import MODELS, part_options
 
 if TYPE_CHECKING:
     from ..config import ModelConfig
@@ -74,22 +74,12 @@ class VAE(nn.Module):
         feature_dim = getattr(self.encoder, "feature_dim", None)
         if feature_dim is None:
             raise ConfigError("a custom encoder must have an integer attribute `feature_dim`")
-        self.q = (
-            GUIDES.build(
-                guide, feature_dim=feature_dim, latent_dim=latent_dim, **(guide_options or {})
-            )
-            if isinstance(guide, str)
-            else guide
+        self.q = GUIDES.resolve(
+            guide, feature_dim=feature_dim, latent_dim=latent_dim, **(guide_options or {})
         )
-        self.prior = (
-            PRIORS.build(prior, latent_dim=latent_dim, **(prior_options or {}))
-            if isinstance(prior, str)
-            else prior
-        )
-        self.likelihood = (
-            LIKELIHOODS.build(likelihood, x_shape=self.x_shape, **(likelihood_options or {}))
-            if isinstance(likelihood, str)
-            else likelihood
+        self.prior = PRIORS.resolve(prior, latent_dim=latent_dim, **(prior_options or {}))
+        self.likelihood = LIKELIHOODS.resolve(
+            likelihood, x_shape=self.x_shape, **(likelihood_options or {})
         )
         self.prior.attach(self)
 
@@ -143,16 +133,4 @@ class VAE(nn.Module):
 
 @MODELS.register("vae")
 def _build_vae(config: ModelConfig, x_shape: tuple[int, ...], num_classes: int | None) -> VAE:
-    return VAE(
-        x_shape,
-        config.latent_dim,
-        network=config.network,
-        hidden=config.hidden,
-        activation=config.activation,
-        guide=config.guide,
-        guide_options=config.guide_options,
-        prior=config.prior,
-        prior_options=config.prior_options,
-        likelihood=config.likelihood,
-        likelihood_options=config.likelihood_options,
-    )
+    return VAE(x_shape, config.latent_dim, **part_options(config))
