@@ -161,7 +161,12 @@ OPTIONS: list[Option] = [
     Option(("--device",), "train.device", "auto (CUDA when present), cpu, cuda or cuda:N"),
     Option(("--labels",), "train.labels", "m2: labelled training images (class-balanced)", int),
     Option(("--val-size",), "train.val_size", "m2: validation images (default 10%, max 5000)", int),
-    Option(("--aux-weight",), "train.aux_weight", "m2: alpha of the classification loss per labelled image (default 50)", float),
+    Option(
+        ("--aux-weight",),
+        "train.aux_weight",
+        "m2: alpha of the classification loss per labelled image (default 50)",
+        float,
+    ),
     Option(
         ("--labelled-every",),
         "train.labelled_every",

@@ -68,7 +68,10 @@ def training_curves(history: Sequence[dict[str, Any]], path: Path) -> Path | Non
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(epochs, [r["train_elbo"] for r in history], label="train ELBO")
     ax.plot(epochs, [r["test_elbo"] for r in history], label="test ELBO")
-    for key, label in [("test_iwae", "test IWAE bound"), ("test_log_likelihood", "test log p(x) (IS)")]:
+    for key, label in [
+        ("test_iwae", "test IWAE bound"),
+        ("test_log_likelihood", "test log p(x) (IS)"),
+    ]:
         pts = [(r["epoch"], r[key]) for r in history if key in r]
         if pts:
             ax.plot(*zip(*pts), label=label)
