@@ -17,34 +17,11 @@ The same from the command line:
 from __future__ import annotations
 
 import argparse
-import copy
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-
 from pyro_vae import DataConfig, ModelConfig, RunConfig, TrainConfig, train
-from pyro_vae.models.m2 import default_val_size, split_labels
+from pyro_vae.models.m2 import default_val_size, split_labels, supervised_baseline
 from pyro_vae.plots import draw_all
-
-
-def labels_alone(model, x, y, x_val, y_val, x_test, y_test, steps: int = 300) -> float:
-    """q(y|x)'s architecture, fresh weights, trained on the labelled images only (best validation step)."""
-    clf = copy.deepcopy(model.classifier)
-    for layer in clf.modules():
-        if hasattr(layer, "reset_parameters"):
-            layer.reset_parameters()
-    opt = torch.optim.Adam(clf.parameters(), lr=1e-3)
-    best, test = -1.0, 0.0
-    for _ in range(steps):
-        opt.zero_grad()
-        F.cross_entropy(clf(x), y).backward()
-        opt.step()
-        with torch.no_grad():
-            val = (clf(x_val).argmax(-1) == y_val).float().mean().item()
-            if val > best:
-                best, test = val, (clf(x_test).argmax(-1) == y_test).float().mean().item()
-    return test
 
 
 def main() -> None:
@@ -74,7 +51,7 @@ def main() -> None:
         data.train_labels.cpu(), args.labels, default_val_size(data.train.shape[0]), 10, args.seed
     )
     lab, val = lab.to(data.device), val.to(data.device)
-    alone = labels_alone(
+    alone = supervised_baseline(
         model,
         data.train[lab],
         data.train_labels[lab],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from pyro_vae.checkpoint import CHECKPOINT
 from pyro_vae.cli import main
 from pyro_vae.errors import ConfigError
 from pyro_vae.models import M2
-from pyro_vae.models.m2 import default_val_size, split_labels
+from pyro_vae.models.m2 import default_val_size, split_labels, supervised_baseline
 from pyro_vae.train import load_run
 
 
@@ -101,26 +100,6 @@ def m2_config(labels: int = 50, epochs: int = 2, seed: int = 0, **train_kw) -> R
     )
 
 
-def supervised_only(model: M2, x, y, x_val, y_val, x_test, y_test, steps: int = 300) -> float:
-    """The same classifier architecture trained on the labelled images alone; the step with the best
-    validation accuracy is reported, as for M2."""
-    clf = copy.deepcopy(model.classifier)
-    for layer in clf.modules():
-        if hasattr(layer, "reset_parameters"):
-            layer.reset_parameters()
-    opt = torch.optim.Adam(clf.parameters(), lr=1e-3)
-    best_val, test = -1.0, 0.0
-    for _ in range(steps):
-        opt.zero_grad()
-        F.cross_entropy(clf(x), y).backward()
-        opt.step()
-        with torch.no_grad():
-            val = (clf(x_val).argmax(-1) == y_val).float().mean().item()
-            if val > best_val:
-                best_val, test = val, (clf(x_test).argmax(-1) == y_test).float().mean().item()
-    return test
-
-
 @pytest.mark.slow
 def test_m2_with_50_labels_beats_a_classifier_trained_on_the_50_labels_alone() -> None:
     torch.set_num_threads(1)  # the 2-core machine is shared; threads would only add contention
@@ -133,7 +112,7 @@ def test_m2_with_50_labels_beats_a_classifier_trained_on_the_50_labels_alone() -
         lab, val, _ = split_labels(data.train_labels, 50, default_val_size(n), 10, seed)
         torch.manual_seed(seed)
         sup_acc.append(
-            supervised_only(
+            supervised_baseline(
                 r.model,
                 data.train[lab],
                 data.train_labels[lab],
