@@ -323,6 +323,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.no_plots:
         plots.draw_all(result.model, result.dataset, result.history, run_dir)
     last = result.history[-1] if result.history else {}
+    # models that select an epoch (M2, by validation accuracy) keep that epoch's weights: report it
+    if last.get("best_epoch"):
+        last = next(r for r in result.history if r["epoch"] == last["best_epoch"])
     summary = ", ".join(
         f"{k} {v:.3f}"
         for k, v in last.items()
@@ -330,7 +333,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     print(f"run written to {run_dir} ({CONFIG}, checkpoint.pt, metrics.jsonl, figures/)")
     if summary:
-        print(f"epoch {last['epoch']}: {summary}")
+        chosen = " (selected by validation)" if "best_epoch" in last else ""
+        print(f"epoch {last['epoch']}{chosen}: {summary}")
     return 0
 
 

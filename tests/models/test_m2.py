@@ -211,3 +211,28 @@ def test_m2_needs_labels_and_vae_refuses_them(tmp_path: Path, capsys) -> None:
         == 2
     )
     assert "semi-supervised" in capsys.readouterr().err
+
+
+def test_train_reports_the_epoch_it_keeps(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    args = [
+        "--model",
+        "m2",
+        "--labels",
+        "30",
+        "--epochs",
+        "4",
+        "--hidden",
+        "32",
+        "--latent-dim",
+        "2",
+    ]
+    assert main(["train", "--run-dir", str(run), "--no-progress", "--no-plots", *args]) == 0
+    printed = capsys.readouterr().out.splitlines()[-1]
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    best = metrics[-1]["best_epoch"]
+    assert printed.startswith(f"epoch {best} (selected by validation): ")
+    # the printed accuracy is that of the weights the run keeps, which `evaluate` scores
+    assert main(["evaluate", str(run), "--json", "--nll-samples", "0", "--iwae-samples", "0"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)["test_accuracy"]
+    assert f"test_accuracy {evaluated:.3f}" in printed
