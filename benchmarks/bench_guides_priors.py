@@ -56,6 +56,13 @@ BASELINE = "diagonal + normal"
 ARMS: dict[str, tuple[str, dict, str, dict]] = {
     BASELINE: ("diagonal", {}, "normal", {}),
     "planar K=10 + normal": ("planar", {"num_flows": 10}, "normal", {}),
+    # the paper's bias parameterisation, for reference (the guide's default is centred)
+    "planar K=10 uncentred + normal": (
+        "planar",
+        {"num_flows": 10, "centred": False},
+        "normal",
+        {},
+    ),
     "iaf K=2 + normal": ("iaf", {"num_flows": 2}, "normal", {}),
     "sylvester K=4 M=16 + normal": (
         "sylvester",
@@ -66,6 +73,8 @@ ARMS: dict[str, tuple[str, dict, str, dict]] = {
     "diagonal + vamp 500": ("diagonal", {}, "vamp", {"num_pseudo": 500}),
     "diagonal + mixture 500": ("diagonal", {}, "mixture", {"components": 500}),
 }
+
+REFERENCE_ARMS = ("diagonal + mixture 500", "planar K=10 uncentred + normal")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -230,8 +239,9 @@ def main(argv: list[str] | None = None) -> None:
         print()
         for name, better in verdicts.items():
             print(f"{name}: {'beats' if better else 'does NOT beat'} the baseline on test ELBO")
-        # the issue expects every flow guide and the VampPrior to win; the mixture is a reference
-        expected = [b for n, b in verdicts.items() if "mixture" not in n]
+        # the issue expects every flow guide and the VampPrior to win; the mixture and the
+        # uncentred planar parameterisation are references
+        expected = [b for n, b in verdicts.items() if n not in REFERENCE_ARMS]
         print(
             "expected direction (every flow guide and the VampPrior beat the baseline on test ELBO): "
             f"{'met' if all(expected) else 'NOT met'} at this budget"

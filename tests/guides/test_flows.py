@@ -21,7 +21,11 @@ FLOWS = [
     (name, {})
     for name in GUIDES.names()
     if isinstance(GUIDES.get(name), type) and issubclass(GUIDES.get(name), FlowGuide)
-] + [("sylvester", {"kind": "householder"}), ("sylvester", {"columns": 2})]
+] + [
+    ("sylvester", {"kind": "householder"}),
+    ("sylvester", {"columns": 2}),
+    ("planar", {"centred": False}),
+]
 IDS = [n + "".join(f"-{v}" for v in o.values()) for n, o in FLOWS]
 
 
@@ -115,6 +119,23 @@ def test_flow_mean_is_the_pushed_forward_base_mean() -> None:
         z = t(z)
     assert torch.allclose(guide.mean(h), z)
     assert torch.allclose(guide.prior_component(h).mean, guide.base.mean(h))
+
+
+@pytest.mark.parametrize("centred", [True, False])
+def test_planar_bias_is_read_relative_to_the_mean_path(centred: bool) -> None:
+    # centred: layer k's hyperplane offset at the pushed-forward base mean m_{k-1} is the network's
+    # own bias, so a small network bias keeps tanh unsaturated on the posterior; the paper's
+    # parameterisation (centred=False) uses the network's bias as b_k directly
+    guide = _guide("planar", {"centred": centred})
+    h = 3 * torch.randn(B, F, dtype=torch.float64)
+    m = guide.base.mean(h)
+    for layer, t in zip(guide.transforms, guide.conditioned_transforms(h)):
+        net_bias = layer.nn(h)[0]
+        bias, _, w = t._parts()
+        offset = (w * m).sum(-1, keepdim=True) + bias if centred else bias
+        assert torch.allclose(offset, net_bias)
+        m = t._call(m)
+    assert torch.allclose(guide.mean(h), m)
 
 
 # -- a posterior far from Gaussian -------------------------------------------------------------
