@@ -79,7 +79,12 @@ OPTIONS: list[Option] = [
     ),
     Option(("--model",), "model.model", "generative model", choices="model"),
     Option(("--latent-dim",), "model.latent_dim", "size of z", int),
-    Option(("--latent-dim2",), "model.latent_dim2", "hvae: size of z2 (0: half of z1)", int),
+    Option(
+        ("--latent-dim2",),
+        "model.latent_dim2",
+        "hvae: size of z2 (0: half of z1); m1m2: size of M2's z (0: z1's)",
+        int,
+    ),
     Option(("--network",), "model.network", "encoder/decoder family", choices="network"),
     Option(
         ("--hidden",),
@@ -171,6 +176,12 @@ OPTIONS: list[Option] = [
         ("--labelled-every",),
         "train.labelled_every",
         "m2: a labelled batch after every k unlabelled ones (0: one labelled pass per epoch)",
+        int,
+    ),
+    Option(
+        ("--m1-epochs",),
+        "train.m1_epochs",
+        "m1m2: epochs that fit M1 before M2 (default: half of --epochs)",
         int,
     ),
 ]

@@ -41,7 +41,8 @@ class ModelConfig:
     guide_options: dict[str, Any] = field(default_factory=dict)
     prior: str = "normal"
     prior_options: dict[str, Any] = field(default_factory=dict)
-    # hvae: size of the second stochastic layer z2 (0: half of latent_dim)
+    # hvae: size of the second stochastic layer z2 (0: half of latent_dim); m1m2: size of M2's z
+    # (0: latent_dim)
     latent_dim2: int = 0
 
 
@@ -66,6 +67,8 @@ class TrainConfig:
     val_size: int | None = None
     aux_weight: float | None = None
     labelled_every: int = 1
+    # m1m2: epochs that fit M1 before M2 trains on its features (None: half of the epochs)
+    m1_epochs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,11 @@ class RunConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if t.labels < 0 or (t.val_size is not None and t.val_size < 0) or t.labelled_every < 0:
             raise ConfigError("--labels, --val-size and --labelled-every must not be negative")
+        if t.m1_epochs is not None and not 0 <= t.m1_epochs < t.epochs:
+            raise ConfigError(
+                f"--m1-epochs must lie in 0..{t.epochs - 1} (M2 needs at least one of the "
+                f"--epochs {t.epochs}), got {t.m1_epochs!r}"
+            )
         if t.aux_weight is not None and not t.aux_weight >= 0:
             raise ConfigError(f"--aux-weight must be non-negative, got {t.aux_weight!r}")
         if not t.lr > 0:
