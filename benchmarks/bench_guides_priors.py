@@ -196,6 +196,8 @@ def main(argv: list[str] | None = None) -> None:
             "train_elbo_last_epoch": result.history[-1]["train_elbo"],
             "test_elbo": test_elbo,
             "test_nll": -float(ll.mean()),
+            # per image, so that runs in different processes can be paired afterwards
+            "test_log_likelihood_per_image": [round(float(v), 4) for v in ll],
             "nll_points": int(x_nll.shape[0]),
             "nll_samples": args.nll_samples,
             "train_s": train_s,

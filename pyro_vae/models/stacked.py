@@ -37,11 +37,13 @@ class StackedM2(M2):
     Inference (``guide``)::
 
         z1_n ~ N(mu1(x_n), diag sigma1(x_n)^2)        # M1's encoder
-        y_n  ~ Cat(softmax(classifier(z1_n)))         # q(y|z1), summed out when not observed
+        y_n  ~ Cat(softmax(classifier(mu1(x_n))))     # q(y|x), summed out when not observed
         z_n  ~ q(z | join([encoder(z1_n), onehot(y_n)]))
 
     The ELBO of this pair bounds log p(x) (or log p(x, y)); its M2 terms are M2's bounds (eq. 6, 7
-    and the auxiliary term of eq. 9) with z1 in place of x. Trained as in the paper, greedily: the
+    and the auxiliary term of eq. 9) with z1 in place of x. The classifier reads M1's posterior
+    mean rather than a draw of z1, so that it sees the same input in training and in
+    :meth:`predict` (any function of x is a valid q(y|x); a draw only adds noise to its input). Trained as in the paper, greedily: the
     first ``m1_epochs`` epochs of the training plan fit M1 alone as a VAE with a standard-normal
     prior on z1; after that M1 is frozen and M2 learns on z1 drawn afresh from q(z1|x) at every
     step. Why stack: M1's latent space separates the classes far better than pixels do, and the
@@ -114,10 +116,12 @@ class StackedM2(M2):
 
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         self._register(*self._guide_parts(y is not None), *self._m1_parts())
+        h1 = self.m1.encoder(x)
         with pyro.plate("data", x.shape[0]):
-            z1 = pyro.sample("z1", self.m1.encode(x))
+            z1 = pyro.sample("z1", self.m1.q(h1))
             if y is None:
-                y = pyro.sample("y", self._classify(z1), infer={"enumerate": "parallel"})
+                q_y = self._classify(self.m1.q.mean(h1))
+                y = pyro.sample("y", q_y, infer={"enumerate": "parallel"})
             pyro.sample("z", self.q(super().features(z1, y)))
 
     def m1_model(self, x: torch.Tensor) -> None:
@@ -136,8 +140,8 @@ class StackedM2(M2):
         return super().label_guide(z1)
 
     def label_guide(self, x: torch.Tensor) -> TorchDistribution:
-        """q(y|x) at a draw of z1 ~ q(z1|x): the auxiliary loss's classifier, as in training."""
-        return self._classify(self.m1.encode(x).rsample())
+        """q(y|x): the classifier at the mean of q(z1|x)."""
+        return self._classify(self.m1_features(x))
 
     # -- classification and plots -------------------------------------------------------------
     def m1_features(self, x: torch.Tensor) -> torch.Tensor:

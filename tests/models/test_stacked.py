@@ -30,8 +30,8 @@ def test_stacked_bound_equals_the_sum_over_classes_by_hand() -> None:
     loss = TraceEnum_ELBO(max_plate_nesting=1).loss(m.model, m.guide, x)
 
     # by hand, with the same noise: z1 ~ q(z1|x) once per x, z ~ q(z|z1,y) for every (y, x):
-    # log p(x|z1) - log q(z1|x) + sum_y q(y|z1) [log p(z1|y,z) + log p(y) + log p(z) - log q(z|z1,y)]
-    # + H(q(y|z1))
+    # log p(x|z1) - log q(z1|x) + sum_y q(y|x) [log p(z1|y,z) + log p(y) + log p(z) - log q(z|z1,y)]
+    # + H(q(y|x))
     torch.manual_seed(7)
     with torch.no_grad():
         q1 = m.m1.encode(x)
@@ -46,7 +46,7 @@ def test_stacked_bound_equals_the_sum_over_classes_by_hand() -> None:
         p_z1 = m.likelihood(m.decoder(torch.cat([z, onehot], -1)))
         log_pz = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
         inner = p_z1.log_prob(z1) + log_pz - math.log(K) - q_z.log_prob(z)  # (K, N)
-        q_y = torch.softmax(m.classifier(z1), -1).T  # (K, N)
+        q_y = torch.softmax(m.classifier(q1.mean), -1).T  # (K, N): the classifier reads the mean
         entropy = -(q_y * q_y.log()).sum(0)
         by_hand = -(log_px - q1.log_prob(z1) + (q_y * inner).sum(0) + entropy).sum()
     assert loss == pytest.approx(float(by_hand), rel=1e-5, abs=1e-4)
