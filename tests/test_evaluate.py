@@ -10,8 +10,9 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from pyro_vae import evaluate
+from pyro_vae import VAE, evaluate
 from pyro_vae.errors import ConfigError
+from pyro_vae.objectives.importance import importance_traces
 from tests.objectives.linear_gaussian import LinearGaussian
 
 
@@ -123,3 +124,50 @@ def test_kl_bar_chart(tmp_path):
     x = torch.rand(20, 1, 4, 4).round()
     path = plots.kl_per_dimension(vae, x, tmp_path / "kl.png")
     assert path is not None and path.stat().st_size > 0
+
+
+def _tiny_models() -> dict[str, torch.nn.Module]:
+    from pyro_vae.models import HierarchicalVAE, StackedM2
+
+    torch.manual_seed(0)
+    return {
+        "vae": VAE((1, 4, 4), 3, hidden=(8,)),
+        "hvae": HierarchicalVAE((1, 4, 4), 3, hidden=(8,)),
+        "m1m2": StackedM2((1, 4, 4), 3, latent_dim=3, latent_dim2=2, hidden=(8,)),
+    }
+
+
+def test_analytic_kl_only_where_the_models_parents_are_drawn_first():
+    # p(z1|z2) with z2 ~ q(z2|z1) (hvae), p(z1|z, y) with z ~ q(z|z1, y) (m1m2): Monte Carlo there
+    x = torch.rand(5, 1, 4, 4).round()
+    expected = {"vae": {"z"}, "hvae": {"z2"}, "m1m2": {"z"}}
+    for name, m in _tiny_models().items():
+        model_trace, guide_trace = importance_traces(m.model, m.guide, (x,), {}, 2, 1)
+        assert evaluate.analytic_kl_sites(model_trace, guide_trace) == expected[name], name
+
+
+class _Chain(torch.nn.Module):
+    """z2 ~ N(0, 1), z1 ~ N(z2, 0.1^2), x ~ N(z1, 1), with q(z1|x) = N(x/2, 1), q(z2|z1) = N(z1, 0.1^2):
+    the lower layer's prior is narrow around a parent the guide draws *from* z1."""
+
+    def model(self, x):
+        with pyro.plate("data", x.shape[0]):
+            z2 = pyro.sample("z2", dist.Normal(torch.zeros_like(x), 1.0))
+            z1 = pyro.sample("z1", dist.Normal(z2, 0.1))
+            pyro.sample("x", dist.Normal(z1, 1.0), obs=x)
+
+    def guide(self, x):
+        with pyro.plate("data", x.shape[0]):
+            z1 = pyro.sample("z1", dist.Normal(x / 2, 1.0))
+            pyro.sample("z2", dist.Normal(z1, 0.1))
+
+
+def test_rate_plus_distortion_is_minus_the_elbo_for_a_chain_of_latents():
+    chain = _Chain()
+    x = torch.linspace(-2, 2, 20)
+    torch.manual_seed(0)
+    bound = evaluate.elbo(chain, x, num_particles=4000)
+    stats = evaluate.latent_statistics(chain, x, 4000)
+    # the closed-form KL(q(z1|x) || p(z1|z2)) at a drawn z2 would add about 100 nats per point
+    assert bound == pytest.approx(-(stats["rate"] + stats["distortion"]), abs=0.2)
+    assert len(stats["kl_per_dim"]) == 2

@@ -75,12 +75,14 @@ def _factors(d: Any) -> Any:
     return d
 
 
-def per_dimension_kl(q: Any, p: Any, value: torch.Tensor, name: str = "z") -> torch.Tensor:
+def per_dimension_kl(
+    q: Any, p: Any, value: torch.Tensor, name: str = "z", analytic: bool = True
+) -> torch.Tensor:
     """KL(q_d || p_d) per latent dimension, shape ``(*batch, D)`` with D the flattened event of q.
 
     Needs q and p that factorise over dimensions (independent univariate factors, e.g. a diagonal
-    Normal guide and a Normal prior). Uses the analytic KL where one is registered, else a one-sample
-    Monte Carlo estimate per dimension at ``value``.
+    Normal guide and a Normal prior). Uses the analytic KL where one is registered (and ``analytic``),
+    else a one-sample Monte Carlo estimate per dimension at ``value``.
     """
     qb, pb = _factors(q), _factors(p)
     if qb.event_shape != () or pb.event_shape != ():
@@ -91,6 +93,8 @@ def per_dimension_kl(q: Any, p: Any, value: torch.Tensor, name: str = "z") -> to
             "or drop --free-bits"
         )
     try:
+        if not analytic:
+            raise NotImplementedError
         kl = kl_divergence(qb, pb)
     except NotImplementedError:
         kl = qb.log_prob(value) - pb.log_prob(value)
