@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -105,6 +105,25 @@ def per_dimension_kl(
     return kl.reshape(kl.shape[: kl.dim() - event_dims] + (-1,))
 
 
+def closed_form_kl_sites(model_latents: Sequence[str], guide_latents: Sequence[str]) -> set[str]:
+    """The latent sites whose closed-form KL(q || p) is their term of the ELBO, from the order in
+    which the model and the guide sample their latents.
+
+    That holds when p's parameters are fixed before the guide draws the site: every latent the model
+    samples before it (its possible parents) is drawn by the guide before it too. It fails for the
+    lower layer of a hierarchy, p(z1|z2) with q(z1|x) q(z2|z1): there z2 is drawn from z1, and the KL
+    at a drawn z2 integrates over every z1 but the one z2 came from (for M1+M2 on MNIST it read 400
+    nats per image against 6 from the Monte Carlo estimate). Such sites need the Monte Carlo estimate.
+    """
+    order = {n: i for i, n in enumerate(guide_latents)}
+    ok, earlier = set(), []
+    for name in model_latents:
+        if name in order and all(order.get(e, math.inf) < order[name] for e in earlier):
+            ok.add(name)
+        earlier.append(name)
+    return ok
+
+
 def free_bits_penalty(
     guide_sites: dict[str, dict[str, Any]],
     model_sites: dict[str, dict[str, Any]],
@@ -115,13 +134,17 @@ def free_bits_penalty(
     particles and the N data points of the batch.
 
     Added to a loss whose KL term is ``N * sum_d KL_d`` (in expectation), it turns that term into
-    ``N * sum_d max(lambda, KL_d)``: free bits, Kingma et al. (2016), eq. 15.
+    ``N * sum_d max(lambda, KL_d)``: free bits, Kingma et al. (2016), eq. 15. ``KL_d`` is closed-form
+    where that is the ELBO's term (:func:`closed_form_kl_sites`), else a Monte Carlo estimate.
     """
     total: torch.Tensor | float = 0.0
+    closed_form = closed_form_kl_sites(list(model_sites), list(guide_sites))  # sites in call order
     for name, g in guide_sites.items():
         if name not in model_sites:
             continue
-        kl = per_dimension_kl(g["fn"], model_sites[name]["fn"], g["value"], name)
+        kl = per_dimension_kl(
+            g["fn"], model_sites[name]["fn"], g["value"], name, analytic=name in closed_form
+        )
         kl_d = kl.reshape(-1, kl.shape[-1]).mean(0)
         n = next(
             (f.size for f in g["cond_indep_stack"] if f.name == data_plate and f.vectorized), 1

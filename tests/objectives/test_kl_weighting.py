@@ -193,3 +193,36 @@ def test_cli_flags_map_to_objective_options():
     }
     obj = build_objective(cfg.train.objective, 1, **cfg.train.objective_options)
     assert isinstance(obj, KLWeighted) and obj.inner.alpha == 0.5
+
+
+def test_free_bits_uses_the_monte_carlo_kl_below_a_parent_drawn_from_the_site():
+    # z2 ~ N(0, 1), z1 ~ N(z2, 0.1^2) with q(z1|x) = N(x/2, 1), q(z2|z1) = N(z1, 0.1^2): the closed-form
+    # KL(q(z1|x) || p(z1|z2)) at the drawn z2 is about 60 nats, the ELBO's term about -2
+    from pyro_vae.objectives.kl import SiteRecorder, closed_form_kl_sites, free_bits_penalty
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z2 = pyro.sample("z2", pyro.distributions.Normal(torch.zeros_like(x), 1.0))
+            z1 = pyro.sample("z1", pyro.distributions.Normal(z2, 0.1))
+            pyro.sample("x", pyro.distributions.Normal(z1, 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            z1 = pyro.sample("z1", pyro.distributions.Normal(x / 2, 1.0))
+            pyro.sample("z2", pyro.distributions.Normal(z1, 0.1))
+
+    assert closed_form_kl_sites(["z2", "z1"], ["z1", "z2"]) == {"z2"}
+    x = torch.zeros(20000)
+    pyro.set_rng_seed(SEED)
+    rg, rm = SiteRecorder(), SiteRecorder()
+    trace = pyro.poutine.trace(rg.wrap(guide)).get_trace(x)
+    pyro.poutine.replay(rm.wrap(model), trace=trace)(x)
+    # with a floor of 60 nats per dimension the penalty is N * (60 - KL_z1 + 60 - KL_z2)
+    penalty = float(free_bits_penalty(rg.sites, rm.sites, 60.0)) / x.shape[0]
+    z1 = rg.sites["z1"]["value"]
+    kl_z2 = kl_divergence(Normal(z1, 0.1), Normal(0.0, 1.0)).mean()
+    mc_z1 = (
+        Normal(0.0, 1.0).log_prob(z1) - Normal(rm.sites["z2"]["value"], 0.1).log_prob(z1)
+    ).mean()
+    assert penalty == pytest.approx(120.0 - float(kl_z2) - float(mc_z1), rel=1e-4)
+    assert float(mc_z1) < 5.0  # not the ~60 nats of the closed form at the drawn z2
