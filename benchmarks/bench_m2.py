@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--labels", type=int, nargs="+", default=[100, 600, 1000, 3000])
     p.add_argument("--subsets", type=int, default=3, help="labelled subsets (seeds) per budget")
+    p.add_argument(
+        "--first-seed", type=int, default=0, help="seed of the first subset (split runs by seed)"
+    )
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--hidden", type=int, nargs="+", default=[500])
     p.add_argument("--latent-dim", type=int, default=50)
@@ -146,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     for n_labels in args.labels:
-        for seed in range(args.subsets):
+        for seed in range(args.first_seed, args.first_seed + args.subsets):
             cfg = RunConfig(
                 data=data_cfg,
                 model=ModelConfig(
