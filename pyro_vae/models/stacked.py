@@ -93,7 +93,6 @@ class StackedM2(M2):
             likelihood=likelihood,
             likelihood_options=likelihood_options,
         )
-        self.feature_dim = latent_dim
         self.x_shape = self.m1.x_shape  # the data's shape; M2's parts model z1
         self.m1_frozen = False
 
@@ -150,7 +149,7 @@ class StackedM2(M2):
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """argmax_y q(y|z1) at the mean of q(z1|x)."""
+        """argmax_y q(y|x), the classifier at the mean of q(z1|x)."""
         return self.classifier(self.m1_features(x)).argmax(-1)
 
     def features(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
