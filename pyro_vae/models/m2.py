@@ -116,12 +116,24 @@ class M2(CVAE):
     def training_plan(
         self, data: Dataset, config: RunConfig, optim: PyroOptim, objective: ELBO
     ) -> SemiSupervisedPlan:
+        what = f"--model {config.model.model}"
         if config.train.objective != "elbo":
             raise ConfigError(
-                f"--model m2 trains with its own bound (TraceEnum_ELBO summing out unknown labels), "
+                f"{what} trains with its own bound (TraceEnum_ELBO summing out unknown labels), "
                 f"not --objective {config.train.objective}; drop --objective"
             )
-        labels = check_labels(data.train_labels, self.num_classes, "--model m2")
+        labels = check_labels(data.train_labels, self.num_classes, what)
+        return self.make_plan(data, labels, config, optim, objective)
+
+    def make_plan(
+        self,
+        data: Dataset,
+        labels: torch.Tensor,
+        config: RunConfig,
+        optim: PyroOptim,
+        objective: ELBO,
+    ) -> SemiSupervisedPlan:
+        """The training plan, once :meth:`training_plan` has checked the configuration."""
         return SemiSupervisedPlan(self, data, labels, config, optim)
 
 

@@ -12,7 +12,7 @@ from pyro.infer import SVI
 
 from ..errors import ConfigError
 from .base import MODELS, part_options
-from .cvae import check_labels, join
+from .cvae import join
 from .m2 import M2, SemiSupervisedPlan
 from .vae import VAE
 
@@ -167,15 +167,14 @@ class StackedM2(M2):
         self.m1.check_data(x)
 
     # -- training ---------------------------------------------------------------------------------
-    def training_plan(
-        self, data: Dataset, config: RunConfig, optim: PyroOptim, objective: ELBO
+    def make_plan(
+        self,
+        data: Dataset,
+        labels: torch.Tensor,
+        config: RunConfig,
+        optim: PyroOptim,
+        objective: ELBO,
     ) -> StackedPlan:
-        if config.train.objective != "elbo":
-            raise ConfigError(
-                f"--model m1m2 trains with its own bounds (M1's ELBO, then M2's with unknown labels "
-                f"summed out), not --objective {config.train.objective}; drop --objective"
-            )
-        labels = check_labels(data.train_labels, self.num_classes, "--model m1m2")
         return StackedPlan(self, data, labels, config, optim, objective)
 
 

@@ -143,3 +143,10 @@ def test_cli_trains_evaluates_and_draws_m1m2(tmp_path: Path, capsys) -> None:
     assert {"conditional_samples.png", "style_transfer.png", "reconstructions.png"} <= figures
     config = json.loads((run / "config.json").read_text())
     assert config["train"]["m1_epochs"] == 1 and config["model"]["model"] == "m1m2"
+
+
+def test_m1m2_refuses_another_objective(tmp_path: Path, capsys) -> None:
+    args = ["train", "--model", "m1m2", "--labels", "30", "--objective", "iwae", "--epochs", "2"]
+    args += ["--no-progress", "--no-plots", "--run-dir", str(tmp_path / "run")]
+    assert main(args) == 2
+    assert "--model m1m2 trains with its own bound" in capsys.readouterr().err
