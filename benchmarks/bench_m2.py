@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                 "seconds": dt,
             }
             results.setdefault(n_labels, []).append(row)
+            write_json(args, results)  # after every run: a stopped benchmark keeps what it measured
             print(
                 f"labels {n_labels:5d} subset {seed}: test accuracy {row['test_accuracy']:.2f}% "
                 f"(epoch {row['best_epoch']} by validation {row['val_accuracy']:.2f}%; last epoch "
@@ -214,13 +215,18 @@ def main(argv: list[str] | None = None) -> int:
             f"{n_labels:>6}  {statistics.mean(accs):6.2f}  {sd:5.2f}  "
             f"{', '.join(f'{a:.2f}' for a in accs):<24}  {met:>6}  {ANCHORS.get(n_labels, '')}"
         )
-    if args.json is not None:
-        args.json.write_text(
-            json.dumps(
-                {"args": vars(args) | {"json": str(args.json)}, "results": results}, indent=2
-            )
-        )
+    write_json(args, results)
     return 0
+
+
+def write_json(args: argparse.Namespace, results: dict[int, list[dict]]) -> None:
+    if args.json is None:
+        return
+    tmp = args.json.with_name(args.json.name + ".tmp")
+    tmp.write_text(
+        json.dumps({"args": vars(args) | {"json": str(args.json)}, "results": results}, indent=2)
+    )
+    tmp.replace(args.json)
 
 
 if __name__ == "__main__":
