@@ -16,6 +16,10 @@ machine is shared.
     python benchmarks/bench_m2.py --data-dir /path/with/MNIST/raw
     python benchmarks/bench_m2.py --device cuda --epochs 100          # the real benchmark, on a GPU
 
+With ``--run-dir DIR`` every run keeps its checkpoint and per-epoch metrics in its own folder, and a
+later call with the same options and a larger ``--epochs`` resumes those runs instead of starting
+over (a budget can be extended in steps, and a stopped benchmark loses at most an epoch per run).
+
 ``--model m1m2`` runs M1+M2 (Kingma et al.'s stacked model, :class:`pyro_vae.models.StackedM2`)
 instead: M1, a VAE with the same networks, is trained once on the training images without their
 labels (``--m1-epochs``, KL warm-up ``--m1-kl-anneal``, dynamically binarized unless
@@ -48,6 +52,7 @@ from pyro_vae import (
     load_dataset,
     train,
 )
+from pyro_vae.checkpoint import CHECKPOINT
 from pyro_vae.data import binarize
 
 #: published test accuracies (%) of M2 alone at a label budget
@@ -94,6 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="keep every run in RUN_DIR/MODEL-labelsN-seedS (checkpoint and metrics.jsonl per "
+        "epoch); a run found there is resumed, so a larger --epochs extends it",
+    )
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -174,7 +186,11 @@ def main(argv: list[str] | None = None) -> int:
                 torch.manual_seed(seed)
                 model = build_model(cfg.model, data.x_shape, data.num_classes)
                 model.m1.load_state_dict(m1_state)
-            r = train(cfg, dataset=data, model=model, progress=False)
+            run_dir = None
+            if args.run_dir is not None:
+                run_dir = args.run_dir / f"{args.model}-labels{n_labels}-seed{seed}"
+            resume = run_dir is not None and (run_dir / CHECKPOINT).exists()
+            r = train(cfg, run_dir, resume=resume, dataset=data, model=model, progress=False)
             dt = time.perf_counter() - t0
             acc = r.model.accuracy(r.dataset.test, r.dataset.test_labels)
             best = max(r.history, key=lambda h: h.get("val_accuracy", 0.0))
@@ -186,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
                 "val_accuracy": 100 * best.get("val_accuracy", float("nan")),
                 "last_epoch_test_accuracy": 100 * r.history[-1]["test_accuracy"],
                 "test_elbo": best["test_elbo"],
-                "seconds": dt,
+                "seconds": dt,  # this invocation (a resumed run: only the added epochs)
+                "epochs": len(r.history),
+                "train_seconds": sum(h["epoch_time"] for h in r.history),
             }
             results.setdefault(n_labels, []).append(row)
             write_json(args, results)  # after every run: a stopped benchmark keeps what it measured
@@ -223,9 +241,7 @@ def write_json(args: argparse.Namespace, results: dict[int, list[dict]]) -> None
     if args.json is None:
         return
     tmp = args.json.with_name(args.json.name + ".tmp")
-    tmp.write_text(
-        json.dumps({"args": vars(args) | {"json": str(args.json)}, "results": results}, indent=2)
-    )
+    tmp.write_text(json.dumps({"args": vars(args), "results": results}, indent=2, default=str))
     tmp.replace(args.json)
 
 
