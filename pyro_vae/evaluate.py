@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from pyro.distributions.kl import kl_divergence
 from pyro.infer import ELBO, Trace_ELBO
 from pyro.poutine import Trace
 from pyro.poutine.util import site_is_subsample
@@ -21,7 +20,7 @@ from .objectives.importance import (
     log_weights,
     per_datum,
 )
-from .objectives.kl import closed_form_kl_sites, per_dimension_kl
+from .objectives.kl import closed_form_kl, closed_form_kl_sites, per_dimension_kl
 
 
 @torch.no_grad()
@@ -230,11 +229,8 @@ def latent_statistics(
             g = guide_trace.nodes.get(name)
             if g is None:
                 continue
-            try:
-                if name not in analytic:
-                    raise NotImplementedError
-                kl = kl_divergence(g["fn"], site["fn"])
-            except NotImplementedError:
+            kl = closed_form_kl(g["fn"], site["fn"]) if name in analytic else None
+            if kl is None:
                 kl = g["log_prob"] - site["log_prob"]
             kl, _ = per_datum(kl, g, nest, data_plate)
             rate += float(kl.mean(0).sum())

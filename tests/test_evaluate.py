@@ -13,6 +13,7 @@ import torch
 from pyro_vae import VAE, evaluate
 from pyro_vae.errors import ConfigError
 from pyro_vae.objectives.importance import importance_traces
+from tests.objectives.chain import Chain
 from tests.objectives.linear_gaussian import LinearGaussian
 
 
@@ -146,24 +147,8 @@ def test_analytic_kl_only_where_the_models_parents_are_drawn_first():
         assert evaluate.analytic_kl_sites(model_trace, guide_trace) == expected[name], name
 
 
-class _Chain(torch.nn.Module):
-    """z2 ~ N(0, 1), z1 ~ N(z2, 0.1^2), x ~ N(z1, 1), with q(z1|x) = N(x/2, 1), q(z2|z1) = N(z1, 0.1^2):
-    the lower layer's prior is narrow around a parent the guide draws *from* z1."""
-
-    def model(self, x):
-        with pyro.plate("data", x.shape[0]):
-            z2 = pyro.sample("z2", dist.Normal(torch.zeros_like(x), 1.0))
-            z1 = pyro.sample("z1", dist.Normal(z2, 0.1))
-            pyro.sample("x", dist.Normal(z1, 1.0), obs=x)
-
-    def guide(self, x):
-        with pyro.plate("data", x.shape[0]):
-            z1 = pyro.sample("z1", dist.Normal(x / 2, 1.0))
-            pyro.sample("z2", dist.Normal(z1, 0.1))
-
-
 def test_rate_plus_distortion_is_minus_the_elbo_for_a_chain_of_latents():
-    chain = _Chain()
+    chain = Chain()
     x = torch.linspace(-2, 2, 20)
     torch.manual_seed(0)
     bound = evaluate.elbo(chain, x, num_particles=4000)

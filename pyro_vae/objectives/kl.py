@@ -75,6 +75,14 @@ def _factors(d: Any) -> Any:
     return d
 
 
+def closed_form_kl(q: Any, p: Any) -> torch.Tensor | None:
+    """KL(q || p) in closed form, or None where torch/Pyro register none for the pair."""
+    try:
+        return kl_divergence(q, p)
+    except NotImplementedError:
+        return None
+
+
 def per_dimension_kl(
     q: Any, p: Any, value: torch.Tensor, name: str = "z", analytic: bool = True
 ) -> torch.Tensor:
@@ -92,11 +100,8 @@ def per_dimension_kl(
             f"dimensions, but site {name!r} has a {bad}; use the diagonal guide and a normal prior, "
             "or drop --free-bits"
         )
-    try:
-        if not analytic:
-            raise NotImplementedError
-        kl = kl_divergence(qb, pb)
-    except NotImplementedError:
+    kl = closed_form_kl(qb, pb) if analytic else None
+    if kl is None:
         kl = qb.log_prob(value) - pb.log_prob(value)
     event_dims = len(q.event_shape)
     kl = kl.expand(torch.broadcast_shapes(kl.shape, value.shape))

@@ -13,6 +13,7 @@ from pyro_vae.errors import ConfigError
 from pyro_vae.objectives import KLWeighted, build_objective
 from pyro_vae.objectives.importance import log_mean_exp
 
+from .chain import Chain
 from .linear_gaussian import LinearGaussian, guide_noise_z
 
 K, SEED = 5, 7
@@ -196,21 +197,11 @@ def test_cli_flags_map_to_objective_options():
 
 
 def test_free_bits_uses_the_monte_carlo_kl_below_a_parent_drawn_from_the_site():
-    # z2 ~ N(0, 1), z1 ~ N(z2, 0.1^2) with q(z1|x) = N(x/2, 1), q(z2|z1) = N(z1, 0.1^2): the closed-form
-    # KL(q(z1|x) || p(z1|z2)) at the drawn z2 is about 60 nats, the ELBO's term about -2
+    # the closed-form KL(q(z1|x) || p(z1|z2)) at the drawn z2 is about 60 nats, the ELBO's term about -2
     from pyro_vae.objectives.kl import SiteRecorder, closed_form_kl_sites, free_bits_penalty
 
-    def model(x):
-        with pyro.plate("data", x.shape[0]):
-            z2 = pyro.sample("z2", pyro.distributions.Normal(torch.zeros_like(x), 1.0))
-            z1 = pyro.sample("z1", pyro.distributions.Normal(z2, 0.1))
-            pyro.sample("x", pyro.distributions.Normal(z1, 1.0), obs=x)
-
-    def guide(x):
-        with pyro.plate("data", x.shape[0]):
-            z1 = pyro.sample("z1", pyro.distributions.Normal(x / 2, 1.0))
-            pyro.sample("z2", pyro.distributions.Normal(z1, 0.1))
-
+    chain = Chain()
+    model, guide = chain.model, chain.guide
     assert closed_form_kl_sites(["z2", "z1"], ["z1", "z2"]) == {"z2"}
     x = torch.zeros(20000)
     pyro.set_rng_seed(SEED)
