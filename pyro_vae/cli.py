@@ -1,190 +1,108 @@
 """The ``pyro-vae`` command line: ``train``, ``evaluate``, ``sample``, ``reconstruct``, ``interpolate``, ``plot``.
 
-Every training option maps to one field of :class:`~pyro_vae.config.RunConfig`; the table ``OPTIONS``
-below is that map, so an option added there is parsed, documented, saved with the run and checked on
-``--resume`` in one place.
+Every training option is generated from one field of :class:`~pyro_vae.config.RunConfig` (its help,
+flag and metavar live in the field's metadata), so a field added there is parsed, documented, saved
+with the run and checked on ``--resume`` in one place.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
-from collections.abc import Sequence
+import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, PyroVAEError
+from .registry import Registry
+
+if typing.TYPE_CHECKING:
+    from .config import RunConfig
 
 
-def _choices(registry_name: str) -> str:
-    from . import guides, likelihoods, models, nn, objectives, priors
+def registry(kind: str) -> Registry:
+    """The registry behind a field's ``choices``."""
+    from . import data, guides, likelihoods, models, nn, objectives, priors
 
-    reg = {
+    return {
         "guide": guides.GUIDES,
         "prior": priors.PRIORS,
         "objective": objectives.OBJECTIVES,
         "likelihood": likelihoods.LIKELIHOODS,
         "network": nn.NETWORKS,
         "model": models.MODELS,
-    }[registry_name]
-    return ", ".join(reg.names())
+        "dataset": data.DATASETS,
+    }[kind]
 
 
-def _key_value(text: str) -> tuple[str, Any]:
+def _key_value(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` -> ``(key, "value")``; the value is typed later, from the option's target."""
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     key, value = text.split("=", 1)
-    try:
-        return key.strip().replace("-", "_"), json.loads(value)
-    except json.JSONDecodeError:
-        return key.strip().replace("-", "_"), value
+    key = key.strip().replace("-", "_")
+    if not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"{key!r} in {text!r} is not an option name")
+    return key, value.strip()
 
 
 @dataclass(frozen=True)
 class Option:
-    """One command-line flag and the config field it sets (``section.field`` or ``section.dict[key]``)."""
+    """One command-line flag and the config field it sets (``section.field``, ``section.dict[]`` for
+    KEY=VALUE pairs, ``section.dict[key]`` for one key)."""
 
     flags: tuple[str, ...]
     target: str
     help: str
-    type: Any = str
+    metavar: str | None = None
     nargs: str | None = None
-    choices: str | None = None  # registry whose names are listed in the help
+    type: Any = str
 
 
-OPTIONS: list[Option] = [
-    Option(
-        ("--dataset",),
-        "data.dataset",
-        "digits (bundled), mnist, fashion-mnist, or a .npz/.npy path",
-    ),
-    Option(
-        ("--data-dir",),
-        "data.data_dir",
-        "where torchvision data sets live (default: $PYRO_VAE_DATA or ~/.cache/pyro-vae)",
-    ),
-    Option(
-        ("--binarize",),
-        "data.binarize",
-        "none (pixels in [0,1]), dynamic (redrawn every epoch) or static",
-    ),
-    Option(
-        ("--test-fraction",),
-        "data.test_fraction",
-        "test share for data without a test split",
-        float,
-    ),
-    Option(("--model",), "model.model", "generative model", choices="model"),
-    Option(("--latent-dim",), "model.latent_dim", "size of z", int),
-    Option(
-        ("--latent-dim2",),
-        "model.latent_dim2",
-        "hvae: size of z2 (0: half of z1); m1m2: size of M2's z (0: z1's)",
-        int,
-    ),
-    Option(("--network",), "model.network", "encoder/decoder family", choices="network"),
-    Option(
-        ("--hidden",),
-        "model.hidden",
-        "hidden layer sizes of the encoder (decoder mirrors them)",
-        int,
-        "+",
-    ),
-    Option(("--activation",), "model.activation", "relu, tanh, softplus, elu, gelu or silu"),
-    Option(("--likelihood",), "model.likelihood", "p(x|z)", choices="likelihood"),
-    Option(
-        ("--likelihood-opt",),
-        "model.likelihood_options[]",
-        "likelihood option KEY=VALUE, e.g. scale=0.1 learn_scale=true",
-        _key_value,
-        "+",
-    ),
-    Option(("--guide",), "model.guide", "variational family q(z|x)", choices="guide"),
-    Option(("--guide-opt",), "model.guide_options[]", "guide option KEY=VALUE", _key_value, "+"),
-    Option(
-        ("--flows",),
-        "model.guide_options[num_flows]",
-        "number of flow layers K of a flow guide (planar, radial, sylvester, iaf, spline)",
-        int,
-    ),
-    Option(("--prior",), "model.prior", "prior p(z)", choices="prior"),
-    Option(("--prior-opt",), "model.prior_options[]", "prior option KEY=VALUE", _key_value, "+"),
-    Option(("--objective",), "train.objective", "training objective", choices="objective"),
-    Option(
-        ("--objective-opt",),
-        "train.objective_options[]",
-        "objective option KEY=VALUE",
-        _key_value,
-        "+",
-    ),
-    Option(
-        ("--alpha",), "train.objective_options[alpha]", "renyi: order alpha of the bound", float
-    ),
-    Option(
-        ("--beta",),
-        "train.objective_options[beta]",
-        "weight on log p(z) - log q(z|x) of the latents (beta-VAE), any objective",
-        float,
-    ),
-    Option(
-        ("--kl-anneal",),
-        "train.objective_options[kl_anneal]",
-        "epochs of linear KL warm-up, from --kl-anneal-start to --beta",
-        int,
-    ),
-    Option(
-        ("--kl-anneal-start",),
-        "train.objective_options[kl_anneal_start]",
-        "KL weight at epoch 0 under --kl-anneal (default 0)",
-        float,
-    ),
-    Option(
-        ("--free-bits",),
-        "train.objective_options[free_bits]",
-        "free bits: KL floor in nats per latent dimension (Kingma et al. 2016)",
-        float,
-    ),
-    Option(
-        ("--particles", "-k"),
-        "train.particles",
-        "samples per data point in the objective (vectorised)",
-        int,
-    ),
-    Option(
-        ("--eval-particles",),
-        "train.eval_particles",
-        "samples per data point for the per-epoch test ELBO",
-        int,
-    ),
-    Option(("--epochs",), "train.epochs", "passes over the training set", int),
-    Option(("--batch-size",), "train.batch_size", "data points per step", int),
-    Option(("--lr",), "train.lr", "Adam learning rate", float),
-    Option(("--seed",), "train.seed", "random seed; fixes the result on a given device", int),
-    Option(("--device",), "train.device", "auto (CUDA when present), cpu, cuda or cuda:N"),
-    Option(("--labels",), "train.labels", "m2: labelled training images (class-balanced)", int),
-    Option(("--val-size",), "train.val_size", "m2: validation images (default 10%, max 5000)", int),
-    Option(
-        ("--aux-weight",),
-        "train.aux_weight",
-        "m2: alpha of the classification loss per labelled image (default 50)",
-        float,
-    ),
-    Option(
-        ("--labelled-every",),
-        "train.labelled_every",
-        "m2: a labelled batch after every k unlabelled ones (0: one labelled pass per epoch)",
-        int,
-    ),
-    Option(
-        ("--m1-epochs",),
-        "train.m1_epochs",
-        "m1m2: epochs that fit M1 before M2 (default: half of --epochs)",
-        int,
-    ),
-]
+def _default_text(f: dataclasses.Field, meta: Mapping[str, Any]) -> str:
+    if meta.get("default_help") is not None:
+        return meta["default_help"]
+    if f.default is dataclasses.MISSING or f.default is None:
+        return ""
+    value = f.default
+    return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def options() -> list[Option]:
+    """``pyro-vae train``'s options, generated from the fields of :class:`~pyro_vae.config.RunConfig`.
+
+    Values stay strings here: :meth:`RunConfig.validate` types them from the field annotations (and
+    part options from the part's signature), so a value is parsed in one place whatever its source.
+    """
+    from .config import SECTIONS
+
+    out = []
+    for section, kind in SECTIONS.items():
+        hints = typing.get_type_hints(kind)
+        for f in dataclasses.fields(kind):
+            meta = f.metadata
+            flags = tuple(meta.get("flags") or ()) or ("--" + f.name.replace("_", "-"),)
+            target = f"{section}.{f.name}"
+            text = meta.get("help", "")
+            if meta.get("choices"):
+                text += f"; one of: {', '.join(registry(meta['choices']).names())}"
+            if typing.get_origin(hints[f.name]) is dict:
+                out.append(Option(flags, target + "[]", text, "KEY=VALUE", "+", _key_value))
+                for flag, key, metavar, alias_help in meta.get("aliases", ()):
+                    out.append(Option((flag,), f"{target}[{key}]", alias_help, metavar))
+                continue
+            default = _default_text(f, meta)
+            if default:
+                text += f" (default: {default})"
+            metavar = meta.get("metavar") or "N"
+            nargs = "+" if typing.get_origin(hints[f.name]) is tuple else None
+            out.append(Option(flags, target, text, metavar, nargs))
+    return out
 
 
 def _apply(config: Any, overrides: dict[str, Any]) -> Any:
@@ -206,29 +124,55 @@ def _apply(config: Any, overrides: dict[str, Any]) -> Any:
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    for opt in OPTIONS:
-        help_text = opt.help + (f" (one of: {_choices(opt.choices)})" if opt.choices else "")
-        help_text = help_text.replace("%", "%%")  # argparse %-formats help strings
+    groups = {
+        s: p.add_argument_group(f"{s} options ({title})")
+        for s, title in (
+            ("data", "what to train on"),
+            ("model", "the model and its parts"),
+            ("train", "how to train"),
+        )
+    }
+    for opt in options():
         # default=SUPPRESS: only options the user typed reach the config, so --resume can tell
         # "not given" (use the run's value) from "given" (must match the run's value)
-        p.add_argument(
+        groups[opt.target.split(".", 1)[0]].add_argument(
             *opt.flags,
             dest=opt.target,
             type=opt.type,
             nargs=opt.nargs,
-            help=help_text,
+            metavar=opt.metavar,
+            help=opt.help.replace("%", "%%"),  # argparse %-formats help strings
             default=argparse.SUPPRESS,
         )
-    p.add_argument(
-        "--run-dir", type=Path, help="where the run is written (default: runs/DATASET-MODEL-TIME)"
+    run = p.add_argument_group("run options")
+    run.add_argument(
+        "--run-dir",
+        type=Path,
+        metavar="DIR",
+        help="where the run is written (default: runs/DATASET-MODEL-TIME)",
     )
-    p.add_argument(
+    run.add_argument(
         "--resume", action="store_true", help="continue the run in --run-dir from its checkpoint"
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--no-plots", action="store_true", help="skip the figures at the end")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--no-plots", action="store_true", help="skip the figures at the end")
+    run.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="start from this config.json; options given here override it",
+    )
+
+
+def _add_import(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--config", type=Path, help="start from this config.json; options given here override it"
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first, so that the guides, priors, objectives, models or data sets it "
+        "registers can be named (repeatable; installed plugins load by themselves)",
     )
 
 
@@ -236,21 +180,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pyro-vae",
         description="Variational autoencoders as Pyro model/guide pairs, trained with SVI.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
         "train",
         help="train a model and write a run directory",
-        description="Train a model; writes config.json, checkpoint.pt, metrics.jsonl and figures/ into the run directory.",
+        description="Train a model; writes config.json, checkpoint.pt, metrics.jsonl and "
+        "figures/ into the run directory. Every option's default is shown; an option that the "
+        "chosen model or data set does not use is refused.",
     )
     _add_train_options(p)
+    _add_import(p)
 
     def run_parser(name: str, help_text: str) -> argparse.ArgumentParser:
-        q = sub.add_parser(name, help=help_text, description=help_text)
+        q = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
         q.add_argument("run", type=Path, help="run directory written by `pyro-vae train`")
         q.add_argument("--device", default="cpu", help="device to load the model on")
+        _add_import(q)
         return q
 
     q = run_parser("evaluate", "score a trained run on its test set")
@@ -304,27 +256,43 @@ def _positive(name: str, value: int) -> None:
         raise ConfigError(f"{name} must be a positive integer, got {value}")
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from . import plots
-    from .checkpoint import CONFIG, load_checkpoint
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The validated configuration ``pyro-vae train`` runs with: the defaults, a ``--config`` file or
+    (with ``--resume``) the run's own configuration, then the options typed on the command line."""
+    from .checkpoint import load_checkpoint
     from .config import RunConfig
-    from .train import train
 
-    overrides = {o.target: getattr(args, o.target) for o in OPTIONS if hasattr(args, o.target)}
+    overrides = {o.target: getattr(args, o.target) for o in options() if hasattr(args, o.target)}
     if args.resume:
         if args.run_dir is None:
             raise ConfigError("--resume needs --run-dir, the run to continue")
+        if args.config is not None:
+            raise ConfigError("--resume continues a run with its own configuration; drop --config")
         base = load_checkpoint(args.run_dir)["config"]
     elif args.config is not None:
-        if not args.config.exists():
+        if not args.config.is_file():
             raise ConfigError(f"no config file at {args.config}")
         try:
-            base = RunConfig.from_json(args.config.read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{args.config} is not valid JSON: {e}") from None
+            text = args.config.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read {args.config}: {e}") from None
+        base = RunConfig.from_json(text)
     else:
         base = RunConfig()
-    config = _apply(base, overrides).validate()
+    return _apply(base, overrides).validate()
+
+
+def train_config(argv: Sequence[str]) -> RunConfig:
+    """The configuration ``pyro-vae train ARGV`` would train with (for scripts and tests)."""
+    return config_from_args(build_parser().parse_args(["train", *argv]))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from . import plots
+    from .checkpoint import CONFIG
+    from .train import train
+
+    config = config_from_args(args)
     run_dir = (
         args.run_dir
         or Path("runs")
@@ -430,7 +398,26 @@ COMMANDS = {
 }
 
 
+def _preimport(argv: Sequence[str]) -> None:
+    """Import ``--import MODULE`` plugins before the parser is built, so that their names are
+    listed in ``--help`` and accepted."""
+    from .plugins import import_plugin, load_entry_points
+
+    load_entry_points()
+    for i, arg in enumerate(argv):
+        if arg == "--import" and i + 1 < len(argv):
+            import_plugin(argv[i + 1])
+        elif arg.startswith("--import="):
+            import_plugin(arg.split("=", 1)[1])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        _preimport(argv)
+    except PyroVAEError as e:
+        print(f"pyro-vae: error: {e}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)

@@ -6,9 +6,10 @@ Batches are index slices of one tensor, never collated item by item: on a GPU th
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -17,8 +18,8 @@ import torch
 
 from .config import DataConfig
 from .errors import ConfigError, DataError
+from .registry import Registry
 
-DATASETS = ("digits", "mnist", "fashion-mnist")
 _TEST_BINARIZATION_SEED = 1  # fixed, so every run is scored on the same binary test set
 _STATIC_BINARIZATION_SEED = 0
 _SPLIT_SEED = 0
@@ -81,22 +82,109 @@ def batches(
     yield from order.split(batch_size)
 
 
+@dataclass(frozen=True)
+class DatasetSource:
+    """A registered data set: ``load(config)`` returns it on the CPU, pixels scaled to [0, 1].
+
+    ``options`` names the :class:`~pyro_vae.config.DataConfig` fields it reads besides ``dataset``
+    and ``binarize`` (every data set is binarized the same way); the others are refused for it.
+    """
+
+    load: Callable[[DataConfig], Dataset]
+    options: frozenset[str] = frozenset()
+    description: str = ""
+
+    def __call__(self, config: DataConfig) -> Dataset:
+        return self.load(config)
+
+
+#: name -> :class:`DatasetSource`; a path ending in .npz or .npy is read by :data:`ARRAY_FILE`
+DATASETS: Registry[DatasetSource] = Registry("data set", base=DatasetSource)
+
+
+def _data_dir(config: DataConfig) -> Path:
+    return Path(config.data_dir).expanduser() if config.data_dir else default_data_dir()
+
+
+DATASETS.register("digits")(
+    DatasetSource(
+        lambda c: _digits(c.test_fraction),
+        frozenset({"test_fraction"}),
+        "scikit-learn's bundled 8x8 digits (1797 images, 10 classes)",
+    )
+)
+DATASETS.register("mnist")(
+    DatasetSource(
+        lambda c: _torchvision("mnist", _data_dir(c)),
+        frozenset({"data_dir"}),
+        "MNIST through torchvision, from --data-dir",
+    )
+)
+DATASETS.register("fashion-mnist")(
+    DatasetSource(
+        lambda c: _torchvision("fashion-mnist", _data_dir(c)),
+        frozenset({"data_dir"}),
+        "Fashion-MNIST through torchvision, from --data-dir",
+    )
+)
+#: a .npz (x, y or x_train, x_test, y_train, y_test) or .npy (x) file named by its path
+ARRAY_FILE = DatasetSource(
+    lambda c: _array_file(Path(c.dataset).expanduser(), c.test_fraction),
+    frozenset({"test_fraction"}),
+    "a .npz or .npy file",
+)
+
+
+def dataset_source(name: str) -> DatasetSource:
+    """The registered data set ``name``, or the array-file reader for a .npz/.npy path."""
+    if isinstance(name, str) and name not in DATASETS and name.endswith((".npz", ".npy")):
+        return ARRAY_FILE
+    if isinstance(name, str) and name.startswith("custom:"):
+        raise ConfigError(
+            f"this run was trained on a data set passed in Python ({name[7:]}); reload it with "
+            "pyro_vae.load_run(RUN, dataset=...)"
+        )
+    try:
+        return DATASETS.get(name)
+    except ConfigError:
+        raise ConfigError(
+            f"unknown data set {name!r}: choose one of {', '.join(DATASETS.names())}, give the "
+            "path of a .npz or .npy file, or --import the module that registers it"
+        ) from None
+
+
+def check_data_options(config: DataConfig) -> None:
+    """Refuse data options the chosen data set does not read (e.g. --data-dir for digits)."""
+    source = dataset_source(config.dataset)
+    defaults = DataConfig()
+    for name in ("data_dir", "test_fraction"):
+        if getattr(config, name) != getattr(defaults, name) and name not in source.options:
+            takers = [n for n in DATASETS if name in DATASETS.get(n).options]
+            if name in ARRAY_FILE.options:
+                takers.append(".npz/.npy files")
+            raise ConfigError(
+                f"--{name.replace('_', '-')} is not used by --dataset {config.dataset}; it is read "
+                f"by {', '.join(takers)}"
+            )
+
+
 def load_dataset(config: DataConfig) -> Dataset:
     """Load ``config.dataset`` on the CPU, scaled to [0, 1] where it is image data, and binarize it."""
-    name = config.dataset
-    data_dir = Path(config.data_dir).expanduser() if config.data_dir else default_data_dir()
-    if name == "digits":
-        ds = _digits(config.test_fraction)
-    elif name in ("mnist", "fashion-mnist"):
-        ds = _torchvision(name, data_dir)
-    elif name.endswith((".npz", ".npy")):
-        ds = _array_file(Path(name).expanduser(), config.test_fraction)
-    else:
-        raise ConfigError(
-            f"unknown data set {name!r}: choose one of {', '.join(DATASETS)}, "
-            "or give the path of a .npz or .npy file"
-        )
-    return binarize(ds, config.binarize)
+    return binarize(dataset_source(config.dataset)(config), config.binarize)
+
+
+def fingerprint(ds: Dataset) -> str:
+    """A hash of the data's values and labels: ``--resume`` and ``load_run`` check that they are the
+    data the run was trained on."""
+    h = hashlib.blake2b(digest_size=16)
+    for t in (ds.train, ds.test, ds.train_labels, ds.test_labels):
+        if t is None:
+            h.update(b"none")
+            continue
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
 
 
 def binarize(ds: Dataset, mode: str) -> Dataset:

@@ -162,6 +162,6 @@ class Networks:
         return self.decoder_cls(in_dim, x_shape, tuple(reversed(hidden)), act)
 
 
-NETWORKS: Registry[Networks] = Registry("network")
+NETWORKS: Registry[Networks] = Registry("network", base=Networks)
 NETWORKS.register("mlp")(lambda: Networks(MLPEncoder, MLPDecoder))
 NETWORKS.register("conv")(lambda: Networks(ConvEncoder, ConvDecoder))

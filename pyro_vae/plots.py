@@ -15,6 +15,7 @@ import torch  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
 from .evaluate import batched  # noqa: E402
+from .models import Model  # noqa: E402
 
 FIGURES = "figures"
 
@@ -209,11 +210,8 @@ def draw_all(
             latent_map(model, x, dataset.test_labels, out / "latent_map.png", projection)
         )
         written.append(kl_per_dimension(model, x, out / "kl_per_dimension.png"))
-        extra = getattr(
-            model, "extra_figures", None
-        )  # models add their own (e.g. class-conditional grids)
-        if extra is not None:
-            written.extend(extra(dataset, out))
+        if isinstance(model, Model):  # models add their own (e.g. class-conditional grids)
+            written.extend(model.extra_figures(dataset, out))
     finally:
         model.train(was_training)
     return [p for p in written if p is not None]

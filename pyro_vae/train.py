@@ -6,13 +6,11 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import pyro
 import torch
-from pyro.infer import SVI
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -27,11 +25,12 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import RunConfig
-from .data import Dataset, batches, load_dataset
+from .data import Dataset, fingerprint, load_dataset
 from .errors import CheckpointError, ConfigError, TrainingDiverged
-from .models import build_model
+from .models import Model, build_model
 from .objectives import build_objective
 from .optim import adam
+from .plan import TrainingPlan, UnsupervisedPlan
 
 #: options a resumed run may change: it can be trained for longer, or moved to another device
 RESUMABLE_CHANGES = {("train", "epochs"), ("train", "device")}
@@ -43,12 +42,22 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError:
+    except (RuntimeError, TypeError):
         raise ConfigError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if device.type not in ("cpu", "cuda"):
         raise ConfigError(
-            f"--device {name} asks for CUDA, but this machine has no usable GPU; use --device cpu"
+            f"--device {name}: pyro-vae trains on cpu or cuda (cuda:N), not {device.type}"
         )
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"--device {name} asks for CUDA, but this machine has no usable GPU; use --device cpu"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), "
+                f"cuda:0..cuda:{torch.cuda.device_count() - 1}"
+            )
     return device
 
 
@@ -84,10 +93,21 @@ def train(
 
     With ``run_dir`` the configuration, a checkpoint after every epoch and ``metrics.jsonl`` are
     written there; ``resume=True`` continues from its checkpoint and gives the same result as an
-    uninterrupted run on the same device. ``dataset`` and ``model`` override those built from the
-    configuration (a custom model is then rebuilt by the caller when a run is reloaded).
+    uninterrupted run on the same device.
+
+    ``dataset`` and ``model`` replace those the configuration describes. A model that
+    :func:`~pyro_vae.models.build_model` did not build from ``config.model`` is recorded in
+    ``config.json`` as ``"custom:<module>.<class>"`` (with its structure in ``model.txt``), and the run
+    is reloaded with ``load_run(run_dir, model=<the same architecture>)``. The data's fingerprint is
+    saved, so a run is never resumed or reloaded on other data than it was trained on.
     """
-    config.validate()
+    model_class = type(model) if model is not None else None
+    config = config.validate(model_class=model_class, check_data=dataset is None)
+    custom = model is not None and not (
+        isinstance(model, Model) and model.built_from == config.model
+    )
+    if custom:
+        config = config.replace(model={"model": custom_name(model)})
     tcfg = config.train
     run_dir = Path(run_dir) if run_dir is not None else None
     checkpoint = None
@@ -115,77 +135,67 @@ def train(
     device = resolve_device(tcfg.device)
     pyro.set_rng_seed(tcfg.seed)
     data = dataset if dataset is not None else load_dataset(config.data)
+    data_id = fingerprint(data)
+    if checkpoint is not None and checkpoint.get("data_fingerprint", data_id) != data_id:
+        raise ConfigError(
+            f"--resume: the data differ from those the run in {run_dir} was trained on (the file "
+            "changed, or another data set was passed); start a new run in another --run-dir"
+        )
     if model is None:
         model = build_model(config.model, data.x_shape, data.num_classes)
-    check = getattr(model, "check_data", None)
-    if check is not None:
-        check(data.train)
-        check(data.test)
+    if isinstance(model, Model):
+        model.check_data(data.train)
+        model.check_data(data.test)
     model.to(device)
     data = data.to(device)
 
-    # Pyro's param store is global: a stale entry under the same name would be optimised in place
-    # of this model's parameters, so every training run starts from an empty store.
-    pyro.clear_param_store()
     optim = adam(tcfg.lr)
     objective = build_objective(
-        tcfg.objective, num_particles=tcfg.particles, **tcfg.objective_options
+        tcfg.objective,
+        tcfg.particles,
+        beta=tcfg.beta,
+        kl_anneal=tcfg.kl_anneal,
+        kl_anneal_start=tcfg.kl_anneal_start,
+        free_bits=tcfg.free_bits,
+        **tcfg.objective_options,
     )
-    svi = SVI(model.model, model.guide, optim, objective)
-    drop_last = tcfg.objective.startswith("jit")
-    # models that learn from labels (m2, cvae) bring their own epoch of steps; the protocol is
-    # documented on pyro_vae.models.cvae.LabelledPlan
-    make_plan = getattr(model, "training_plan", None)
-    plan = make_plan(data, config, optim, objective) if make_plan is not None else None
-    if plan is None and tcfg.labels:
-        raise ConfigError(
-            f"--labels is for semi-supervised models (m2), not --model {config.model.model}"
-        )
+    plan: TrainingPlan = (
+        model.training_plan(data, config, optim, objective)
+        if isinstance(model, Model)
+        else UnsupervisedPlan(model, data, config, optim, objective)
+    )
+    if not isinstance(plan, TrainingPlan):
+        raise TypeError(f"{type(model).__name__}.training_plan must return a TrainingPlan")
+    prefix = param_prefix(model)
 
     start_epoch, history = 0, []
     if checkpoint is not None:
         load_model_state(model, checkpoint["model"], run_dir / CHECKPOINT)
-        optim.set_state(checkpoint["optim"])
+        optim.set_state(_named(checkpoint["optim"], "{model}", prefix, checkpoint["config"]))
         _set_rng_state(checkpoint["rng"], device)
         start_epoch = checkpoint["epoch"]
-        if plan is not None:
-            plan.load_state_dict(checkpoint.get("plan", {}))
+        plan.load_state_dict(checkpoint.get("plan", {}))
         history = _read_metrics(run_dir / METRICS)[:start_epoch]
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / CONFIG, config.to_json())
         atomic_write_text(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in history))
+        if custom:
+            atomic_write_text(run_dir / MODEL_TEXT, f"{custom_name(model)}\n{model}\n")
 
-    n = data.train.shape[0]
-    steps_per_epoch = n // tcfg.batch_size if drop_last else math.ceil(n / tcfg.batch_size)
-    if plan is not None:
-        steps_per_epoch = plan.steps_per_epoch
-    if steps_per_epoch < 1:
-        raise ConfigError(f"--batch-size {tcfg.batch_size} is larger than the {n} training points")
     bar = tqdm(
-        total=(tcfg.epochs - start_epoch) * steps_per_epoch,
+        total=(tcfg.epochs - start_epoch) * plan.steps_per_epoch,
         disable=not progress,
         unit="step",
         dynamic_ncols=True,
     )
-    hook = getattr(objective, "set_epoch", None)  # KL annealing and other schedules
     try:
         for epoch in range(start_epoch, tcfg.epochs):
-            if hook is not None:
-                hook(epoch)
+            plan.begin_epoch(epoch)
             model.train()
             t0 = time.perf_counter()
-            x = data.epoch_train()
             total, seen = 0.0, 0
-            steps = (
-                plan.epoch(x)
-                if plan is not None
-                else (
-                    (svi.step(x[idx]), idx.shape[0])
-                    for idx in islice(batches(n, tcfg.batch_size, device), steps_per_epoch)
-                )
-            )
-            for step, (loss, size) in enumerate(steps):
+            for step, (loss, size) in enumerate(plan.epoch(data.epoch_train())):
                 if not math.isfinite(loss):
                     kept = (
                         f"the last good checkpoint (epoch {epoch}) is kept in {run_dir}"
@@ -210,8 +220,7 @@ def train(
                 "test_elbo": evaluate.elbo(model, data.test, num_particles=tcfg.eval_particles),
                 "epoch_time": epoch_time,
             }
-            if plan is not None:
-                record.update(plan.end_epoch(data))  # e.g. M2's validation and test accuracy
+            record.update(plan.end_epoch(data))  # e.g. M2's validation and test accuracy
             history.append(record)
             bar.set_postfix_str(
                 f"epoch {epoch + 1}/{tcfg.epochs} test ELBO {record['test_elbo']:.2f}"
@@ -224,15 +233,66 @@ def train(
                     config,
                     epoch + 1,
                     model=model.state_dict(),
-                    optim=optim.get_state(),
+                    optim=_named(optim.get_state(), prefix, "{model}"),
                     rng=_rng_state(device),
-                    **({"plan": plan.state_dict()} if plan is not None else {}),
+                    plan=plan.state_dict(),
+                    data_fingerprint=data_id,
                 )
     finally:
         bar.close()
-    if plan is not None:
-        plan.finish()  # e.g. M2 returns the epoch its validation set picked
+        forget_params(prefix)
+    plan.finish()  # e.g. M2 returns to the epoch its validation set picked
     return TrainResult(model, data, config, history, run_dir)
+
+
+MODEL_TEXT = "model.txt"
+
+
+def custom_name(model: nn.Module) -> str:
+    """How ``config.json`` names a model passed to :func:`train` as an object."""
+    cls = type(model)
+    return f"custom:{cls.__module__}.{cls.__qualname__}"
+
+
+def param_prefix(model: nn.Module) -> str | None:
+    """The prefix of the model's names in Pyro's parameter store (``"vae$$$"``), if it has one."""
+    name = getattr(model, "name", None)
+    return f"{name}$$$" if isinstance(model, Model) and isinstance(name, str) else None
+
+
+def _named(
+    state: dict[str, Any], old: str | None, new: str | None, config: RunConfig | None = None
+) -> dict[str, Any]:
+    """Optimiser state with parameter names moved from prefix ``old`` to ``new``.
+
+    Checkpoints store names relative to the model (``{model}$$$encoder...``) because each model
+    object has its own name in the parameter store; checkpoints of pyro-vae 0.1 stored the model's
+    registered name (``vae$$$...``), read here too.
+    """
+    if old is None or new is None:
+        return dict(state)
+    legacy = f"{config.model.model}$$$" if config is not None else None
+    out = {}
+    for key, value in state.items():
+        if key.startswith(old):
+            key = new + key[len(old) :]
+        elif legacy is not None and key.startswith(legacy):
+            key = new + key[len(legacy) :]
+        out[key] = value
+    return out
+
+
+def forget_params(prefix: str | None) -> None:
+    """Drop a model's entries from Pyro's global parameter store after training.
+
+    The module keeps its parameters; ``pyro.module`` registers them again on the next use. Without
+    this, every model trained in a process would stay alive in the store.
+    """
+    if prefix is None:
+        return
+    store = pyro.get_param_store()
+    for name in [n for n in store.keys() if n.startswith(prefix)]:
+        del store[name]
 
 
 def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
@@ -259,8 +319,19 @@ def _read_metrics(path: Path) -> list[dict[str, Any]]:
         ) from None
 
 
-def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[RunConfig, nn.Module, Dataset]:
-    """Rebuild a trained run's model and data set from its directory."""
+def load_run(
+    run_dir: str | Path,
+    device: str = "cpu",
+    *,
+    model: nn.Module | None = None,
+    dataset: Dataset | None = None,
+) -> tuple[RunConfig, nn.Module, Dataset]:
+    """Rebuild a trained run's model and data set from its directory.
+
+    A run trained with a model object (``config.json`` names it ``"custom:..."``) is reloaded into
+    ``model``, a fresh object of the same architecture; a run trained on data passed in Python gets
+    them back through ``dataset``. Either is checked against what the run saved.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"no run directory at {run_dir}")
@@ -268,8 +339,25 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[RunConfig, nn.Mo
     config: RunConfig = ckpt["config"]
     dev = resolve_device(device)
     pyro.set_rng_seed(config.train.seed)
-    data = load_dataset(config.data)
-    model = build_model(config.model, data.x_shape, data.num_classes)
+    data = dataset if dataset is not None else load_dataset(config.data)
+    saved = ckpt.get("data_fingerprint")
+    if saved is not None and fingerprint(data) != saved:
+        raise CheckpointError(
+            f"the data differ from those the run in {run_dir} was trained on"
+            + (
+                " (config.json's data set changed on disk); restore them or pass dataset="
+                if dataset is None
+                else "; pass the data set the run was trained on"
+            )
+        )
+    if model is None:
+        if config.model.model.startswith("custom:"):
+            raise CheckpointError(
+                f"the run in {run_dir} trained a model passed as an object "
+                f"({config.model.model[7:]}, see {MODEL_TEXT}); rebuild it and reload with "
+                "pyro_vae.load_run(RUN, model=...)"
+            )
+        model = build_model(config.model, data.x_shape, data.num_classes)
     # a plan's selected epoch (M2's best validation accuracy) is the run's model; else the last epoch
     selected = ckpt.get("plan", {}).get("selected_model", ckpt["model"])
     load_model_state(model, selected, run_dir / CHECKPOINT)

@@ -14,7 +14,8 @@ from pyro_vae.optim import JointOptim, adam
 def _run(make_optim, steps: int = 5, state=None) -> tuple[dict[str, torch.Tensor], object]:
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
-    vae = VAE((1, 4, 4), latent_dim=2, hidden=(8,))
+    # one name for every run: optimiser state is keyed by parameter-store names
+    vae = VAE((1, 4, 4), latent_dim=2, hidden=(8,), name="vae")
     optim = make_optim()
     if state is not None:
         optim.set_state(state)

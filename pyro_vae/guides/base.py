@@ -45,4 +45,6 @@ class AmortizedGuide(nn.Module):
         return self(h)
 
 
-GUIDES: Registry[AmortizedGuide] = Registry("guide")
+GUIDES: Registry[AmortizedGuide] = Registry(
+    "guide", base=AmortizedGuide, supplied=("feature_dim", "latent_dim")
+)

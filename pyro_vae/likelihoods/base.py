@@ -46,4 +46,4 @@ def check_unit_interval(x: torch.Tensor, name: str) -> None:
         )
 
 
-LIKELIHOODS: Registry[Likelihood] = Registry("likelihood")
+LIKELIHOODS: Registry[Likelihood] = Registry("likelihood", base=Likelihood, supplied=("x_shape",))

@@ -34,4 +34,4 @@ class Prior(nn.Module):
         """Hook for priors built from the model's own networks; the default needs nothing."""
 
 
-PRIORS: Registry[Prior] = Registry("prior")
+PRIORS: Registry[Prior] = Registry("prior", base=Prior, supplied=("latent_dim",))

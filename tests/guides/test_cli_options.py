@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-from pyro_vae.cli import OPTIONS, _apply, build_parser
-from pyro_vae.config import RunConfig
-
-
-def _config(argv: list[str]) -> RunConfig:
-    args = build_parser().parse_args(["train", *argv])
-    overrides = {o.target: getattr(args, o.target) for o in OPTIONS if hasattr(args, o.target)}
-    return _apply(RunConfig(), overrides).validate()
+from pyro_vae.cli import train_config as _config
 
 
 def test_flows_sets_num_flows_beside_other_guide_options() -> None:

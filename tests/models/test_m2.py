@@ -210,7 +210,10 @@ def test_m2_needs_labels_and_vae_refuses_them(tmp_path: Path, capsys) -> None:
         )
         == 2
     )
-    assert "semi-supervised" in capsys.readouterr().err
+    assert (
+        "--labels is not used by --model vae; it is an option of m1m2, m2"
+        in capsys.readouterr().err
+    )
 
 
 def test_train_reports_the_epoch_it_keeps(tmp_path: Path, capsys) -> None:

@@ -149,4 +149,4 @@ def test_m1m2_refuses_another_objective(tmp_path: Path, capsys) -> None:
     args = ["train", "--model", "m1m2", "--labels", "30", "--objective", "iwae", "--epochs", "2"]
     args += ["--no-progress", "--no-plots", "--run-dir", str(tmp_path / "run")]
     assert main(args) == 2
-    assert "--model m1m2 trains with its own bound" in capsys.readouterr().err
+    assert "--model m1m2 trains with --objective elbo, not iwae" in capsys.readouterr().err

@@ -94,7 +94,9 @@ def test_the_trainer_anneals_through_set_epoch():
                 batch_size=32,
                 objective="renyi",
                 particles=2,
-                objective_options={"alpha": 0.5, "kl_anneal": 2, "free_bits": 0.1},
+                objective_options={"alpha": 0.5},
+                kl_anneal=2,
+                free_bits=0.1,
                 device="cpu",
             ),
         )
@@ -174,26 +176,33 @@ def test_no_weighting_options_give_the_plain_objective():
     assert not isinstance(build_objective("elbo", 1, beta=1.0, free_bits=0.0), KLWeighted)
 
 
-def test_cli_flags_map_to_objective_options():
-    from pyro_vae.cli import OPTIONS, _apply, build_parser
-    from pyro_vae.config import RunConfig
+def test_cli_flags_map_to_training_and_objective_options():
+    from pyro_vae.cli import train_config
 
-    args = build_parser().parse_args(
-        ["train", "--objective", "renyi", "--alpha", "0.5", "--beta", "2", "--kl-anneal", "3"]
+    cfg = train_config(
+        ["--objective", "renyi", "--alpha", "0.5", "--beta", "2", "--kl-anneal", "3"]
         + ["--kl-anneal-start", "0.1", "--free-bits", "0.25", "--objective-opt", "data_plate=data"]
     )
-    overrides = {o.target: getattr(args, o.target) for o in OPTIONS if hasattr(args, o.target)}
-    cfg = _apply(RunConfig(), overrides)
-    assert cfg.train.objective_options == {
-        "alpha": 0.5,
-        "beta": 2.0,
-        "kl_anneal": 3,
-        "kl_anneal_start": 0.1,
-        "free_bits": 0.25,
-        "data_plate": "data",
-    }
-    obj = build_objective(cfg.train.objective, 1, **cfg.train.objective_options)
-    assert isinstance(obj, KLWeighted) and obj.inner.alpha == 0.5
+    assert cfg.train.objective_options == {"alpha": 0.5, "data_plate": "data"}
+    t = cfg.train
+    assert (t.beta, t.kl_anneal, t.kl_anneal_start, t.free_bits) == (2.0, 3, 0.1, 0.25)
+    obj = build_objective(
+        t.objective,
+        1,
+        beta=t.beta,
+        kl_anneal=t.kl_anneal,
+        kl_anneal_start=t.kl_anneal_start,
+        free_bits=t.free_bits,
+        **t.objective_options,
+    )
+    assert isinstance(obj, KLWeighted) and obj.inner.alpha == 0.5 and obj.beta == 2.0
+
+
+def test_kl_weighting_is_not_an_objective_option():
+    from pyro_vae.cli import train_config
+
+    with pytest.raises(ConfigError, match=r"beta is a training option of its own \(--beta\)"):
+        train_config(["--objective-opt", "beta=2"])
 
 
 def test_free_bits_uses_the_monte_carlo_kl_below_a_parent_drawn_from_the_site():
