@@ -129,7 +129,9 @@ DATASETS.register("fashion-mnist")(
 )
 #: a .npz (x, y or x_train, x_test, y_train, y_test) or .npy (x) file named by its path
 ARRAY_FILE = DatasetSource(
-    lambda c: _array_file(Path(c.dataset).expanduser(), c.test_fraction),
+    lambda c: _array_file(
+        Path(c.dataset).expanduser(), c.test_fraction, c.test_fraction != DataConfig().test_fraction
+    ),
     frozenset({"test_fraction"}),
     "a .npz or .npy file",
 )
@@ -277,7 +279,7 @@ def _as_images(a: np.ndarray, path: Path) -> torch.Tensor:
     return x
 
 
-def _array_file(path: Path, test_fraction: float) -> Dataset:
+def _array_file(path: Path, test_fraction: float, fraction_given: bool = False) -> Dataset:
     if not path.exists():
         raise DataError(f"no such data file: {path}")
     try:
@@ -291,6 +293,10 @@ def _array_file(path: Path, test_fraction: float) -> Dataset:
         return Dataset(str(path), xtr, xte)
     keys = set(loaded.files)
     if {"x_train", "x_test"} <= keys:
+        if fraction_given:
+            raise ConfigError(
+                f"--test-fraction is not used: {path} has its own test split (x_test); drop it"
+            )
         xtr, xte = _as_images(loaded["x_train"], path), _as_images(loaded["x_test"], path)
         if {"y_train", "y_test"} <= keys:
             y_tr = torch.as_tensor(loaded["y_train"]).long()

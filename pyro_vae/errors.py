@@ -8,7 +8,12 @@ from __future__ import annotations
 
 
 class PyroVAEError(Exception):
-    """Base class: the message says what was wrong and what to do about it."""
+    """Base class: the message says what was wrong and what to do about it, on one line."""
+
+    def __init__(self, message: object = "") -> None:
+        # Pyro re-raises an error from inside a model or guide as the same class with the trace's
+        # shapes appended after a newline; our messages are one line, so keep that line only
+        super().__init__(str(message).split("\n", 1)[0])
 
 
 class ConfigError(PyroVAEError, ValueError):

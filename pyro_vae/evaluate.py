@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -15,10 +16,13 @@ from torch import nn
 from .errors import ConfigError
 from .objectives.importance import (
     DATA_PLATE,
+    check_per_datum,
     data_dim,
+    data_frame,
     importance_traces,
-    log_weights,
     per_datum,
+    site_log_prob,
+    trace_log_weights,
 )
 from .objectives.kl import closed_form_kl, closed_form_kl_sites, per_dimension_kl
 
@@ -36,9 +40,10 @@ def elbo(
     ``model`` is anything with Pyro ``model(x)`` and ``guide(x)`` methods whose data plate is named
     ``data``. ``objective`` defaults to the Monte Carlo ELBO with ``num_particles`` particles.
     """
-    make = getattr(model, "evaluation_objective", None)  # e.g. M2 sums unknown labels out exactly
-    if objective is None and make is not None:
-        objective = make(num_particles)
+    from .models import Model
+
+    if objective is None and isinstance(model, Model):
+        objective = model.evaluation_objective(num_particles)  # e.g. M2 sums unknown labels out
     if objective is None:
         objective = Trace_ELBO(
             num_particles=num_particles,
@@ -86,34 +91,68 @@ def report(
         ll = float(log_likelihood(model, x, nll_samples).mean())
         out.update(nll_samples=nll_samples, test_log_likelihood=ll, test_nll=-ll)
     out.update(latent_statistics(model, x, stats_samples))
-    extra = getattr(model, "evaluate_extra", None)  # e.g. classification accuracy of M2
-    if extra is not None:
-        out.update(extra(x, labels))
+    from .models import Model
+
+    if isinstance(model, Model):
+        out.update(model.evaluate_extra(x, labels))  # e.g. classification accuracy of M2
     return out
 
 
-def _eval_mode(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Run ``fn(model, ...)`` without gradients and with the model in eval mode, then restore it."""
+def _model_and_guide(
+    model: Any, guide: Callable | None, caller: str
+) -> tuple[Callable, Callable, list[nn.Module]]:
+    """The Pyro model and guide callables, and the ``nn.Module``s to put in eval mode meanwhile.
 
-    def wrapped(model: nn.Module, *args: Any, **kwargs: Any) -> Any:
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                return fn(model, *args, **kwargs)
-        finally:
-            model.train(was_training)
+    ``model`` is an object with ``model`` and ``guide`` methods (a VAE, any ``nn.Module`` or not), or,
+    with ``guide``, a Pyro model function. The modules are ``model`` and ``guide`` where they are
+    ``nn.Module``s and the modules that own them where they are bound methods (``vae.model``): plain
+    functions have no train/eval mode, and are run as they are.
+    """
+    if guide is None:
+        fns = getattr(model, "model", None), getattr(model, "guide", None)
+        if not all(callable(f) for f in fns):
+            raise ConfigError(
+                f"{caller} needs an object with .model and .guide methods (e.g. a VAE), or a Pyro "
+                f"model function and guide=GUIDE_FUNCTION; got {type(model).__name__}"
+            )
+        owners = [model]
+    else:
+        fns = model, guide
+        if not all(callable(f) for f in fns):
+            raise ConfigError(
+                f"{caller}(model, x, ..., guide=guide) needs a callable Pyro model and guide; got "
+                f"{type(model).__name__} and {type(guide).__name__}"
+            )
+        owners = list(fns)
+    owners += [getattr(f, "__self__", None) for f in fns]
+    modules: list[nn.Module] = []
+    for owner in owners:
+        if isinstance(owner, nn.Module) and not any(owner is m for m in modules):
+            modules.append(owner)
+    return fns[0], fns[1], modules
 
-    wrapped.__doc__, wrapped.__name__ = fn.__doc__, fn.__name__
-    return wrapped
+
+@contextlib.contextmanager
+def _evaluating(modules: list[nn.Module]) -> Iterator[None]:
+    """No gradients and every module in eval mode (dropout off, batch norm on running statistics);
+    each module's own mode is restored afterwards."""
+    modes = [m.training for m in modules]
+    try:
+        for m in modules:
+            m.eval()
+        with torch.no_grad():
+            yield
+    finally:
+        for m, mode in zip(modules, modes):
+            m.train(mode)
 
 
-@_eval_mode
 def log_likelihood(
-    model: nn.Module,
+    model: Any,
     x: torch.Tensor,
     num_samples: int = 5000,
     *,
+    guide: Callable | None = None,
     batch_size: int = 256,
     max_elements: int = 2**24,
     max_plate_nesting: int = 1,
@@ -125,43 +164,48 @@ def log_likelihood(
         \quad z_k \sim q(z|x),
 
     (Burda et al. 2016, appendix; with K samples it is the IWAE-K bound, a stochastic lower bound
-    that converges to log p(x)). Works for any ``model.model`` / ``model.guide`` pair whose data plate
-    is named ``data_plate``: the guide and model run vectorised over a chunk of samples at once, the
-    chunk sized so that a chunk of decoded data holds at most ``max_elements`` numbers (memory stays
-    bounded whatever K is), and the chunks are combined by log-sum-exp.
+    that converges to log p(x)). ``model`` is an object with ``model`` and ``guide`` methods (e.g. a
+    VAE), or a Pyro model function given with its guide function: ``log_likelihood(model_fn, x, K,
+    guide=guide_fn)``. ``nn.Module``s among them run in eval mode, all without gradients.
+
+    Works for any model/guide pair whose plate over data points is named ``data_plate``, with every
+    sample site inside it; a plate written with Pyro's mini-batch idiom
+    (``pyro.plate("data", N_total, subsample=idx)``) is fine, its ``N_total / N`` scale is taken out
+    of the weights (:func:`~pyro_vae.objectives.importance.trace_log_weights_and_scale`). The guide
+    and model run vectorised over a chunk of samples at once, the chunk sized so that a chunk of
+    decoded data holds at most ``max_elements`` numbers (memory stays bounded whatever K is), and the
+    chunks are combined by log-sum-exp.
     """
     if not isinstance(num_samples, int) or num_samples < 1:
         raise ConfigError(f"the number of importance samples must be positive, got {num_samples!r}")
+    model_fn, guide_fn, modules = _model_and_guide(model, guide, "log_likelihood")
     out = []
     per_point = max(1, x[0].numel()) if x.shape[0] else 1
-    for xb in x.split(batch_size):
-        chunk = max(1, min(num_samples, max_elements // (xb.shape[0] * per_point)))
-        acc = torch.full((xb.shape[0],), -math.inf, device=xb.device)
-        done = 0
-        while done < num_samples:
-            k = min(chunk, num_samples - done)
-            lw = log_weights(
-                model.model,
-                model.guide,
-                xb,
-                num_particles=k,
-                max_plate_nesting=max_plate_nesting,
-                data_plate=data_plate,
-            )
-            if lw.shape[1] != xb.shape[0]:
-                raise ConfigError(
-                    "a per-data-point log-likelihood needs every latent inside the plate named "
-                    f"{data_plate!r}; this model has a latent shared by the whole batch"
+    with _evaluating(modules):
+        for xb in x.split(batch_size):
+            chunk = max(1, min(num_samples, max_elements // (xb.shape[0] * per_point)))
+            acc = torch.full((xb.shape[0],), -math.inf, device=xb.device)
+            done = 0
+            while done < num_samples:
+                k = min(chunk, num_samples - done)
+                model_trace, guide_trace = importance_traces(
+                    model_fn, guide_fn, (xb,), {}, k, max_plate_nesting
                 )
-            acc = torch.logaddexp(acc, torch.logsumexp(lw, 0).to(acc))
-            done += k
-        out.append(acc - math.log(num_samples))
+                # one log weight per row of xb, or an error that names the cause
+                check_per_datum(model_trace, guide_trace, data_plate, xb.shape[0])
+                lw = trace_log_weights(model_trace, guide_trace, max_plate_nesting, data_plate)
+                acc = torch.logaddexp(acc, torch.logsumexp(lw, 0).to(acc))
+                done += k
+            out.append(acc - math.log(num_samples))
     return torch.cat(out)
 
 
-def iwae_bound(model: nn.Module, x: torch.Tensor, k: int = 50, **kwargs: Any) -> torch.Tensor:
-    """The per-data-point IWAE-k bound (:func:`log_likelihood` with ``k`` samples)."""
-    return log_likelihood(model, x, k, **kwargs)
+def iwae_bound(
+    model: Any, x: torch.Tensor, k: int = 50, *, guide: Callable | None = None, **kwargs: Any
+) -> torch.Tensor:
+    """The per-data-point IWAE-k bound (:func:`log_likelihood` with ``k`` samples); ``model`` and
+    ``guide`` as there."""
+    return log_likelihood(model, x, k, guide=guide, **kwargs)
 
 
 def _arrange(
@@ -187,12 +231,23 @@ def analytic_kl_sites(model_trace: Trace, guide_trace: Trace) -> set[str]:
     return closed_form_kl_sites(latents(model_trace), latents(guide_trace))
 
 
-@_eval_mode
+def _data_points(model_trace: Trace, data_plate: str, rows: int) -> int:
+    """How many data points a batch of ``rows`` rows puts in the data plate: the plate's size, which
+    is smaller than ``rows`` when the model subsamples the batch (``subsample_size=B`` and
+    ``x[idx]``), else ``rows``."""
+    for site in model_trace.nodes.values():
+        frame = data_frame(site, data_plate) if site["type"] == "sample" else None
+        if frame is not None and int(frame.size) > 0:
+            return int(frame.size)
+    return rows
+
+
 def latent_statistics(
-    model: nn.Module,
+    model: Any,
     x: torch.Tensor,
     num_samples: int = 16,
     *,
+    guide: Callable | None = None,
     batch_size: int = 256,
     threshold: float = 0.01,
     max_plate_nesting: int = 1,
@@ -206,53 +261,62 @@ def latent_statistics(
     - ``kl_per_dim``: the KL of each latent dimension (latent sites that factorise per dimension, in
       trace order), the numbers behind the posterior-collapse bar chart.
     - ``active_units``: latent dimensions whose covariance over x of E_q[z|x] exceeds ``threshold``
-      (Burda et al. 2016, sec. 5.2), over continuous latent sites; E_q[z|x] is the distribution's mean where it has one, else the
-      mean of ``num_samples`` samples.
-    Everything uses ``num_samples`` vectorised samples per data point.
+      (Burda et al. 2016, sec. 5.2), over continuous latent sites; E_q[z|x] is the distribution's
+      mean where it has one, else the mean of ``num_samples`` samples.
+    Everything uses ``num_samples`` vectorised samples per data point, and is per data point: a data
+    plate that subsamples (``pyro.plate("data", N_total, subsample=idx)``) has its ``N_total / N``
+    scale taken out, and the averages are over the data points the plate holds. ``model`` and
+    ``guide`` as in :func:`log_likelihood`.
     """
+    model_fn, guide_fn, modules = _model_and_guide(model, guide, "latent_statistics")
     nest = max_plate_nesting
     rate = distortion = 0.0
+    n = 0
     kl_sums: dict[str, torch.Tensor] = {}
     means: dict[str, list[torch.Tensor]] = {}
-    for xb in x.split(batch_size):
-        model_trace, guide_trace = importance_traces(
-            model.model, model.guide, (xb,), {}, num_samples, nest
-        )
-        analytic = analytic_kl_sites(model_trace, guide_trace)
-        for name, site in model_trace.nodes.items():
-            if site["type"] != "sample":
-                continue
-            if site["is_observed"]:
-                lp, _ = per_datum(site["log_prob"], site, nest, data_plate)
-                distortion -= float(lp.mean(0).sum())
-                continue
-            g = guide_trace.nodes.get(name)
-            if g is None:
-                continue
-            kl = closed_form_kl(g["fn"], site["fn"]) if name in analytic else None
-            if kl is None:
-                kl = g["log_prob"] - site["log_prob"]
-            kl, _ = per_datum(kl, g, nest, data_plate)
-            rate += float(kl.mean(0).sum())
-            if data_dim(g, data_plate) is None:
-                continue  # a global latent has no per-datum mean or per-datum KL
-            try:
-                kd = per_dimension_kl(
-                    g["fn"], site["fn"], g["value"], name, analytic=name in analytic
-                )  # (*batch, D)
-                kd = _arrange(kd, g, 1, nest, data_plate)
-                kl_sums[name] = kl_sums.get(name, 0.0) + kd.mean(0).sum(0)
-            except ConfigError:
-                pass  # not factorised per dimension: it still counts in the rate
-            if g["fn"].support.is_discrete:
-                continue  # active units are continuous units (e.g. not M2's class label)
-            try:
-                m = g["fn"].mean.expand(g["value"].shape)
-            except NotImplementedError:
-                m = g["value"]
-            event_dims = len(g["fn"].event_shape)
-            means.setdefault(name, []).append(_arrange(m, g, event_dims, nest, data_plate).mean(0))
-    n = x.shape[0]
+    with _evaluating(modules):
+        for xb in x.split(batch_size):
+            model_trace, guide_trace = importance_traces(
+                model_fn, guide_fn, (xb,), {}, num_samples, nest
+            )
+            n += _data_points(model_trace, data_plate, xb.shape[0])
+            analytic = analytic_kl_sites(model_trace, guide_trace)
+            for name, site in model_trace.nodes.items():
+                if site["type"] != "sample" or site_is_subsample(site):
+                    continue
+                if site["is_observed"]:
+                    lp, _ = per_datum(site_log_prob(site, data_plate), site, nest, data_plate)
+                    distortion -= float(lp.mean(0).sum())
+                    continue
+                g = guide_trace.nodes.get(name)
+                if g is None:
+                    continue
+                kl = closed_form_kl(g["fn"], site["fn"]) if name in analytic else None
+                if kl is None:
+                    kl = site_log_prob(g, data_plate) - site_log_prob(site, data_plate)
+                kl, _ = per_datum(kl, g, nest, data_plate)
+                rate += float(kl.mean(0).sum())
+                if data_dim(g, data_plate) is None:
+                    continue  # a global latent has no per-datum mean or per-datum KL
+                try:
+                    kd = per_dimension_kl(
+                        g["fn"], site["fn"], g["value"], name, analytic=name in analytic
+                    )  # (*batch, D)
+                    kd = _arrange(kd, g, 1, nest, data_plate)
+                    kl_sums[name] = kl_sums.get(name, 0.0) + kd.mean(0).sum(0)
+                except ConfigError:
+                    pass  # not factorised per dimension: it still counts in the rate
+                if g["fn"].support.is_discrete:
+                    continue  # active units are continuous units (e.g. not M2's class label)
+                try:
+                    m = g["fn"].mean.expand(g["value"].shape)
+                except NotImplementedError:
+                    m = g["value"]
+                event_dims = len(g["fn"].event_shape)
+                means.setdefault(name, []).append(
+                    _arrange(m, g, event_dims, nest, data_plate).mean(0)
+                )
+    n = max(n, 1)
     kl_per_dim = [float(v) for t in kl_sums.values() for v in t / n]
     active = 0
     for parts in means.values():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import types
 
 import pyro
 import pyro.distributions as dist
@@ -74,8 +75,111 @@ def test_a_latent_shared_by_the_batch_has_no_per_datum_likelihood():
 
     m = torch.nn.Module()
     m.model, m.guide = model, guide
-    with pytest.raises(ConfigError, match="plate named 'data'"):
+    with pytest.raises(ConfigError, match="plate named 'data'") as e:
         evaluate.log_likelihood(m, torch.zeros(3), 4)
+    assert "latent site 'g'" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_data_plate_of_another_name_is_named_with_the_option_that_fixes_it():
+    lg = LinearGaussian(plate="batch").set_perturbed_posterior()
+    x = lg.sample_x(4)
+    with pytest.raises(ConfigError) as e:
+        evaluate.log_likelihood(lg, x, 8)
+    message = str(e.value)
+    assert "'batch'" in message and 'data_plate="NAME"' in message and "\n" not in message
+    assert "shared by the whole batch" not in message
+    # and the option does fix it
+    est = evaluate.log_likelihood(lg, x, 4000, data_plate="batch")
+    assert torch.allclose(est, lg.log_px(x).detach(), atol=0.05)
+
+
+def test_a_model_without_plates_is_told_to_add_one():
+    def model(x):
+        z = pyro.sample("z", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+        pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        pyro.sample("z", dist.Normal(x / 2, 1.0).to_event(1))
+
+    with pytest.raises(ConfigError, match="declares no plate.*data_plate"):
+        evaluate.log_likelihood(model, torch.zeros(3), 4, guide=guide)
+
+
+def test_a_model_that_subsamples_the_batch_is_told_so():
+    # both subsample 3 of the 6 rows of x: three log weights for six rows
+    def model(x):
+        with pyro.plate("data", x.shape[0], subsample_size=3) as idx:
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x[idx])
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0], subsample_size=3) as idx:
+            pyro.sample("z", dist.Normal(x[idx] / 2, 1.0))
+
+    with pytest.raises(ConfigError, match="holds 3 data points.*the batch has 6 rows") as e:
+        evaluate.log_likelihood(model, torch.zeros(6), 4, guide=guide)
+    assert "shared by the whole batch" not in str(e.value)
+
+
+def _linear_gaussian_functions(lg: LinearGaussian):
+    """``lg`` written as the plain Pyro functions a Pyro user has: no module, no methods."""
+    W, b, s = lg.W.detach(), lg.b.detach(), lg.s
+    A, c, L = lg.A.detach(), lg.c.detach(), lg.tril().detach()
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(W.shape[1]), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z @ W.T + b, s).to_event(1), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.MultivariateNormal(x @ A.T + c, scale_tril=L))
+
+    return model, guide
+
+
+def test_log_likelihood_of_plain_model_and_guide_functions():
+    lg = LinearGaussian().set_perturbed_posterior()
+    x = lg.sample_x(5)
+    exact = lg.log_px(x).detach()
+    model, guide = _linear_gaussian_functions(lg)
+    est = evaluate.log_likelihood(model, x, 4000, guide=guide)
+    assert est.shape == (5,) and torch.allclose(est, exact, atol=0.03)
+    # the same draws as through the module's methods
+    pyro.set_rng_seed(3)
+    a = evaluate.log_likelihood(model, x, 50, guide=guide)
+    pyro.set_rng_seed(3)
+    b = evaluate.log_likelihood(lg, x, 50)
+    assert torch.allclose(a, b, atol=1e-5)
+    # IWAE-k: the same estimator with k samples
+    pyro.set_rng_seed(3)
+    assert torch.allclose(evaluate.iwae_bound(model, x, 50, guide=guide), b, atol=1e-5)
+    # and an object that merely has model and guide attributes
+    pair = types.SimpleNamespace(model=model, guide=guide)
+    assert torch.allclose(evaluate.log_likelihood(pair, x, 4000), exact, atol=0.03)
+    with pytest.raises(ConfigError, match="guide="):
+        evaluate.log_likelihood(model, x, 10)
+
+
+def test_modules_run_in_eval_mode_and_get_their_mode_back():
+    class Recording(LinearGaussian):
+        def model(self, x):
+            self.modes.append(self.training)
+            super().model(x)
+
+    lg = Recording().set_perturbed_posterior()
+    x = lg.sample_x(3)
+    for call in (
+        lambda: evaluate.log_likelihood(lg, x, 4),
+        lambda: evaluate.iwae_bound(lg.model, x, 4, guide=lg.guide),  # the methods' module too
+        lambda: evaluate.latent_statistics(lg, x, 4),
+    ):
+        lg.modes = []
+        lg.train()
+        out = call()
+        assert lg.modes and not any(lg.modes), lg.modes  # eval mode while it ran ...
+        assert lg.training  # ... and training mode again after
+        assert not (torch.is_tensor(out) and out.requires_grad)
 
 
 def test_report_and_the_evaluate_command(tmp_path, capsys):

@@ -38,11 +38,15 @@ MODEL_SPECIFIC: frozenset[str] = frozenset(
         "train.aux_weight",
         "train.labelled_every",
         "train.m1_epochs",
+        "train.objective_options",
         *(f"train.{k}" for k in KL_OPTIONS),
     }
 )
-#: KL weighting works on any objective, for models whose objective is the configured one
-KL_WEIGHTING: frozenset[str] = frozenset(f"train.{k}" for k in KL_OPTIONS)
+#: the configured objective's options and KL weighting (on any objective): read by every model
+#: whose steps use the configured objective
+KL_WEIGHTING: frozenset[str] = frozenset(
+    {"train.objective_options", *(f"train.{k}" for k in KL_OPTIONS)}
+)
 
 _counters: dict[str, itertools.count] = {}
 

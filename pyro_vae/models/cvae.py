@@ -20,8 +20,10 @@ from ..guides import GUIDES, AmortizedGuide
 from ..likelihoods import LIKELIHOODS, Likelihood
 from ..nn import NETWORKS
 from ..nn import activation as activation_layer
+from ..plan import Plan
 from ..priors import PRIORS, Prior
-from .base import MODELS, part_options
+from .base import MODELS, Model, check_parts, part_options, unique_name
+from .vae import _plate_size
 
 if TYPE_CHECKING:
     from pyro.infer import ELBO
@@ -54,7 +56,7 @@ def check_labels(labels: torch.Tensor | None, num_classes: int, what: str) -> to
     return labels
 
 
-class CVAE(nn.Module):
+class CVAE(Model):
     r"""The conditional VAE (Sohn et al. 2015; Kingma et al. 2014's M2 without a classifier).
 
     Generative process (``model``), for each datum ``x_n`` in the plate ``data``::
@@ -94,7 +96,7 @@ class CVAE(nn.Module):
         prior_options: Mapping[str, Any] | None = None,
         likelihood: str | Likelihood = "bernoulli",
         likelihood_options: Mapping[str, Any] | None = None,
-        name: str = "cvae",
+        name: str | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(latent_dim, int) or latent_dim < 1:
@@ -107,7 +109,8 @@ class CVAE(nn.Module):
         self.x_shape = tuple(int(s) for s in x_shape)
         self.latent_dim = latent_dim
         self.num_classes = int(num_classes)
-        self.name = name
+        # one name per object in Pyro's global parameter store, so two models never share parameters
+        self.name = name if name is not None else unique_name(type(self).__name__.lower())
         nets = NETWORKS.build(network)
         self.encoder = nets.encoder(self.x_shape, hidden, activation)
         self.decoder = nets.decoder(latent_dim + self.num_classes, self.x_shape, hidden, activation)
@@ -122,9 +125,16 @@ class CVAE(nn.Module):
         self.likelihood = LIKELIHOODS.resolve(
             likelihood, x_shape=self.x_shape, **(likelihood_options or {})
         )
+        check_parts(self.q, self.prior, feature_dim, latent_dim)
         # p(y): uniform; a buffer so that it follows the model's device and dtype
         self.register_buffer("y_logits", torch.zeros(self.num_classes))
         self.prior.attach(self)
+
+    @classmethod
+    def from_config(
+        cls, config: ModelConfig, x_shape: Sequence[int], num_classes: int | None
+    ) -> CVAE:
+        return cls(x_shape, num_classes, latent_dim=config.latent_dim, **part_options(config))
 
     # -- Pyro -------------------------------------------------------------------------------------
     def _register(self, *parts: str) -> None:
@@ -141,9 +151,22 @@ class CVAE(nn.Module):
     def label_prior(self) -> TorchDistribution:
         return dist.Categorical(logits=self.y_logits, validate_args=False)
 
-    def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+    def model(
+        self,
+        x: torch.Tensor | None = None,
+        y: torch.Tensor | None = None,
+        *,
+        size: int | None = None,
+    ) -> None:
+        """p(z) p(y) p(x|z, y): scores ``x`` (and ``y``) when given, else draws data.
+
+        With ``x=None`` the site ``x`` is sampled: ``size`` data with labels drawn from p(y), or, with
+        labels ``y``, one datum per label from p(x|y) (class-conditional generation), so
+        ``Predictive(m.model, num_samples=S)(y=labels)["x"]`` has shape ``(S, len(labels), *x_shape)``.
+        """
+        n = _plate_size(x, size, y, labelled=True)
         self._register("decoder", "prior", "likelihood")
-        with pyro.plate("data", x.shape[0]):
+        with pyro.plate("data", n):
             z = pyro.sample("z", self.prior())
             y = pyro.sample("y", self.label_prior(), obs=y)
             pyro.sample("x", self.likelihood(self.decoder(join(z, self.one_hot(y)))), obs=x)
@@ -224,11 +247,7 @@ class CVAE(nn.Module):
         return self.conditional_mean(z, y)
 
     def check_data(self, x: torch.Tensor) -> None:
-        if tuple(x.shape[1:]) != self.x_shape:
-            raise DataError(
-                f"the model expects data of shape (N, {', '.join(map(str, self.x_shape))}) "
-                f"but got {tuple(x.shape)}"
-            )
+        super().check_data(x)
         if not torch.isfinite(x).all():
             raise DataError("the data contain NaN or infinite values; clean or impute them first")
         self.likelihood.check(x)
@@ -322,13 +341,9 @@ def style_transfer(
     )
 
 
-class LabelledPlan:
-    """The CVAE's epoch: shuffled batches of (x, y) over the whole labelled training set.
-
-    The trainer's plan protocol: ``steps_per_epoch``; ``epoch(x)`` yields ``(loss, batch size)`` per
-    step; ``end_epoch()`` returns extra metrics for the epoch's record; ``state_dict()`` and
-    ``load_state_dict()`` carry what must survive a resume; ``finish()`` runs after the last epoch.
-    """
+class LabelledPlan(Plan):
+    """The CVAE's epoch: shuffled batches of (x, y) over the whole labelled training set, one step of
+    the configured objective on each (a :class:`~pyro_vae.plan.TrainingPlan`)."""
 
     def __init__(
         self,
@@ -342,6 +357,7 @@ class LabelledPlan:
         self.labels = labels
         self.config = config
         self.batch_size = config.train.batch_size
+        self.objective = objective
         self.svi = SVI(model.model, model.guide, optim, objective)
         n = labels.shape[0]
         self.steps_per_epoch = math.ceil(n / self.batch_size)
@@ -356,21 +372,10 @@ class LabelledPlan:
             return {}
         return self.model.evaluate_extra(data.test, data.test_labels)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
-
 
 def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
     """A detached copy of a module's state (the best epoch's weights)."""
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-@MODELS.register("cvae")
-def _build_cvae(config: ModelConfig, x_shape: tuple[int, ...], num_classes: int | None) -> CVAE:
-    return CVAE(x_shape, num_classes, latent_dim=config.latent_dim, **part_options(config))
+MODELS.register("cvae")(CVAE)

@@ -13,8 +13,8 @@ from ..errors import ConfigError
 from ..guides import DiagonalNormal
 from ..nn import mlp
 from ..priors import PRIORS, Prior
-from .base import MODELS, part_options
-from .vae import VAE
+from .base import KL_WEIGHTING, MODELS, part_options, unique_name
+from .vae import VAE, _plate_size
 
 if TYPE_CHECKING:
     from ..config import ModelConfig
@@ -57,7 +57,7 @@ class HierarchicalVAE(VAE):
         activation: str = "relu",
         prior: str | Prior = "normal",
         prior_options: Mapping[str, Any] | None = None,
-        name: str = "hvae",
+        name: str | None = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(latent_dim, int) or latent_dim < 1:
@@ -66,18 +66,14 @@ class HierarchicalVAE(VAE):
         if not isinstance(d2, int) or d2 < 1:
             raise ConfigError(f"--latent-dim2 must be a positive integer, got {latent_dim2!r}")
         top_prior = PRIORS.resolve(prior, latent_dim=d2, **(prior_options or {}))
-        if getattr(top_prior, "latent_dim", d2) != d2:
-            raise ConfigError(
-                f"the hierarchical VAE's prior is over z2 of size {d2}, "
-                f"but the prior given has latent_dim {top_prior.latent_dim}"
-            )
         super().__init__(
             x_shape,
             latent_dim,
             hidden=hidden,
             activation=activation,
             prior=top_prior,
-            name=name,
+            prior_dim=d2,
+            name=name if name is not None else unique_name("hvae"),
             **kwargs,
         )
         self.latent_dim2 = d2
@@ -92,6 +88,14 @@ class HierarchicalVAE(VAE):
         )  # z2 -> features
         self.p1 = DiagonalNormal(widths[0], latent_dim)  # p(z1 | z2)
 
+    options = KL_WEIGHTING | {"model.latent_dim2"}
+
+    @classmethod
+    def from_config(
+        cls, config: ModelConfig, x_shape: Sequence[int], num_classes: int | None
+    ) -> HierarchicalVAE:
+        return cls(x_shape, config.latent_dim, config.latent_dim2 or None, **part_options(config))
+
     # -- the Pyro model/guide pair -------------------------------------------------------------
     def conditional_prior(self, z2: torch.Tensor) -> TorchDistribution:
         """p(z1 | z2) for latents of any batch shape."""
@@ -105,9 +109,12 @@ class HierarchicalVAE(VAE):
         """q(z2 | z1)."""
         return self.q2(self.up(z1))
 
-    def model(self, x: torch.Tensor) -> None:
+    def model(self, x: torch.Tensor | None = None, *, size: int | None = None) -> None:
+        """p(z2) p(z1|z2) p(x|z1): scores ``x`` when given, else draws ``size`` data (see
+        :meth:`VAE.model <pyro_vae.models.VAE.model>`)."""
+        n = _plate_size(x, size)
         pyro.module(self.name, self)
-        with pyro.plate("data", x.shape[0]):
+        with pyro.plate("data", n):
             z2 = pyro.sample("z2", self.prior())
             z1 = pyro.sample("z1", self.conditional_prior(z2))
             pyro.sample("x", self.likelihood(self.decoder(z1)), obs=x)
@@ -132,13 +139,4 @@ class HierarchicalVAE(VAE):
         return self.decode_mean(self.conditional_prior(z2).sample())
 
 
-@MODELS.register("hvae")
-def _build_hvae(
-    config: ModelConfig, x_shape: tuple[int, ...], num_classes: int | None
-) -> HierarchicalVAE:
-    return HierarchicalVAE(
-        x_shape,
-        config.latent_dim,
-        config.latent_dim2 or None,
-        **part_options(config),
-    )
+MODELS.register("hvae")(HierarchicalVAE)

@@ -10,11 +10,12 @@ import torch
 from pyro.distributions import TorchDistribution
 from pyro.infer import SVI
 
+from ..config import changed_fields
 from ..errors import ConfigError
-from .base import MODELS, part_options
+from .base import KL_WEIGHTING, MODELS, part_options, unique_name
 from .cvae import join
 from .m2 import M2, SemiSupervisedPlan
-from .vae import VAE
+from .vae import VAE, _plate_size
 
 if TYPE_CHECKING:
     from pyro.infer import ELBO
@@ -55,6 +56,22 @@ class StackedM2(M2):
     Gaussian guide and the standard-normal prior of the paper.
     """
 
+    #: M2's options, z's size, the length of M1's stage, and KL weighting of M1's stage (whose
+    #: objective is the configured one)
+    options = M2.options | KL_WEIGHTING | {"model.latent_dim2", "train.m1_epochs"}
+
+    @classmethod
+    def from_config(
+        cls, config: ModelConfig, x_shape: Sequence[int], num_classes: int | None
+    ) -> StackedM2:
+        return cls(
+            x_shape,
+            num_classes,
+            latent_dim=config.latent_dim,
+            latent_dim2=config.latent_dim2,
+            **part_options(config),
+        )
+
     def __init__(
         self,
         x_shape: Sequence[int],
@@ -67,7 +84,7 @@ class StackedM2(M2):
         activation: str = "relu",
         likelihood: str = "bernoulli",
         likelihood_options: Mapping[str, Any] | None = None,
-        name: str = "m1m2",
+        name: str | None = None,
         **m2_parts: Any,
     ) -> None:
         if not isinstance(latent_dim2, int) or latent_dim2 < 0:
@@ -81,7 +98,7 @@ class StackedM2(M2):
             activation=activation,
             likelihood="gaussian",
             likelihood_options={"learn_scale": True},
-            name=name,
+            name=name if name is not None else unique_name("m1m2"),
             **m2_parts,
         )
         self.m1 = VAE(
@@ -105,9 +122,19 @@ class StackedM2(M2):
         return () if self.m1_frozen else ("m1",)
 
     # -- Pyro -------------------------------------------------------------------------------------
-    def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+    def model(
+        self,
+        x: torch.Tensor | None = None,
+        y: torch.Tensor | None = None,
+        *,
+        size: int | None = None,
+    ) -> None:
+        """p(z) p(y) p(z1|z, y) p(x|z1): scores ``x`` (and ``y``) when given, else draws data, z1 and
+        then x (``size`` data with labels from p(y), or one per label of ``y``; see
+        :meth:`CVAE.model <pyro_vae.models.CVAE.model>`)."""
+        n = _plate_size(x, size, y, labelled=True)
         self._register("decoder", "prior", "likelihood", *self._m1_parts())
-        with pyro.plate("data", x.shape[0]):
+        with pyro.plate("data", n):
             z = pyro.sample("z", self.prior())
             y = pyro.sample("y", self.label_prior(), obs=y)
             z1 = pyro.sample("z1", self.likelihood(self.decoder(join(z, self.one_hot(y)))))
@@ -123,10 +150,12 @@ class StackedM2(M2):
                 y = pyro.sample("y", q_y, infer={"enumerate": "parallel"})
             pyro.sample("z", self.q(super().features(z1, y)))
 
-    def m1_model(self, x: torch.Tensor) -> None:
-        """M1 alone, p(z1) p(x|z1) with p(z1) = N(0, I): the first stage of training."""
+    def m1_model(self, x: torch.Tensor | None = None, *, size: int | None = None) -> None:
+        """M1 alone, p(z1) p(x|z1) with p(z1) = N(0, I): the first stage of training. With ``x=None``
+        it draws ``size`` data from M1, as :meth:`VAE.model <pyro_vae.models.VAE.model>` does."""
+        n = _plate_size(x, size)
         self._register("m1")
-        with pyro.plate("data", x.shape[0]):
+        with pyro.plate("data", n):
             z1 = pyro.sample("z1", self.m1.prior())
             pyro.sample("x", self.m1.decode(z1), obs=x)
 
@@ -206,7 +235,13 @@ class StackedPlan(SemiSupervisedPlan):
                 f"--m1-epochs {self.m1_epochs} leaves no epoch for M2 out of --epochs {t.epochs}; "
                 "pass fewer M1 epochs or more epochs"
             )
+        if self.m1_epochs == 0 and changed_fields(config) & KL_WEIGHTING:
+            raise ConfigError(
+                "--objective-opt, --beta, --kl-anneal and --free-bits act on M1's stage of --model "
+                "m1m2, but --m1-epochs 0 leaves it out; drop them or train M1 for some epochs"
+            )
         self.m1_images = torch.cat([self.labelled, self.unlabelled])
+        self.objective = objective  # M1's stage: KL annealing moves with the epochs
         self.svi_m1 = SVI(model.m1_model, model.m1_guide, optim, objective)
 
     def in_m1_stage(self) -> bool:
@@ -234,14 +269,4 @@ class StackedPlan(SemiSupervisedPlan):
         self.model.freeze_m1(False)  # type: ignore[operator]
 
 
-@MODELS.register("m1m2")
-def _build_m1m2(
-    config: ModelConfig, x_shape: tuple[int, ...], num_classes: int | None
-) -> StackedM2:
-    return StackedM2(
-        x_shape,
-        num_classes,
-        latent_dim=config.latent_dim,
-        latent_dim2=config.latent_dim2,
-        **part_options(config),
-    )
+MODELS.register("m1m2")(StackedM2)

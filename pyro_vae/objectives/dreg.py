@@ -20,7 +20,7 @@ from .importance import (
     log_mean_exp,
     particle_plate,
     replay_trace,
-    trace_log_weights,
+    trace_log_weights_and_scale,
 )
 from .iwae import IWAE
 
@@ -118,14 +118,15 @@ class DReG(IWAE):
         )
         model_trace.compute_log_prob()
         q_trace.compute_log_prob()
-        log_w = trace_log_weights(model_trace, q_trace, nest, self.data_plate)
-        loss = -log_mean_exp(log_w.detach(), 0).sum()
+        # per-datum log weights, and N_total / N under a subsampled data plate (else 1)
+        log_w, scale = trace_log_weights_and_scale(model_trace, q_trace, nest, self.data_plate)
+        loss = -scale * log_mean_exp(log_w.detach(), 0).sum()
 
         w = torch.softmax(log_w.detach(), 0)  # normalised weights, (K, N)
         for name, z in latents.items():
             if z.requires_grad:
                 z.register_hook(_scale_by(w, guide_trace.nodes[name], nest, self.data_plate))
-        surrogate = -(w * log_w).sum()
+        surrogate = -scale * (w * log_w).sum()
         loss = loss + (surrogate - surrogate.detach())
         warn_if_nan(loss, "loss")
         return loss

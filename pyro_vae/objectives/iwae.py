@@ -13,7 +13,8 @@ class IWAE(ImportanceWeightedELBO):
         \Big[\log \frac{1}{K} \sum_{k=1}^K \frac{p(x, z_k)}{q(z_k|x)}\Big],
 
     the log-mean-exp taken per data point over ``K = num_particles`` vectorised particles, then summed
-    over the batch. ``K = 1`` is the ELBO; the bound tightens monotonically in ``K`` to log p(x).
+    over the batch (times ``N_total / N`` under a subsampled data plate, see
+    :class:`~pyro_vae.objectives.importance.ImportanceWeightedELBO`). ``K = 1`` is the ELBO; the bound tightens monotonically in ``K`` to log p(x).
     """
 
     def bound(self, log_w: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ from pyro.util import warn_if_nan
 
 from ..errors import ConfigError
 from .base import OBJECTIVES
-from .importance import DATA_PLATE
+from .importance import DATA_PLATE, data_dim, subsample_scale
 
 
 class LatentScale(Messenger):
@@ -136,7 +136,10 @@ def free_bits_penalty(
     data_plate: str = DATA_PLATE,
 ) -> torch.Tensor:
     r"""``sum_sites N * sum_d max(0, lambda - KL_d)``, with ``KL_d`` the per-dimension KL averaged over
-    particles and the N data points of the batch.
+    particles and the data points of the batch, and ``N`` the number of data points the loss stands
+    for: the batch size, or ``N_total`` under a subsampled data plate
+    (``pyro.plate("data", N_total, subsample=idx)``), where the loss is ``N_total / B`` times the sum
+    over the ``B`` data points of the batch.
 
     Added to a loss whose KL term is ``N * sum_d KL_d`` (in expectation), it turns that term into
     ``N * sum_d max(lambda, KL_d)``: free bits, Kingma et al. (2016), eq. 15. ``KL_d`` is closed-form
@@ -151,11 +154,23 @@ def free_bits_penalty(
             g["fn"], model_sites[name]["fn"], g["value"], name, analytic=name in closed_form
         )
         kl_d = kl.reshape(-1, kl.shape[-1]).mean(0)
-        n = next(
-            (f.size for f in g["cond_indep_stack"] if f.name == data_plate and f.vectorized), 1
-        )
-        total = total + n * torch.relu(free_bits - kl_d).sum()
+        total = total + _data_points(g, data_plate) * torch.relu(free_bits - kl_d).sum()
     return torch.as_tensor(total)
+
+
+def _data_points(site: dict[str, Any], data_plate: str) -> float:
+    """How many data points a site's term in the loss stands for: ``B * (N_total / B)``.
+
+    ``B`` is the extent of the data plate's dim in the site's value (a plate without a size has
+    ``size == -1`` in its frame, so the value, which the plate broadcasts, is the reliable count),
+    and ``N_total / B`` the subsampling factor Pyro puts in the site's scale; 1 outside the plate.
+    """
+    ddim = data_dim(site, data_plate)
+    if ddim is None:
+        return 1.0
+    batch_dims = site["value"].dim() - len(site["fn"].event_shape)
+    b = site["value"].shape[batch_dims + ddim] if batch_dims + ddim >= 0 else 1
+    return b * subsample_scale(site, data_plate)
 
 
 class KLWeighted(ELBO):

@@ -7,6 +7,9 @@ Generative process, for each datum in the plate ``data``::
 
 Guide: q(z|x) = N(A x + c, L L^T) with L lower-triangular (``full=True``) or diagonal. The exact
 posterior is N(S W^T (x - b) / s^2, S) with S = (I + W^T W / s^2)^-1, reachable with ``full=True``.
+
+:class:`SubsampledLinearGaussian` is the same pair written with Pyro's mini-batch idiom, x a
+mini-batch of a data set of ``total`` points: ``pyro.plate("data", total, subsample=idx)``.
 """
 
 from __future__ import annotations
@@ -19,8 +22,17 @@ from torch.distributions import MultivariateNormal, Normal
 
 
 class LinearGaussian(nn.Module):
-    def __init__(self, D: int = 3, d: int = 2, s: float = 0.7, full: bool = True, seed: int = 0):
+    def __init__(
+        self,
+        D: int = 3,
+        d: int = 2,
+        s: float = 0.7,
+        full: bool = True,
+        seed: int = 0,
+        plate: str = "data",
+    ):
         super().__init__()
+        self.plate_name = plate
         g = torch.Generator().manual_seed(seed)
         self.D, self.d, self.s, self.full = D, d, s, full
         self.W = nn.Parameter(torch.randn(D, d, generator=g))
@@ -31,9 +43,12 @@ class LinearGaussian(nn.Module):
         self.L = nn.Parameter(torch.eye(d) * 0.8 + 0.1 * torch.randn(d, d, generator=g).tril(-1))
 
     # -- Pyro model/guide ---------------------------------------------------------------------
+    def data_plate(self, x: torch.Tensor) -> pyro.plate:
+        return pyro.plate(self.plate_name, x.shape[0])
+
     def model(self, x: torch.Tensor) -> None:
         pyro.module("lg", self)
-        with pyro.plate("data", x.shape[0]):
+        with self.data_plate(x):
             z = pyro.sample(
                 "z", dist.Normal(torch.zeros(self.d), 1.0, validate_args=False).to_event(1)
             )
@@ -51,7 +66,7 @@ class LinearGaussian(nn.Module):
 
     def guide(self, x: torch.Tensor) -> None:
         pyro.module("lg", self)
-        with pyro.plate("data", x.shape[0]):
+        with self.data_plate(x):
             pyro.sample("z", self.q(x))
 
     def tril(self) -> torch.Tensor:
@@ -97,6 +112,23 @@ class LinearGaussian(nn.Module):
         else:
             lq = Normal(loc, self.L.diagonal()).log_prob(z).sum(-1)
         return lpx, lpz, lq
+
+
+class SubsampledLinearGaussian(LinearGaussian):
+    """:class:`LinearGaussian` under Pyro's mini-batch idiom: x holds B of ``total`` data points and
+    the plate says so, ``pyro.plate("data", total, subsample=idx)`` (``subsample_size=B`` with
+    ``random=True``, which draws the indices), so Pyro scales every site by ``total / B``. Built with
+    the same ``seed`` it has the parameters of ``LinearGaussian``."""
+
+    def __init__(self, total: int = 1000, random: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.total, self.random = total, random
+
+    def data_plate(self, x: torch.Tensor) -> pyro.plate:
+        if self.random:
+            return pyro.plate(self.plate_name, self.total, subsample_size=x.shape[0])
+        idx = torch.arange(x.shape[0]) * 7 + 3  # which B of the total: any will do
+        return pyro.plate(self.plate_name, self.total, subsample=idx)
 
 
 def guide_noise_z(lg: LinearGaussian, x: torch.Tensor, K: int, seed: int) -> torch.Tensor:

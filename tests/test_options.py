@@ -1,0 +1,132 @@
+"""The option audit: for every ``pyro-vae train`` option and every registered model, the option either
+changes the saved configuration and the trained result, or is refused with a one-line error.
+
+No option is silently ignored. A new option must be added to ``AUDIT`` (the test of the table fails
+otherwise), and a new model is audited for free.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pyro_vae import MODELS, PyroVAEError, train
+from pyro_vae.cli import options, train_config
+
+#: flag -> (context options, the option with a non-default value); the option is compared against
+#: the same run with the context alone
+AUDIT: dict[str, tuple[list[str], list[str]]] = {
+    "--dataset": ([], ["--dataset", "{other}"]),
+    "--data-dir": ([], ["--data-dir", "{tmp}"]),
+    "--binarize": ([], ["--binarize", "static"]),
+    "--test-fraction": ([], ["--test-fraction", "0.3"]),
+    "--latent-dim": ([], ["--latent-dim", "3"]),
+    "--network": ([], ["--network", "conv"]),
+    "--hidden": ([], ["--hidden", "16"]),
+    "--activation": ([], ["--activation", "tanh"]),
+    "--likelihood": ([], ["--likelihood", "gaussian"]),
+    "--likelihood-opt": (["--likelihood", "gaussian"], ["--likelihood-opt", "scale=0.5"]),
+    "--guide": ([], ["--guide", "lowrank"]),
+    "--guide-opt": ([], ["--guide-opt", "min_scale=0.1"]),
+    "--flows": (["--guide", "planar"], ["--flows", "3"]),
+    "--prior": ([], ["--prior", "mixture"]),
+    "--prior-opt": (["--prior", "mixture"], ["--prior-opt", "components=3"]),
+    "--latent-dim2": ([], ["--latent-dim2", "3"]),
+    "--epochs": ([], ["--epochs", "3"]),
+    "--batch-size": ([], ["--batch-size", "8"]),
+    "--lr": ([], ["--lr", "0.01"]),
+    "--objective": ([], ["--objective", "iwae"]),
+    "--particles": ([], ["--particles", "2"]),
+    "--objective-opt": (["--objective", "renyi", "-k", "2"], ["--objective-opt", "alpha=0.5"]),
+    "--alpha": (["--objective", "renyi", "-k", "2"], ["--alpha", "0.5"]),
+    "--beta": ([], ["--beta", "2"]),
+    "--kl-anneal": ([], ["--kl-anneal", "2"]),
+    "--kl-anneal-start": (["--kl-anneal", "2"], ["--kl-anneal-start", "0.5"]),
+    "--free-bits": ([], ["--free-bits", "0.5"]),
+    "--seed": ([], ["--seed", "1"]),
+    "--eval-particles": ([], ["--eval-particles", "3"]),
+    "--labels": ([], ["--labels", "9"]),
+    "--val-size": ([], ["--val-size", "7"]),
+    "--aux-weight": ([], ["--aux-weight", "5"]),
+    "--labelled-every": ([], ["--labelled-every", "0"]),
+    "--m1-epochs": ([], ["--m1-epochs", "0"]),
+}
+#: options that rightly leave the result alone, and why
+EXEMPT = {
+    "--model": "selects the model the audit runs over",
+    "--device": "selects the hardware; one result on a given device is the point (test_train)",
+}
+
+
+def test_the_audit_covers_every_option() -> None:
+    flags = {o.flags[0] for o in options()}
+    assert flags == set(AUDIT) | set(EXEMPT)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, str]:
+    tmp = tmp_path_factory.mktemp("audit")
+    out = {"tmp": str(tmp)}
+    for name, seed in (("data", 0), ("other", 1)):
+        rng = np.random.default_rng(seed)
+        x = rng.random((64, 1, 8, 8)).astype(np.float32)  # continuous, so binarizing changes it
+        y = np.arange(64) % 3
+        path = tmp / f"{name}.npz"
+        np.savez(path, x_train=x[:48], x_test=x[48:], y_train=y[:48], y_test=y[48:])
+        out[name] = str(path)
+    return out
+
+
+def _base(model: str, files: dict[str, str]) -> list[str]:
+    argv = ["--dataset", files["data"], "--model", model, "--epochs", "2", "--batch-size", "16"]
+    argv += ["--latent-dim", "2", "--hidden", "8"]
+    if "train.labels" in MODELS.get(model).options:
+        argv += ["--labels", "6"]
+    return argv
+
+
+def _run(argv: list[str]) -> tuple[dict, dict, list] | str:
+    """(config, final weights, history) of a run, or the one-line error that refused it."""
+    try:
+        config = train_config(argv)
+        result = train(config, progress=False)
+    except PyroVAEError as e:
+        message = str(e)
+        assert message and "\n" not in message, f"not one line: {message!r}"
+        return message
+    history = [{k: v for k, v in r.items() if k != "epoch_time"} for r in result.history]
+    return config.to_dict(), result.model.state_dict(), history
+
+
+def _same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        a[k].shape == b[k].shape and torch.equal(a[k], b[k]) for k in a
+    )
+
+
+@pytest.mark.parametrize("model", MODELS.names())
+def test_no_option_is_silently_ignored(model, files) -> None:
+    baselines: dict[tuple[str, ...], object] = {}
+    ignored, refused = [], []
+    for flag, (context, change) in AUDIT.items():
+        base = _base(model, files) + context
+        key = tuple(context)
+        if key not in baselines:
+            baselines[key] = _run(base)
+        before = baselines[key]
+        after = _run(base + [a.format(**files) for a in change])
+        if isinstance(after, str):
+            assert isinstance(before, str) or flag in after or flag.lstrip("-") in after, (
+                f"{flag}: refused without naming it: {after}"
+            )
+            refused.append(flag)
+            continue
+        assert not isinstance(before, str), f"{flag}: the context {context} was refused: {before}"
+        config_changed = before[0] != after[0]
+        result_changed = not _same_weights(before[1], after[1]) or before[2] != after[2]
+        if not (config_changed and result_changed):
+            ignored.append((flag, config_changed, result_changed))
+    assert not ignored, f"--model {model}: options accepted but not used: {ignored}"
+    # the audit means something only if each model takes some options and refuses others
+    assert 0 < len(refused) < len(AUDIT)
