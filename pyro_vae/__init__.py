@@ -3,10 +3,13 @@
 from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from .data import Dataset, load_dataset
 from .errors import CheckpointError, ConfigError, DataError, PyroVAEError, TrainingDiverged
+from .evaluate import elbo, log_likelihood
 from .guides import GUIDES
 from .likelihoods import LIKELIHOODS
-from .models import MODELS, VAE, build_model
+from .models import MODELS, VAE, Model, build_model
 from .objectives import OBJECTIVES
+from .plan import TrainingPlan
+from .plugins import import_plugin
 from .priors import PRIORS
 from .train import TrainResult, load_run, train
 
@@ -19,6 +22,8 @@ __all__ = [
     "OBJECTIVES",
     "PRIORS",
     "VAE",
+    "Model",
+    "TrainingPlan",
     "CheckpointError",
     "ConfigError",
     "DataConfig",
@@ -31,6 +36,9 @@ __all__ = [
     "TrainResult",
     "TrainingDiverged",
     "build_model",
+    "elbo",
+    "import_plugin",
+    "log_likelihood",
     "load_dataset",
     "load_run",
     "train",

@@ -140,3 +140,31 @@ def test_python_dash_m_and_help() -> None:
         "--seed",
     ):
         assert flag in out
+
+
+def test_train_help_reads_like_a_well_kept_cli(capsys) -> None:
+    from pyro_vae.cli import options
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    # real metavars, not argparse's DEST-derived ones
+    assert "DATA.DATASET" not in text and "MODEL." not in text and "TRAIN." not in text
+    assert "--latent-dim D" in text and "--guide-opt KEY=VALUE" in text
+    # every option with a default shows it
+    flat = " ".join(text[text.index("data options") :].split())  # after the usage lines
+    for flag, default in [
+        ("--latent-dim", "20"),
+        ("--epochs", "30"),
+        ("--lr", "0.001"),
+        ("--hidden", "400"),
+        ("--guide", "diagonal"),
+        ("--objective", "elbo"),
+        ("--beta", "1.0"),
+        ("--labelled-every", "1"),
+    ]:
+        start = flat.index(f"{flag} ")
+        assert f"(default: {default})" in flat[start : start + 400], flag
+    # registered names are listed
+    assert "one of: diagonal, iaf, lowrank, planar" in flat
+    assert len(options()) >= 30

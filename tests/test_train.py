@@ -139,3 +139,47 @@ def test_device_resolution() -> None:
 def test_cuda_training_matches_shapes() -> None:
     result = train(tiny_config(device="cuda"), progress=False)
     assert next(result.model.parameters()).is_cuda
+
+
+def test_a_model_passed_as_an_object_is_recorded_and_reloads_with_load_run(tmp_path) -> None:
+    from pyro_vae import CheckpointError
+    from pyro_vae.cli import main
+
+    custom = VAE((1, 8, 8), latent_dim=3, hidden=(16,), guide="lowrank")
+    result = train(tiny_config(), tmp_path / "run", progress=False, model=custom)
+    config = load_checkpoint(tmp_path / "run")["config"]
+    assert config.model.model == "custom:pyro_vae.models.vae.VAE"
+    assert (tmp_path / "run" / "config.json").read_text().count("custom:pyro_vae.models.vae.VAE")
+    assert "LowRankNormal" in (tmp_path / "run" / "model.txt").read_text()
+    with pytest.raises(CheckpointError, match=r"load_run\(RUN, model=\.\.\.\)"):
+        load_run(tmp_path / "run")
+    assert main(["evaluate", str(tmp_path / "run"), "--nll-samples", "0"]) == 2
+    fresh = VAE((1, 8, 8), latent_dim=3, hidden=(16,), guide="lowrank")
+    _, model, _ = load_run(tmp_path / "run", model=fresh)
+    a, b = _params(result.model), _params(model)
+    assert model is fresh and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_model_built_from_the_config_keeps_the_configs_name(tmp_path) -> None:
+    from pyro_vae import build_model, load_dataset
+
+    cfg = tiny_config()
+    data = load_dataset(cfg.data)
+    model = build_model(cfg.model, data.x_shape, data.num_classes)
+    train(cfg, tmp_path / "run", progress=False, model=model, dataset=data)
+    assert load_checkpoint(tmp_path / "run")["config"].model.model == "vae"
+    load_run(tmp_path / "run")  # rebuilt from config.json alone
+
+
+def test_resume_and_reload_refuse_other_data(tmp_path) -> None:
+    from pyro_vae import CheckpointError, load_dataset
+
+    cfg = tiny_config(epochs=1)
+    data = load_dataset(cfg.data)
+    train(cfg, tmp_path / "run", progress=False, dataset=data)
+    other = dataclasses.replace(data, train=1 - data.train)
+    with pytest.raises(ConfigError, match="the data differ"):
+        train(tiny_config(epochs=2), tmp_path / "run", resume=True, progress=False, dataset=other)
+    with pytest.raises(CheckpointError, match="the data differ"):
+        load_run(tmp_path / "run", dataset=other)
+    load_run(tmp_path / "run", dataset=data)
