@@ -168,7 +168,8 @@ def test_a_model_built_from_the_config_keeps_the_configs_name(tmp_path) -> None:
     model = build_model(cfg.model, data.x_shape, data.num_classes)
     train(cfg, tmp_path / "run", progress=False, model=model, dataset=data)
     assert load_checkpoint(tmp_path / "run")["config"].model.model == "vae"
-    load_run(tmp_path / "run")  # rebuilt from config.json alone
+    reloaded, model, _ = load_run(tmp_path / "run")  # rebuilt from config.json alone
+    assert reloaded.model.model == "vae" and type(model) is VAE
 
 
 def test_resume_and_reload_refuse_other_data(tmp_path) -> None:
