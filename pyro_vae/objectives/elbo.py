@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pyro.infer import JitTrace_ELBO, Trace_ELBO
+from pyro.util import warn_if_nan
 
 from .base import OBJECTIVES
 
@@ -21,13 +22,28 @@ def elbo(num_particles: int = 1, max_plate_nesting: int = 1) -> Trace_ELBO:
     )
 
 
+class JitTraceELBO(JitTrace_ELBO):
+    """Pyro's :class:`~pyro.infer.JitTrace_ELBO` with ``differentiable_loss`` fixed.
+
+    Pyro 1.9's returns ``loss + (surrogate - surrogate.detach())`` with ``loss`` itself
+    differentiable, so autograd of it gives twice the gradient that ``loss_and_grads`` (and SVI)
+    uses; here ``loss`` is detached, so both give the same gradient (tests/objectives/test_contract).
+    """
+
+    def differentiable_loss(self, model, guide, *args, **kwargs):  # type: ignore[no-untyped-def]
+        loss, surrogate_loss = self.loss_and_surrogate_loss(model, guide, *args, **kwargs)
+        loss = loss.detach()
+        warn_if_nan(loss, "loss")
+        return loss + (surrogate_loss - surrogate_loss.detach())
+
+
 @OBJECTIVES.register("jit-elbo")
 def jit_elbo(num_particles: int = 1, max_plate_nesting: int = 1) -> JitTrace_ELBO:
     """:func:`elbo` compiled with the PyTorch JIT (Pyro's :class:`~pyro.infer.JitTrace_ELBO`).
 
     Traced once per input shape; the trainer drops the last incomplete batch so there is one shape.
     """
-    return JitTrace_ELBO(
+    return JitTraceELBO(
         num_particles=num_particles,
         vectorize_particles=num_particles > 1,
         max_plate_nesting=max_plate_nesting,

@@ -188,6 +188,18 @@ def trace_log_weights_and_scale(
             terms.append((sign * t, is_local, subsample_scale(site, data_plate), site["name"]))
     if not terms:
         raise ConfigError("the model has no sample sites, so there is nothing to weigh")
+    if not any(is_local for _, is_local, _, _ in terms):
+        # no site in the data plate but plates under other names: the data plate is misnamed, and
+        # weighing the batch as one datum would silently give another bound
+        plates = _plate_names(_sample_sites(model_trace)) or _plate_names(
+            _sample_sites(guide_trace)
+        )
+        if plates:
+            raise ConfigError(
+                f"no sample site lies in a plate named {data_plate!r}; the model's plates are "
+                f'{", ".join(map(repr, plates))}: pass data_plate="NAME" (--objective-opt '
+                "data_plate=NAME) naming the plate over the data points"
+            )
     if all(is_local for _, is_local, _, _ in terms):
         factors = {f: name for _, _, f, name in terms}
         if len(factors) > 1:

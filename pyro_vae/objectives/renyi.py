@@ -42,6 +42,12 @@ class Renyi(ImportanceWeightedELBO):
             or not math.isfinite(alpha)
         ):
             raise ConfigError(f"--alpha must be a finite number, got {alpha!r}")
+        if num_particles == 1 and alpha != 0:
+            # with one particle the bound is log w for every alpha: the option would do nothing
+            raise ConfigError(
+                f"--alpha {alpha:g} has no effect with one particle (the Renyi bound with K=1 is "
+                "the ELBO for every alpha); pass --particles 2 or more"
+            )
         super().__init__(num_particles, max_plate_nesting, data_plate)
         self.alpha = float(alpha)
 

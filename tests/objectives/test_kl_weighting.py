@@ -180,7 +180,7 @@ def test_cli_flags_map_to_training_and_objective_options():
     from pyro_vae.cli import train_config
 
     cfg = train_config(
-        ["--objective", "renyi", "--alpha", "0.5", "--beta", "2", "--kl-anneal", "3"]
+        ["--objective", "renyi", "-k", "2", "--alpha", "0.5", "--beta", "2", "--kl-anneal", "3"]
         + ["--kl-anneal-start", "0.1", "--free-bits", "0.25", "--objective-opt", "data_plate=data"]
     )
     assert cfg.train.objective_options == {"alpha": 0.5, "data_plate": "data"}
@@ -188,7 +188,7 @@ def test_cli_flags_map_to_training_and_objective_options():
     assert (t.beta, t.kl_anneal, t.kl_anneal_start, t.free_bits) == (2.0, 3, 0.1, 0.25)
     obj = build_objective(
         t.objective,
-        1,
+        t.particles,
         beta=t.beta,
         kl_anneal=t.kl_anneal,
         kl_anneal_start=t.kl_anneal_start,

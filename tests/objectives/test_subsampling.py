@@ -8,6 +8,8 @@ The KL weight (beta) on the latent sites is a scale too, and must stay in the we
 
 from __future__ import annotations
 
+import math
+
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -147,3 +149,31 @@ def test_a_model_and_guide_that_subsample_differently_are_refused():
         build_objective("iwae", K).loss(model, guide, x)
     with pytest.raises(ConfigError, match="subsampled differently"):
         evaluate.log_likelihood(model, x, 10, guide=guide)
+
+
+@pytest.mark.parametrize("name", ["iwae", "renyi", "dreg"])
+def test_a_misnamed_data_plate_is_refused_by_the_weighted_objectives(name):
+    """Without a site in the plate named "data" the batch would silently be one datum."""
+
+    loc = torch.nn.Parameter(torch.zeros(2))
+
+    class Pair(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.loc = loc
+
+        def model(self, x):
+            with pyro.plate("batch", x.shape[0]):
+                z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([x.shape[0], 2]).to_event(1))
+                pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=x)
+
+        def guide(self, x):
+            with pyro.plate("batch", x.shape[0]):
+                pyro.sample("z", dist.Normal(self.loc, 1.0).expand([x.shape[0], 2]).to_event(1))
+
+    pair = Pair()
+    objective = build_objective(name, 2)
+    with pytest.raises(ConfigError, match=r"plates are 'batch': pass data_plate=\"NAME\""):
+        objective.loss(pair.model, pair.guide, torch.zeros(4, 2))
+    fixed = build_objective(name, 2, data_plate="batch")
+    assert math.isfinite(fixed.loss(pair.model, pair.guide, torch.zeros(4, 2)))
