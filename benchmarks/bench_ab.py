@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> None:
             capture_output=True,
             text=True,
         ).stdout.strip()
-        print(f"arm {arm}: {tree.resolve()} at {rev}{' (with uncommitted changes)' if dirty else ''}")
+        print(
+            f"arm {arm}: {tree.resolve()} at {rev}{' (with uncommitted changes)' if dirty else ''}"
+        )
     times: dict[str, list[float]] = {"A": [], "B": []}
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(1, args.epochs + 1):

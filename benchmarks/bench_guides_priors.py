@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{x_test.shape[0]} images x {args.elbo_particles} samples; NLL with K={args.nll_samples} "
         f"on the first {args.nll_points} test images (CPU)"
     )
-    objective_options = (
+    warm_up = (
         {"kl_anneal": args.kl_anneal, "kl_anneal_start": args.kl_anneal_start}
         if args.kl_anneal
         else {}
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
                 lr=args.lr,
                 objective="elbo",
                 particles=args.particles,
-                objective_options=objective_options,
+                **warm_up,
                 seed=0,
                 device="cpu",
             ),

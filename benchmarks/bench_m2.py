@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                 epochs=args.m1_epochs,
                 batch_size=args.batch_size,
                 lr=args.lr,
-                objective_options={"kl_anneal": args.m1_kl_anneal} if args.m1_kl_anneal else {},
+                kl_anneal=args.m1_kl_anneal,
                 seed=0,
                 device=args.device,
             ),
