@@ -154,10 +154,16 @@ def test_a_model_passed_as_an_object_is_recorded_and_reloads_with_load_run(tmp_p
     with pytest.raises(CheckpointError, match=r"load_run\(RUN, model=\.\.\.\)"):
         load_run(tmp_path / "run")
     assert main(["evaluate", str(tmp_path / "run"), "--nll-samples", "0"]) == 2
+    assert main(["train", "--run-dir", str(tmp_path / "run"), "--resume", "--epochs", "3"]) == 2
     fresh = VAE((1, 8, 8), latent_dim=3, hidden=(16,), guide="lowrank")
     _, model, _ = load_run(tmp_path / "run", model=fresh)
     a, b = _params(result.model), _params(model)
     assert model is fresh and all(torch.equal(a[k], b[k]) for k in a)
+    again = VAE((1, 8, 8), latent_dim=3, hidden=(16,), guide="lowrank")
+    resumed = train(
+        tiny_config(epochs=3), tmp_path / "run", resume=True, progress=False, model=again
+    )
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
 
 
 def test_a_model_built_from_the_config_keeps_the_configs_name(tmp_path) -> None:

@@ -139,6 +139,12 @@ def check_model_options(config: RunConfig, cls: type | None = None) -> None:
     not a :class:`Model` is trained by the default plan and takes every objective and KL weighting.
     """
     name = config.model.model
+    if cls is None and name.startswith("custom:"):
+        raise ConfigError(
+            f"this configuration is of a run that trained a model passed as an object "
+            f"({name[7:]}); continue it from Python: pyro_vae.train(config, run_dir, resume=True, "
+            "model=...)"
+        )
     if cls is None:
         cls = MODELS.get(name)
     declared = cls.options if issubclass(cls, Model) else KL_WEIGHTING
