@@ -28,7 +28,7 @@ from .config import RunConfig
 from .data import Dataset, fingerprint, load_dataset
 from .errors import CheckpointError, ConfigError, TrainingDiverged
 from .models import Model, build_model
-from .objectives import build_objective
+from .objectives import objective_for
 from .optim import adam
 from .plan import TrainingPlan, UnsupervisedPlan
 
@@ -150,15 +150,7 @@ def train(
     data = data.to(device)
 
     optim = adam(tcfg.lr)
-    objective = build_objective(
-        tcfg.objective,
-        tcfg.particles,
-        beta=tcfg.beta,
-        kl_anneal=tcfg.kl_anneal,
-        kl_anneal_start=tcfg.kl_anneal_start,
-        free_bits=tcfg.free_bits,
-        **tcfg.objective_options,
-    )
+    objective = objective_for(tcfg)
     plan: TrainingPlan = (
         model.training_plan(data, config, optim, objective)
         if isinstance(model, Model)

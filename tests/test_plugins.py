@@ -24,8 +24,24 @@ class WideDiagonal(DiagonalNormal):
 """
 
 
+@pytest.fixture(autouse=True)
+def _registry_restored(monkeypatch) -> None:
+    """Registrations made by a test's plugin are undone, so other tests see the stock registry."""
+    monkeypatch.setattr(GUIDES, "_factories", dict(GUIDES._factories))
+
+
 def _write(tmp_path, module: str, name: str) -> None:
     (tmp_path / f"{module}.py").write_text(textwrap.dedent(PLUGIN.format(name=name)))
+
+
+def _install(tmp_path, monkeypatch, module: str, entry: str) -> None:
+    """A distribution on sys.path declaring ``module`` under the plugin entry-point group."""
+    dist = tmp_path / f"{module}-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[pyro_vae.plugins]\n{entry} = {module}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(plugins, "_entry_points_loaded", False)
 
 
 def test_import_option_finds_a_users_guide(tmp_path, monkeypatch, capsys) -> None:
@@ -49,12 +65,7 @@ def test_import_of_a_missing_module_is_one_line(capsys) -> None:
 
 def test_an_installed_plugin_is_found_through_its_entry_point(tmp_path, monkeypatch) -> None:
     _write(tmp_path, "ep_vae_parts", "entry-point-diagonal")
-    dist = tmp_path / "ep_vae_parts-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-vae-parts\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[pyro_vae.plugins]\nparts = ep_vae_parts\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(plugins, "_entry_points_loaded", False)
+    _install(tmp_path, monkeypatch, "ep_vae_parts", "parts")
     assert "entry-point-diagonal" not in GUIDES
     # the Python API: asking the registry for the name loads the installed plugins
     guide = GUIDES.build("entry-point-diagonal", feature_dim=4, latent_dim=2, floor="0.2")
@@ -64,11 +75,6 @@ def test_an_installed_plugin_is_found_through_its_entry_point(tmp_path, monkeypa
 
 def test_a_broken_plugin_is_one_line(tmp_path, monkeypatch) -> None:
     (tmp_path / "broken_parts.py").write_text("raise RuntimeError('boom')\n")
-    dist = tmp_path / "broken_parts-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-parts\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[pyro_vae.plugins]\nbroken = broken_parts\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(plugins, "_entry_points_loaded", False)
+    _install(tmp_path, monkeypatch, "broken_parts", "broken")
     with pytest.raises(ConfigError, match=r"plugin 'broken' \(broken_parts\) failed to load"):
         plugins.load_entry_points()

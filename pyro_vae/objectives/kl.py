@@ -16,7 +16,7 @@ import contextlib
 import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from pyro.distributions import Independent
@@ -29,6 +29,9 @@ from pyro.util import warn_if_nan
 from ..errors import ConfigError
 from .base import OBJECTIVES
 from .importance import DATA_PLATE, data_dim, subsample_scale
+
+if TYPE_CHECKING:
+    from ..config import TrainConfig
 
 
 class LatentScale(Messenger):
@@ -312,3 +315,16 @@ def build_objective(
         return inner
     data_plate = options.get("data_plate", DATA_PLATE)
     return KLWeighted(inner, beta, kl_anneal, start, free_bits, data_plate)
+
+
+def objective_for(train: TrainConfig) -> ELBO:
+    """The objective a training configuration names, with its particles, options and KL weighting."""
+    return build_objective(
+        train.objective,
+        train.particles,
+        beta=train.beta,
+        kl_anneal=train.kl_anneal,
+        kl_anneal_start=train.kl_anneal_start,
+        free_bits=train.free_bits,
+        **train.objective_options,
+    )

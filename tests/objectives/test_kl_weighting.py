@@ -178,6 +178,7 @@ def test_no_weighting_options_give_the_plain_objective():
 
 def test_cli_flags_map_to_training_and_objective_options():
     from pyro_vae.cli import train_config
+    from pyro_vae.objectives import objective_for
 
     cfg = train_config(
         ["--objective", "renyi", "-k", "2", "--alpha", "0.5", "--beta", "2", "--kl-anneal", "3"]
@@ -186,15 +187,7 @@ def test_cli_flags_map_to_training_and_objective_options():
     assert cfg.train.objective_options == {"alpha": 0.5, "data_plate": "data"}
     t = cfg.train
     assert (t.beta, t.kl_anneal, t.kl_anneal_start, t.free_bits) == (2.0, 3, 0.1, 0.25)
-    obj = build_objective(
-        t.objective,
-        t.particles,
-        beta=t.beta,
-        kl_anneal=t.kl_anneal,
-        kl_anneal_start=t.kl_anneal_start,
-        free_bits=t.free_bits,
-        **t.objective_options,
-    )
+    obj = objective_for(t)
     assert isinstance(obj, KLWeighted) and obj.inner.alpha == 0.5 and obj.beta == 2.0
 
 
