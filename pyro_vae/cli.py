@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import signal
 import sys
 import time
 import typing
@@ -164,6 +165,11 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_common(p: argparse.ArgumentParser) -> None:
+    _add_import(p)
+    p.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
+
+
 def _add_import(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--import",
@@ -176,8 +182,20 @@ def _add_import(p: argparse.ArgumentParser) -> None:
     )
 
 
+class UsageError(PyroVAEError):
+    """A command line argparse cannot parse."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a parse error is one line (``pyro-vae: error: ...``), like every other error,
+    instead of the usage block and an exit from inside the parser."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="pyro-vae",
         description="Variational autoencoders as Pyro model/guide pairs, trained with SVI.",
     )
@@ -191,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         "chosen model or data set does not use is refused.",
     )
     _add_train_options(p)
-    _add_import(p)
+    _add_common(p)
 
     def run_parser(name: str, help_text: str) -> argparse.ArgumentParser:
         q = sub.add_parser(
@@ -202,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         q.add_argument("run", type=Path, help="run directory written by `pyro-vae train`")
         q.add_argument("--device", default="cpu", help="device to load the model on")
-        _add_import(q)
+        _add_common(q)
         return q
 
     q = run_parser("evaluate", "score a trained run on its test set")
@@ -322,6 +340,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .train import load_run
 
     _positive("--particles", args.particles)
+    if args.limit is not None:
+        _positive("--limit", args.limit)
+    for name, value in (("--nll-samples", args.nll_samples), ("--iwae-samples", args.iwae_samples)):
+        if value < 0:
+            raise ConfigError(f"{name} must be 0 (skip) or positive, got {value}")
     config, model, data = load_run(args.run, args.device)
     x = data.test if args.limit is None else data.test[: args.limit]
     labels = (
@@ -355,6 +378,8 @@ def cmd_figure(args: argparse.Namespace) -> int:
     from . import plots
     from .train import load_run
 
+    if args.out is not None:
+        _check_figure_path(args.out)
     _, model, data = load_run(args.run, args.device)
     figs = Path(args.run) / plots.FIGURES
     if args.command == "sample":
@@ -411,25 +436,78 @@ def _preimport(argv: Sequence[str]) -> None:
             import_plugin(arg.split("=", 1)[1])
 
 
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
+
+def _check_figure_path(out: Path) -> None:
+    if out.is_dir():
+        raise ConfigError(
+            f"--out {out} is a directory; give a file name, e.g. {out / 'figure.png'}"
+        )
+    if out.suffix.lower() not in FIGURE_SUFFIXES:
+        raise ConfigError(
+            f"--out {out}: a figure is written as {', '.join(FIGURE_SUFFIXES)}; use one of those "
+            "suffixes"
+        )
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: the directory {out.parent} does not exist")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into the same clean stop as Ctrl-C (the last checkpoint is kept)."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``pyro-vae`` program: every failure ends in one line on stderr, never a traceback
+    (``--debug`` shows it). Exit status 2: bad input; 1: an internal error (a bug to report);
+    130/143: interrupted by Ctrl-C / SIGTERM."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
     try:
         _preimport(argv)
     except PyroVAEError as e:
         print(f"pyro-vae: error: {e}", file=sys.stderr)
         return 2
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as e:
+        print(f"pyro-vae: error: {e}", file=sys.stderr)
+        return 2
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return COMMANDS[args.command](args)
     except PyroVAEError as e:
         print(f"pyro-vae: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         hint = ""
         if getattr(args, "command", None) == "train" and getattr(args, "run_dir", None):
             hint = f"; continue with: pyro-vae train --run-dir {args.run_dir} --resume"
-        print(f"pyro-vae: interrupted{hint}", file=sys.stderr)
-        return 130
+        what = "terminated" if isinstance(e, Terminated) else "interrupted"
+        print(f"pyro-vae: {what}{hint}", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
+    except OSError as e:
+        if debug:
+            raise
+        where = f": {e.filename}" if e.filename else ""
+        print(f"pyro-vae: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        if debug:
+            raise
+        first = str(e).strip().split("\n", 1)[0][:300]
+        print(
+            f"pyro-vae: internal error: {type(e).__name__}: {first}. This is a bug; please report "
+            "it with the command (--debug shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

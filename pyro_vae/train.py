@@ -22,6 +22,8 @@ from .checkpoint import (
     atomic_write_text,
     load_checkpoint,
     load_model_state,
+    non_finite,
+    run_directory,
     save_checkpoint,
 )
 from .config import RunConfig
@@ -101,6 +103,22 @@ def train(
     is reloaded with ``load_run(run_dir, model=<the same architecture>)``. The data's fingerprint is
     saved, so a run is never resumed or reloaded on other data than it was trained on.
     """
+    if run_dir is None:
+        if resume:
+            raise ConfigError("resume needs the run directory to continue from")
+        return _train(config, None, resume, progress, dataset, model)
+    with run_directory(Path(run_dir), create=not resume) as owned:
+        return _train(config, owned, resume, progress, dataset, model)
+
+
+def _train(
+    config: RunConfig,
+    run_dir: Path | None,
+    resume: bool,
+    progress: bool,
+    dataset: Dataset | None,
+    model: nn.Module | None,
+) -> TrainResult:
     model_class = type(model) if model is not None else None
     config = config.validate(model_class=model_class, check_data=dataset is None)
     custom = model is not None and not (
@@ -109,12 +127,14 @@ def train(
     if custom:
         config = config.replace(model={"model": custom_name(model)})
     tcfg = config.train
-    run_dir = Path(run_dir) if run_dir is not None else None
     checkpoint = None
     if resume:
-        if run_dir is None:
-            raise ConfigError("resume needs the run directory to continue from")
         checkpoint = load_checkpoint(run_dir / CHECKPOINT)
+        if tcfg.epochs < checkpoint["epoch"]:
+            raise ConfigError(
+                f"--resume: the run in {run_dir} has trained {checkpoint['epoch']} epochs; "
+                f"--epochs {tcfg.epochs} would go back. Pass --epochs {checkpoint['epoch']} or more"
+            )
         changed = [
             d
             for d in config_differences(checkpoint["config"], config)
@@ -171,7 +191,7 @@ def train(
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / CONFIG, config.to_json())
-        atomic_write_text(run_dir / METRICS, "".join(json.dumps(r) + "\n" for r in history))
+        atomic_write_text(run_dir / METRICS, "".join(json_line(r) for r in history))
         if custom:
             atomic_write_text(run_dir / MODEL_TEXT, f"{custom_name(model)}\n{model}\n")
 
@@ -213,13 +233,26 @@ def train(
                 "epoch_time": epoch_time,
             }
             record.update(plan.end_epoch(data))  # e.g. M2's validation and test accuracy
+            bad = non_finite(
+                {"test_elbo": record["test_elbo"], "model": dict(model.named_parameters())}
+            ) or non_finite(optim.get_state(), "optimiser state ")
+            if bad is not None:
+                kept = (
+                    f"the last good checkpoint (epoch {epoch}) is kept in {run_dir}"
+                    if run_dir and epoch
+                    else "nothing was saved"
+                )
+                raise TrainingDiverged(
+                    f"training diverged in epoch {epoch + 1}: {bad} is not finite; {kept}. "
+                    "Try a lower --lr, a different --seed, or check the data"
+                )
             history.append(record)
             bar.set_postfix_str(
                 f"epoch {epoch + 1}/{tcfg.epochs} test ELBO {record['test_elbo']:.2f}"
             )
             if run_dir is not None:
                 with open(run_dir / METRICS, "a") as f:
-                    f.write(json.dumps(record) + "\n")
+                    f.write(json_line(record))
                 save_checkpoint(
                     run_dir / CHECKPOINT,
                     config,
@@ -238,6 +271,21 @@ def train(
 
 
 MODEL_TEXT = "model.txt"
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """One line of ``metrics.jsonl``: valid JSON, a non-finite number written as null and named
+    under ``"non_finite"``."""
+    clean, bad = {}, []
+    for key, value in record.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            clean[key] = None
+            bad.append(key)
+        else:
+            clean[key] = value
+    if bad:
+        clean["non_finite"] = bad
+    return json.dumps(clean, allow_nan=False) + "\n"
 
 
 def custom_name(model: nn.Module) -> str:

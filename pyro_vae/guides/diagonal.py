@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
-from .base import GUIDES, AmortizedGuide
+from .base import GUIDES, AmortizedGuide, check_float
 
 
 @GUIDES.register("diagonal")
@@ -18,9 +18,10 @@ class DiagonalNormal(AmortizedGuide):
 
     def __init__(self, feature_dim: int, latent_dim: int, min_scale: float = 1e-5) -> None:
         super().__init__(feature_dim, latent_dim)
+        # a zero floor lets softplus underflow to a zero scale (log q = -inf, NaN gradients)
+        self.min_scale = check_float(min_scale, "min_scale", self._owner)
         self.loc = nn.Linear(feature_dim, latent_dim)
         self.raw_scale = nn.Linear(feature_dim, latent_dim)
-        self.min_scale = min_scale
 
     def loc_scale(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.loc(h), softplus(self.raw_scale(h)) + self.min_scale

@@ -35,7 +35,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..nn import mlp
-from .base import AmortizedGuide
+from .base import AmortizedGuide, check_float
 from .diagonal import DiagonalNormal
 
 
@@ -147,6 +147,7 @@ class FlowGuide(AmortizedGuide):
         if not isinstance(num_flows, int) or isinstance(num_flows, bool) or num_flows < 1:
             raise ConfigError(f"num_flows (--flows) must be a positive integer, got {num_flows!r}")
         self.num_flows = num_flows
+        min_scale = check_float(min_scale, "min_scale", self._owner)  # named after this guide
         self.base = DiagonalNormal(feature_dim, latent_dim, min_scale=min_scale)
         self.transforms = nn.ModuleList(self.make_transform(k) for k in range(num_flows))
 

@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 from pyro.distributions.transforms import ConditionalAffineAutoregressive
 
-from .base import GUIDES
+from .base import GUIDES, check_hidden
 from .flow import ConditionalMADE, FlowGuide, alternating_permutation
 
 
@@ -32,7 +32,11 @@ class InverseAutoregressiveFlow(FlowGuide):
         min_scale: float = 1e-5,
     ) -> None:
         # MADE needs hidden layers at least as wide as z to connect every output
-        self.hidden = list(hidden) if hidden is not None else [max(4 * latent_dim, 16)]
+        self.hidden = (
+            list(check_hidden(hidden, self._owner, allow_empty=False))
+            if hidden is not None
+            else [max(4 * latent_dim, 16)]
+        )
         self.stable = stable
         super().__init__(feature_dim, latent_dim, num_flows, min_scale)
 

@@ -6,7 +6,7 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from ..errors import ConfigError
-from .base import GUIDES, AmortizedGuide
+from .base import GUIDES, AmortizedGuide, check_float
 
 
 @GUIDES.register("lowrank")
@@ -17,17 +17,23 @@ class LowRankNormal(AmortizedGuide):
     ``h``. Between the diagonal Gaussian (``rank=0`` in the limit) and a full covariance, at
     ``O(D rank)`` parameters per data point and ``O(D rank^2)`` cost to sample and score
     (Rezende et al. 2014 amortize the same rank-one-plus-diagonal family). Pyro's
-    :class:`~pyro.distributions.LowRankMultivariateNormal`.
+    :class:`~pyro.distributions.LowRankMultivariateNormal`. ``rank`` lies in ``1..D``: at ``D`` the
+    covariance is already full, and a larger rank only costs time.
     """
 
     def __init__(
         self, feature_dim: int, latent_dim: int, rank: int = 2, min_scale: float = 1e-5
     ) -> None:
         super().__init__(feature_dim, latent_dim)
-        if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
-            raise ConfigError(f"the low-rank guide needs a positive integer rank, got {rank!r}")
+        d = self.latent_dim
+        if not isinstance(rank, int) or isinstance(rank, bool) or not 1 <= rank <= d:
+            raise ConfigError(
+                f"the lowrank guide's option rank must be an integer in 1..{d} (the latent size; "
+                f"rank {d} is already a full covariance), got {rank!r}; set it with "
+                f"--guide-opt rank=K for K in 1..{d}"
+            )
         self.rank = rank
-        self.min_scale = min_scale
+        self.min_scale = check_float(min_scale, "min_scale", self._owner)
         self.loc = nn.Linear(feature_dim, latent_dim)
         self.factor = nn.Linear(feature_dim, latent_dim * rank)
         self.raw_diag = nn.Linear(feature_dim, latent_dim)

@@ -8,7 +8,7 @@ import torch
 from pyro.distributions.transforms import ConditionalPlanar
 from pyro.distributions.transforms.planar import ConditionedPlanar
 
-from .base import GUIDES
+from .base import GUIDES, check_hidden
 from .flow import FlowGuide, ParamNet, memoize, solve_increasing
 
 
@@ -93,7 +93,7 @@ class PlanarFlow(FlowGuide):
         min_scale: float = 1e-5,
         centred: bool = True,
     ) -> None:
-        self.hidden = tuple(hidden)
+        self.hidden = check_hidden(hidden, self._owner)
         self.centred = bool(centred)
         super().__init__(feature_dim, latent_dim, num_flows, min_scale)
 

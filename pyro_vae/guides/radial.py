@@ -8,7 +8,7 @@ from pyro.distributions.transforms import ConditionalRadial
 from pyro.distributions.transforms.radial import ConditionedRadial
 from torch.nn.functional import softplus
 
-from .base import GUIDES
+from .base import GUIDES, check_hidden
 from .flow import FlowGuide, ParamNet, memoize
 
 
@@ -73,7 +73,7 @@ class RadialFlow(FlowGuide):
         hidden: Sequence[int] = (),
         min_scale: float = 1e-5,
     ) -> None:
-        self.hidden = tuple(hidden)
+        self.hidden = check_hidden(hidden, self._owner)
         super().__init__(feature_dim, latent_dim, num_flows, min_scale)
 
     def make_transform(self, layer: int) -> ConditionalInvertibleRadial:

@@ -7,7 +7,7 @@ import torch
 from pyro.distributions.transforms import ConditionalSplineAutoregressive
 
 from ..errors import ConfigError
-from .base import GUIDES
+from .base import GUIDES, check_float, check_hidden, check_int
 from .flow import ConditionalMADE, FlowGuide, alternating_permutation
 
 
@@ -40,12 +40,14 @@ class NeuralSplineFlow(FlowGuide):
     ) -> None:
         if order not in ("linear", "quadratic"):
             raise ConfigError(f"spline order must be linear or quadratic, got {order!r}")
-        if not isinstance(count_bins, int) or count_bins < 2:
-            raise ConfigError(f"count_bins must be an integer of at least 2, got {count_bins!r}")
-        if not bound > 0:
-            raise ConfigError(f"the spline bound must be positive, got {bound!r}")
-        self.hidden = list(hidden) if hidden is not None else [max(4 * latent_dim, 16)]
-        self.count_bins, self.bound, self.order = count_bins, float(bound), order
+        count_bins = check_int(count_bins, "count_bins", self._owner, low=2)
+        bound = check_float(bound, "bound", self._owner)
+        self.hidden = (
+            list(check_hidden(hidden, self._owner, allow_empty=False))
+            if hidden is not None
+            else [max(4 * latent_dim, 16)]
+        )
+        self.count_bins, self.bound, self.order = count_bins, bound, order
         super().__init__(feature_dim, latent_dim, num_flows, min_scale)
 
     def forward(self, h: torch.Tensor) -> dist.TorchDistribution:

@@ -14,7 +14,7 @@ from pyro.distributions.conditional import ConditionalTransformModule
 from torch.distributions import Transform, constraints
 
 from ..errors import ConfigError
-from .base import GUIDES
+from .base import GUIDES, check_hidden, check_int
 from .flow import FlowGuide, ParamNet, memoize, solve_increasing
 
 Params = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -191,8 +191,12 @@ class SylvesterFlow(FlowGuide):
         hidden: Sequence[int] = (),
         min_scale: float = 1e-5,
     ) -> None:
+        if columns is not None:
+            columns = check_int(columns, "columns", self._owner, 1, latent_dim)
+        if num_householder is not None:
+            num_householder = check_int(num_householder, "num_householder", self._owner)
         self.kind, self.columns, self.num_householder = kind, columns, num_householder
-        self.hidden = tuple(hidden)
+        self.hidden = check_hidden(hidden, self._owner)
         super().__init__(feature_dim, latent_dim, num_flows, min_scale)
 
     def make_transform(self, layer: int) -> ConditionalSylvester:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import TYPE_CHECKING
 
 import pyro.distributions as dist
@@ -23,9 +24,24 @@ class Prior(nn.Module):
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
-        if latent_dim < 1:
-            raise ConfigError(f"the latent size must be a positive integer, got {latent_dim}")
-        self.latent_dim = latent_dim
+        if (
+            isinstance(latent_dim, bool)
+            or not isinstance(latent_dim, numbers.Integral)
+            or latent_dim < 1
+        ):
+            raise ConfigError(
+                f"the latent size must be a positive integer, got {latent_dim!r}; "
+                "pass a positive --latent-dim"
+            )
+        self.latent_dim = int(latent_dim)
+
+    @property
+    def _owner(self) -> str:
+        """``"the <registered name> prior"``, for messages about its options."""
+        for name in PRIORS.names():
+            if PRIORS.get(name) is type(self):
+                return f"the {name} prior"
+        return f"the {type(self).__name__} prior"
 
     def forward(self) -> dist.TorchDistribution:
         raise NotImplementedError

@@ -8,6 +8,7 @@ from pyro.distributions.transforms import AffineAutoregressive, SplineAutoregres
 from torch import nn
 
 from ..errors import ConfigError
+from ..guides.base import check_float, check_hidden, check_int
 from ..guides.flow import MADE
 from .base import PRIORS, Prior
 
@@ -43,7 +44,12 @@ class FlowPrior(Prior):
             raise ConfigError(f"unknown flow prior kind {kind!r}: choose one of {', '.join(KINDS)}")
         if not isinstance(num_flows, int) or isinstance(num_flows, bool) or num_flows < 1:
             raise ConfigError(f"num_flows must be a positive integer, got {num_flows!r}")
-        d = latent_dim
+        # count_bins and bound shape the spline layers only, but are refused out of range for any kind
+        count_bins = check_int(count_bins, "count_bins", self._owner, low=2)
+        bound = check_float(bound, "bound", self._owner)
+        if hidden is not None:
+            hidden = check_hidden(hidden, self._owner, allow_empty=False)
+        d = self.latent_dim
         widths = [max(w, d) for w in (hidden if hidden is not None else [max(4 * d, 16)])]
         self.kind = kind
         layers = []

@@ -8,6 +8,7 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from ..errors import ConfigError
+from ..guides.base import check_float
 from .base import PRIORS, Prior
 
 
@@ -73,6 +74,14 @@ class GaussianMixture(Prior):
         if not isinstance(components, int) or isinstance(components, bool) or components < 1:
             raise ConfigError(
                 f"the mixture prior needs a positive number of components, got {components!r}"
+            )
+        init_spread = check_float(init_spread, "init_spread", self._owner, allow_zero=True)
+        if init_spread == 0 and components > 1:
+            # identical components get identical gradients: they would never separate
+            raise ConfigError(
+                f"the mixture prior's option init_spread must be positive with {components} "
+                "components (at 0 they start identical and stay identical); set it with "
+                "--prior-opt init_spread=0.5"
             )
         self.components = components
         self.logits = nn.Parameter(torch.zeros(components))

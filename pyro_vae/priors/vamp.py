@@ -8,6 +8,7 @@ from torch import nn
 from torch.nn.functional import hardtanh
 
 from ..errors import ConfigError
+from ..guides.base import check_float
 from .base import PRIORS, Prior
 from .mixture import diagonal_mixture
 
@@ -43,6 +44,22 @@ class VampPrior(Prior):
         super().__init__(latent_dim)
         if not isinstance(num_pseudo, int) or isinstance(num_pseudo, bool) or num_pseudo < 1:
             raise ConfigError(f"the VampPrior needs a positive num_pseudo, got {num_pseudo!r}")
+        init_mean = check_float(init_mean, "init_mean", self._owner, positive=False)
+        init_std = check_float(init_std, "init_std", self._owner, allow_zero=True)
+        if init_std == 0 and num_pseudo > 1:
+            # identical pseudo-inputs give identical components and gradients: they never separate
+            raise ConfigError(
+                f"the vamp prior's option init_std must be positive with {num_pseudo} pseudo-inputs "
+                "(at 0 they start identical and stay identical); set it with "
+                "--prior-opt init_std=0.01"
+            )
+        if bounded and not 0 <= init_mean <= 1:
+            # hardtanh clamps pseudo-inputs outside [0, 1] and passes them no gradient
+            raise ConfigError(
+                f"the vamp prior's option init_mean must lie in [0, 1] with bounded=True (the "
+                f"pseudo-inputs are clamped to [0, 1] and would get no gradient), got {init_mean!r}; "
+                "set it with --prior-opt init_mean=0.05, or pass bounded=False"
+            )
         self.num_pseudo = num_pseudo
         self.init_mean, self.init_std, self.bounded = init_mean, init_std, bounded
         self.pseudo_raw: nn.Parameter | None = None
