@@ -264,6 +264,19 @@ class RunConfig:
         ]:
             if value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        # sizes past these are typos (2**40 for 240), not experiments: refuse them before they
+        # become an allocation of terabytes
+        for name, value, cap in [
+            ("--latent-dim", m.latent_dim, 2**16),
+            ("--latent-dim2", m.latent_dim2, 2**16),
+            ("--hidden", max(m.hidden, default=1), 2**16),
+            ("--particles", t.particles, 10**5),
+            ("--eval-particles", t.eval_particles, 10**5),
+            ("--batch-size", t.batch_size, 2**31),
+            ("--epochs", t.epochs, 10**7),
+        ]:
+            if value > cap:
+                raise ConfigError(f"{name} {value} is larger than pyro-vae allows ({cap})")
         if m.latent_dim2 < 0:
             raise ConfigError(f"--latent-dim2 must be 0 or positive, got {m.latent_dim2}")
         if not 0 <= t.seed < 2**32:
