@@ -7,6 +7,7 @@ Batches are index slices of one tensor, never collated item by item: on a GPU th
 from __future__ import annotations
 
 import hashlib
+import numbers
 import os
 import socket
 from collections.abc import Callable, Iterator
@@ -23,6 +24,10 @@ from .registry import Registry
 _TEST_BINARIZATION_SEED = 1  # fixed, so every run is scored on the same binary test set
 _STATIC_BINARIZATION_SEED = 0
 _SPLIT_SEED = 0
+
+#: the most classes a labelled data set may have: labels are class indices 0..K-1, and K is also at
+#: most the number of training points (huge labels would make M2 and the CVAE build K-wide layers)
+MAX_CLASSES = 10_000
 
 
 def default_data_dir() -> Path:
@@ -67,11 +72,148 @@ class Dataset:
             test_labels=move(self.test_labels, False),
         )
 
+    def check(self) -> Dataset:
+        """Raise a one-line :class:`DataError` unless these tensors are data pyro-vae can train on.
+
+        The rules, for a data set built in Python as for one read from a file:
+
+        * ``train`` and ``test`` are float32 tensors of shape ``(N, *x_shape)``, ``N >= 1``, with
+          the same ``x_shape`` (at least one dimension, none of size 0) and finite values;
+        * labels are both given or both ``None``; each is a 1-D int64 tensor with one class index
+          per row, at least 0 and below ``num_classes``;
+        * ``num_classes`` (required with labels) is an integer from 1 to at most
+          ``min(MAX_CLASSES, number of training points)``;
+        * ``binarize`` is ``"none"``, ``"dynamic"`` or ``"static"``; data in [0, 1] unless none.
+
+        Returns the data set itself, so that it chains.
+        """
+        if not isinstance(self.name, str):
+            raise DataError(f"Dataset.name must be a string, got {self.name!r}")
+        where = f"data set {self.name!r}"
+        for split in ("train", "test"):
+            _check_x(getattr(self, split), f"{where}: Dataset.{split}")
+        if self.train.shape[1:] != self.test.shape[1:]:
+            raise DataError(
+                f"{where}: train and test data differ in shape: {tuple(self.train.shape)} vs "
+                f"{tuple(self.test.shape)}; every datum must have the same shape"
+            )
+        if self.binarize not in ("none", "dynamic", "static"):
+            raise DataError(
+                f"{where}: Dataset.binarize must be none, dynamic or static, got {self.binarize!r}"
+            )
+        if self.binarize != "none":
+            for split in ("train", "test"):
+                x = getattr(self, split)
+                lo, hi = float(x.min()), float(x.max())
+                if lo < 0 or hi > 1:
+                    raise DataError(
+                        f"{where}: binarize={self.binarize!r} draws pixels as Bernoulli(x), so x "
+                        f"must lie in [0, 1], but Dataset.{split} ranges over [{lo:g}, {hi:g}]"
+                    )
+        labels = (self.train_labels, self.test_labels)
+        if (labels[0] is None) != (labels[1] is None):
+            raise DataError(
+                f"{where}: only one of train_labels and test_labels is given; give both or neither"
+            )
+        top = None
+        if labels[0] is not None:
+            for split, y, x in (("train", labels[0], self.train), ("test", labels[1], self.test)):
+                _check_labels(y, x.shape[0], f"{where}: Dataset.{split}_labels")
+            top = int(max(labels[0].max(), labels[1].max()))
+            if self.num_classes is None:
+                raise DataError(
+                    f"{where} has labels but num_classes is None; pass num_classes=K with the "
+                    f"labels in 0..K-1 (here K is at least {top + 1})"
+                )
+        k = self.num_classes
+        if k is not None:
+            if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+                raise DataError(f"{where}: num_classes must be a positive integer, got {k!r}")
+            if top is not None and top >= k:
+                raise DataError(
+                    f"{where}: the labels reach {top}, but num_classes is {k} (labels are class "
+                    f"indices 0..{k - 1}); pass num_classes={top + 1} or relabel the data"
+                )
+            _check_class_count(int(k), self.train.shape[0], where)
+        return self
+
     def epoch_train(self) -> torch.Tensor:
         """The training set for one epoch: a fresh Bernoulli draw under dynamic binarization."""
         if self.binarize == "dynamic":
             return torch.bernoulli(self.train)
         return self.train
+
+
+def _check_x(x: object, where: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise DataError(
+            f"{where} is a {type(x).__name__}, not a torch.Tensor; pass "
+            "torch.as_tensor(x, dtype=torch.float32)"
+        )
+    if x.dtype != torch.float32:
+        if x.dtype == torch.uint8:
+            hint = "scale 8-bit pixels to [0, 1] with x.float() / 255"
+        elif x.dtype.is_complex:
+            hint = "pass real data (e.g. x.real, or the magnitudes x.abs()) as float32"
+        else:
+            hint = "convert it with x.float() (scaled as the likelihood needs)"
+        raise DataError(f"{where} has dtype {x.dtype}, but pyro-vae trains on float32 data; {hint}")
+    if x.dim() < 2:
+        raise DataError(
+            f"{where} has shape {tuple(x.shape)}; expected (N, ...) with one datum per row "
+            "(a data set of scalars is (N, 1))"
+        )
+    if x.shape[0] == 0:
+        raise DataError(f"{where} is empty (shape {tuple(x.shape)}); it needs at least one datum")
+    if 0 in x.shape[1:]:
+        raise DataError(
+            f"{where} has a dimension of size 0 (shape {tuple(x.shape)}); every datum needs at "
+            "least one value"
+        )
+    if not torch.isfinite(x).all():
+        raise DataError(f"{where} contains NaN or infinite values; clean or impute them first")
+
+
+def _check_labels(y: object, n: int, where: str) -> None:
+    if not isinstance(y, torch.Tensor):
+        raise DataError(
+            f"{where} is a {type(y).__name__}, not a torch.Tensor; pass "
+            "torch.as_tensor(y, dtype=torch.long)"
+        )
+    if y.dtype != torch.int64:
+        raise DataError(
+            f"{where} have dtype {y.dtype}; labels are integer class indices 0..K-1 of dtype "
+            "torch.long: convert them with y.long() (booleans and whole-number floats), or map "
+            "other values to 0..K-1 first"
+        )
+    if y.dim() != 1:
+        hint = "; squeeze them: y.squeeze(1)" if y.dim() == 2 and y.shape[1] == 1 else ""
+        raise DataError(
+            f"{where} have shape {tuple(y.shape)}; expected one class label per datum, shape "
+            f"({n},){hint}"
+        )
+    if y.shape[0] != n:
+        raise DataError(
+            f"{where}: {y.shape[0]} labels for {n} data points; give exactly one label per datum"
+        )
+    if y.numel() and int(y.min()) < 0:
+        raise DataError(
+            f"{where} include the negative label {int(y.min())}; labels are class indices 0..K-1: "
+            "relabel them (e.g. np.unique(y, return_inverse=True))"
+        )
+
+
+def _check_class_count(k: int, n_train: int | None, where: str) -> None:
+    """Refuse ``k`` classes beyond ``min(MAX_CLASSES, n_train)`` (``n_train`` None: unknown)."""
+    limit = MAX_CLASSES if n_train is None else min(MAX_CLASSES, n_train)
+    if k > limit:
+        points = "" if n_train is None else f" ({n_train})"
+        raise DataError(
+            f"{where}: the labels imply {k} classes (labels 0..{k - 1}), more than {limit}: a data "
+            f"set may have at most {MAX_CLASSES} classes and no more than its number of training "
+            f"points{points}; relabel the classes as 0..K-1 (e.g. np.unique(y, "
+            "return_inverse=True))"
+        )
 
 
 def batches(
@@ -171,8 +313,16 @@ def check_data_options(config: DataConfig) -> None:
 
 
 def load_dataset(config: DataConfig) -> Dataset:
-    """Load ``config.dataset`` on the CPU, scaled to [0, 1] where it is image data, and binarize it."""
-    return binarize(dataset_source(config.dataset)(config), config.binarize)
+    """Load ``config.dataset`` on the CPU, scaled to [0, 1] where it is image data, and binarize it.
+
+    The data are checked by :meth:`Dataset.check` (a registered source may return anything)."""
+    ds = dataset_source(config.dataset)(config)
+    if not isinstance(ds, Dataset):
+        raise DataError(
+            f"the data set {config.dataset!r} loaded a {type(ds).__name__}, not a "
+            "pyro_vae.data.Dataset; its loader must return one"
+        )
+    return binarize(ds.check(), config.binarize)
 
 
 def fingerprint(ds: Dataset) -> str:
@@ -260,23 +410,128 @@ def _torchvision(name: str, data_dir: Path) -> Dataset:
     return Dataset(name, to_x(tr), to_x(te), tr.targets.long(), te.targets.long(), num_classes=10)
 
 
-def _as_images(a: np.ndarray, path: Path) -> torch.Tensor:
-    if a.ndim < 2:
+def _read(loaded: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
+    """Member ``key`` of an open .npz: np.load reads lazily, so a corrupt member fails here."""
+    try:
+        a = loaded[key]
+    except ValueError as e:
+        if "Object arrays" in str(e):
+            raise DataError(
+                f"{path}: array {key!r} holds Python objects (an object array); save numeric "
+                "arrays only (e.g. np.asarray(x, dtype=np.float32))"
+            ) from None
+        raise _corrupt(path, key, e) from None
+    except Exception as e:  # BadZipFile, zlib.error, OSError, EOFError, ... for the same cause
+        raise _corrupt(path, key, e) from None
+    if not isinstance(a, np.ndarray):  # a member without the .npy header comes back as raw bytes
         raise DataError(
-            f"{path}: expected an array of shape (N, ...) with one datum per row, got {a.shape}"
+            f"{path}: member {key!r} is not a NumPy array (no .npy header); the file is corrupt or "
+            "was not written by np.savez: write it again with np.savez"
         )
-    if a.dtype == np.uint8:
-        a = a.astype(np.float32) / 255.0
-    elif not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
-        raise DataError(f"{path}: expected a real numeric array, got dtype {a.dtype}")
-    x = torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)
-    if x.ndim == 3:  # (N, H, W): one channel
-        x = x.unsqueeze(1)
-    if not torch.isfinite(x).all():
+    return a
+
+
+def _corrupt(path: Path, key: str, e: Exception) -> DataError:
+    return DataError(
+        f"cannot read array {key!r} from {path} ({type(e).__name__}: {e}); the file is corrupt or "
+        "truncated: write or download it again"
+    )
+
+
+def _as_images(arrays: dict[str, np.ndarray], path: Path) -> dict[str, torch.Tensor]:
+    """The data arrays of one file as float32 tensors ``(N, *x_shape)``; ``(N, H, W)`` gets a channel.
+
+    Floats are kept as they are. Integer (and boolean) arrays are read jointly (train and test
+    alike): all in {0, 1}, as binary data; otherwise in 0..255, as 8-bit pixels divided by 255; anything
+    else is refused, since no scale can be guessed for it.
+    """
+    for key, a in arrays.items():
+        where = f"{path}: array {key!r}"
+        if a.ndim < 2:
+            raise DataError(
+                f"{where}: expected an array of shape (N, ...) with one datum per row, got "
+                f"{a.shape} (a data set of scalars is (N, 1))"
+            )
+        if a.shape[0] == 0:
+            raise DataError(f"{where} is empty (shape {a.shape}); it needs at least one datum")
+        if 0 in a.shape[1:]:
+            raise DataError(
+                f"{where} has a dimension of size 0 (shape {a.shape}); every datum needs at least "
+                "one value"
+            )
+        kind = a.dtype.kind
+        if kind not in "biuf":  # complex, strings, objects, dates, records
+            raise DataError(
+                f"{where}: expected a real numeric array, got dtype {a.dtype}; save float or 8-bit "
+                "integer pixel values"
+            )
+    ints = [a for a in arrays.values() if a.dtype.kind in "biu"]
+    scale = 1.0
+    if ints:
+        lo = min(int(a.min()) for a in ints)
+        hi = max(int(a.max()) for a in ints)
+        if lo < 0 or hi > 255:
+            raise DataError(
+                f"{path}: integer data are read as binary 0/1 or as 8-bit pixels 0..255 (divided "
+                f"by 255), but these range over [{lo}, {hi}]; save them as floats scaled as the "
+                "model needs"
+            )
+        scale = 1.0 if hi <= 1 else 255.0
+    out = {}
+    for key, a in arrays.items():
+        if a.dtype.kind in "biu":
+            x = torch.as_tensor(a.astype(np.float32) / np.float32(scale))
+        else:
+            x = torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)
+        if x.ndim == 3:  # (N, H, W): one channel
+            x = x.unsqueeze(1)
+        if not torch.isfinite(x).all():
+            raise DataError(
+                f"{path}: array {key!r} contains NaN or infinite values (or values beyond "
+                "float32's range); clean or impute them first"
+            )
+        out[key] = x
+    return out
+
+
+def _as_labels(a: np.ndarray, n: int, path: Path, key: str) -> torch.Tensor:
+    """Class labels as a 1-D int64 tensor: whole numbers from 0, one per datum; (N, 1) squeezed."""
+    where = f"{path}: labels {key!r}"
+    if a.ndim == 2 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim != 1:
         raise DataError(
-            f"{path}: the data contain NaN or infinite values; clean or impute them first"
+            f"{where} have shape {a.shape}; expected one class label per datum, shape ({n},)"
         )
-    return x
+    if a.shape[0] != n:
+        raise DataError(
+            f"{where}: {a.shape[0]} labels for {n} data points; give exactly one label per datum"
+        )
+    if a.dtype.kind == "b":
+        raise DataError(
+            f"{where} are booleans; save class labels as integers 0..K-1 (y.astype(np.int64))"
+        )
+    if a.dtype.kind == "f":
+        if not np.isfinite(a).all():
+            raise DataError(f"{where} contain NaN or infinite values; every datum needs a class")
+        if (a != np.round(a)).any():
+            raise DataError(
+                f"{where} include fractional values such as {a[a != np.round(a)][0].item()!r}; "
+                "labels are integer class indices 0..K-1"
+            )
+    elif a.dtype.kind not in "iu":
+        raise DataError(
+            f"{where} have dtype {a.dtype}; labels are integer class indices 0..K-1: map names "
+            "to integers first (e.g. np.unique(y, return_inverse=True))"
+        )
+    if a.min() < 0:
+        raise DataError(
+            f"{where} include the negative label {a.min().item()!r}; labels are class indices "
+            "0..K-1: relabel them (e.g. np.unique(y, return_inverse=True))"
+        )
+    if a.max() >= MAX_CLASSES:  # before the cast: 1e30 or uint64 values would wrap around
+        _check_class_count(int(min(a.max(), 2**62)) + 1, None, str(path))
+    return torch.as_tensor(a.astype(np.int64))
 
 
 def _array_file(path: Path, test_fraction: float, fraction_given: bool = False) -> Dataset:
@@ -284,26 +539,45 @@ def _array_file(path: Path, test_fraction: float, fraction_given: bool = False) 
         raise DataError(f"no such data file: {path}")
     try:
         loaded = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "Object arrays" in str(e):
+            raise DataError(
+                f"{path} holds Python objects (an object array); save numeric arrays only "
+                "(e.g. np.asarray(x, dtype=np.float32))"
+            ) from None
+        raise DataError(f"cannot read {path} as a NumPy array file: {e}") from None
     except Exception as e:
         raise DataError(f"cannot read {path} as a NumPy array file: {e}") from None
-    y_tr = y_te = None
     if isinstance(loaded, np.ndarray):
-        x, y = _as_images(loaded, path), None
-        xtr, xte, ytr, yte = _split(x, y, test_fraction)
+        x = _as_images({"x": loaded}, path)["x"]
+        xtr, xte, _, _ = _split(x, None, test_fraction)
         return Dataset(str(path), xtr, xte)
+    with loaded:
+        return _npz(loaded, path, test_fraction, fraction_given)
+
+
+def _npz(
+    loaded: np.lib.npyio.NpzFile, path: Path, test_fraction: float, fraction_given: bool
+) -> Dataset:
     keys = set(loaded.files)
+    y_tr = y_te = None
     if {"x_train", "x_test"} <= keys:
         if fraction_given:
             raise ConfigError(
                 f"--test-fraction is not used: {path} has its own test split (x_test); drop it"
             )
-        xtr, xte = _as_images(loaded["x_train"], path), _as_images(loaded["x_test"], path)
-        if {"y_train", "y_test"} <= keys:
-            y_tr = torch.as_tensor(loaded["y_train"]).long()
-            y_te = torch.as_tensor(loaded["y_test"]).long()
+        x = _as_images({k: _read(loaded, k, path) for k in ("x_train", "x_test")}, path)
+        xtr, xte = x["x_train"], x["x_test"]
+        if ("y_train" in keys) != ("y_test" in keys):
+            raise DataError(
+                f"{path} has only one of y_train and y_test; give labels for both splits or neither"
+            )
+        if "y_train" in keys:
+            y_tr = _as_labels(_read(loaded, "y_train", path), xtr.shape[0], path, "y_train")
+            y_te = _as_labels(_read(loaded, "y_test", path), xte.shape[0], path, "y_test")
     elif "x" in keys:
-        x = _as_images(loaded["x"], path)
-        y = torch.as_tensor(loaded["y"]).long() if "y" in keys else None
+        x = _as_images({"x": _read(loaded, "x", path)}, path)["x"]
+        y = _as_labels(_read(loaded, "y", path), x.shape[0], path, "y") if "y" in keys else None
         xtr, xte, y_tr, y_te = _split(x, y, test_fraction)
     else:
         raise DataError(
@@ -316,9 +590,6 @@ def _array_file(path: Path, test_fraction: float, fraction_given: bool = False) 
         )
     num_classes = None
     if y_tr is not None:
-        if y_tr.shape[0] != xtr.shape[0] or y_te.shape[0] != xte.shape[0]:
-            raise DataError(
-                f"{path}: the number of labels does not match the number of data points"
-            )
         num_classes = int(max(y_tr.max(), y_te.max())) + 1
+        _check_class_count(num_classes, xtr.shape[0], str(path))
     return Dataset(str(path), xtr, xte, y_tr, y_te, num_classes)

@@ -155,6 +155,7 @@ def _train(
     device = resolve_device(tcfg.device)
     pyro.set_rng_seed(tcfg.seed)
     data = dataset if dataset is not None else load_dataset(config.data)
+    data.check()  # a data set built in Python meets the same rules as a loaded one
     data_id = fingerprint(data)
     if checkpoint is not None and checkpoint.get("data_fingerprint", data_id) != data_id:
         raise ConfigError(

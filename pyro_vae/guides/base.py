@@ -43,7 +43,7 @@ def check_int(value: Any, option: str, owner: str, low: int = 1, high: int | Non
 def check_float(
     value: Any, option: str, owner: str, *, positive: bool = True, allow_zero: bool = False
 ) -> float:
-    """``value`` as a finite float, positive (or non-negative with ``allow_zero``) when ``positive``."""
+    """``value`` as a finite float; positive (or >= 0 with ``allow_zero``) when ``positive``."""
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     if ok and (not positive or value > 0 or (allow_zero and value == 0)):
         return float(value)

@@ -44,7 +44,7 @@ class FlowPrior(Prior):
             raise ConfigError(f"unknown flow prior kind {kind!r}: choose one of {', '.join(KINDS)}")
         if not isinstance(num_flows, int) or isinstance(num_flows, bool) or num_flows < 1:
             raise ConfigError(f"num_flows must be a positive integer, got {num_flows!r}")
-        # count_bins and bound shape the spline layers only, but are refused out of range for any kind
+        # count_bins and bound shape spline layers only, but are refused out of range for any kind
         count_bins = check_int(count_bins, "count_bins", self._owner, low=2)
         bound = check_float(bound, "bound", self._owner)
         if hidden is not None:

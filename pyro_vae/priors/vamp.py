@@ -49,16 +49,16 @@ class VampPrior(Prior):
         if init_std == 0 and num_pseudo > 1:
             # identical pseudo-inputs give identical components and gradients: they never separate
             raise ConfigError(
-                f"the vamp prior's option init_std must be positive with {num_pseudo} pseudo-inputs "
-                "(at 0 they start identical and stay identical); set it with "
+                f"the vamp prior's option init_std must be positive with {num_pseudo} "
+                "pseudo-inputs (at 0 they start identical and stay identical); set it with "
                 "--prior-opt init_std=0.01"
             )
         if bounded and not 0 <= init_mean <= 1:
             # hardtanh clamps pseudo-inputs outside [0, 1] and passes them no gradient
             raise ConfigError(
                 f"the vamp prior's option init_mean must lie in [0, 1] with bounded=True (the "
-                f"pseudo-inputs are clamped to [0, 1] and would get no gradient), got {init_mean!r}; "
-                "set it with --prior-opt init_mean=0.05, or pass bounded=False"
+                f"pseudo-inputs are clamped to [0, 1] and would get no gradient), got "
+                f"{init_mean!r}; set it with --prior-opt init_mean=0.05, or pass bounded=False"
             )
         self.num_pseudo = num_pseudo
         self.init_mean, self.init_std, self.bounded = init_mean, init_std, bounded
