@@ -84,15 +84,19 @@ def _one_line_outcome(code: int, err: str) -> None:
     assert "Traceback" not in err
 
 
-@FUZZ
-@given(argv=command_lines())
-def test_random_command_lines_succeed_or_fail_in_one_line(argv, tmp_path_factory, capsys) -> None:
-    tmp = tmp_path_factory.mktemp("fuzz")
+def _train_cli(argv: list[str], tmp: Path, capsys) -> None:
+    """``pyro-vae train`` at a tiny size with ``argv`` appended (placeholders filled in)."""
     (tmp / "garbage.npz").write_bytes(b"PK\x03\x04 not really a zip")
     argv = [a.format(tmp=tmp, garbage=tmp / "garbage.npz") for a in argv]
     base = ["train", "--epochs", "1", "--hidden", "8", "--latent-dim", "2", "--batch-size", "512"]
     code = main([*base, *argv, "--run-dir", str(tmp / "run"), "--no-progress", "--no-plots"])
     _one_line_outcome(code, capsys.readouterr().err)
+
+
+@FUZZ
+@given(argv=command_lines())
+def test_random_command_lines_succeed_or_fail_in_one_line(argv, tmp_path_factory, capsys) -> None:
+    _train_cli(argv, tmp_path_factory.mktemp("fuzz"), capsys)
 
 
 @pytest.mark.parametrize("flag", [o.flags[0] for o in options()])
@@ -103,12 +107,7 @@ def test_each_option_with_random_values(flag, data, tmp_path_factory, capsys) ->
     escapes the random combinations above."""
     opt = next(o for o in options() if o.flags[0] == flag)
     argv = data.draw(option_values(opt) | st.tuples(JUNK).map(lambda v: [flag, v[0]]))
-    tmp = tmp_path_factory.mktemp("fuzzopt")
-    (tmp / "garbage.npz").write_bytes(b"PK\x03\x04 not really a zip")
-    argv = [a.format(tmp=tmp, garbage=tmp / "garbage.npz") for a in argv]
-    base = ["train", "--epochs", "1", "--hidden", "8", "--latent-dim", "2", "--batch-size", "512"]
-    code = main([*base, *argv, "--run-dir", str(tmp / "run"), "--no-progress", "--no-plots"])
-    _one_line_outcome(code, capsys.readouterr().err)
+    _train_cli(argv, tmp_path_factory.mktemp("fuzzopt"), capsys)
 
 
 JSON_VALUES = st.recursive(

@@ -13,6 +13,8 @@ from torch.nn.functional import softplus
 
 from pyro_vae import GUIDES, LIKELIHOODS, VAE, ConfigError
 
+from ..validation import bad_option_cases, refused
+
 FEATURES, LATENT = 8, 3
 INF, NAN = float("inf"), float("nan")
 
@@ -35,19 +37,8 @@ def _options(name: str) -> list[str]:
     return list(GUIDES.parameters(name))
 
 
-CASES = [
-    pytest.param(name, option, value, id=f"{name}-{option}={value!r}")
-    for name in GUIDES.names()
-    for option in _options(name)
-    if option in BAD
-    for value in BAD[option]
-]
-
-
-def _refused(call, option: str) -> None:
-    with pytest.raises(ConfigError, match=option) as e:
-        call()
-    assert "\n" not in str(e.value)
+CASES = bad_option_cases(GUIDES, BAD)
+_refused = refused
 
 
 @pytest.mark.parametrize(("name", "option", "value"), CASES)

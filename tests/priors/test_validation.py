@@ -7,7 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pyro_vae import PRIORS, VAE, ConfigError
+from pyro_vae import PRIORS, VAE
+
+from ..validation import bad_option_cases, refused
 
 LATENT = 3
 INF, NAN = float("inf"), float("nan")
@@ -32,19 +34,8 @@ def _options(name: str) -> list[str]:
     return list(PRIORS.parameters(name))
 
 
-CASES = [
-    pytest.param(name, option, value, id=f"{name}-{option}={value!r}")
-    for name in PRIORS.names()
-    for option in _options(name)
-    if option in BAD
-    for value in BAD[option]
-]
-
-
-def _refused(call, option: str) -> None:
-    with pytest.raises(ConfigError, match=option) as e:
-        call()
-    assert "\n" not in str(e.value)
+CASES = bad_option_cases(PRIORS, BAD)
+_refused = refused
 
 
 @pytest.mark.parametrize(("name", "option", "value"), CASES)
