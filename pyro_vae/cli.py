@@ -239,6 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--iwae-samples", type=int, default=50, help="samples for the IWAE-k bound (0: skip)"
     )
     q.add_argument("--limit", type=int, default=None, help="evaluate only the first N test points")
+    q.add_argument(
+        "--no-probe",
+        dest="probe",
+        action="store_false",
+        help="skip the linear probe (logistic regression on the latent means with 100, 1000 and "
+        "all training labels)",
+    )
 
     q = run_parser("sample", "draw samples from the prior and decode them")
     q.add_argument("-n", type=int, default=64, help="number of samples")
@@ -265,6 +272,56 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["pca", "tsne"],
         default="pca",
         help="2-D projection for the latent map",
+    )
+
+    def add_data(q: argparse.ArgumentParser, flag: str = "--data", what: str = "data") -> None:
+        q.add_argument(
+            flag,
+            metavar="NAME",
+            default=None,
+            help=f"the {what}: a registered data set or a .npz/.npy path, prepared as the run's "
+            "data (binarization); default: the run's own data set",
+        )
+        q.add_argument(
+            f"{flag}-split",
+            choices=["test", "train"],
+            default="test",
+            help=f"which split of the {what}",
+        )
+
+    q = run_parser(
+        "score",
+        "score every example: ELBO, log p(x), rate, reconstruction, complexity-corrected "
+        "likelihood, likelihood regret, typicality; with --against, detection metrics",
+    )
+    add_data(q)
+    add_data(q, "--against", "in-distribution reference (e.g. the run's own test set)")
+    q.add_argument("--data-dir", default=None, help="where torchvision data sets live")
+    q.add_argument(
+        "--out", type=Path, default=None, help="table (.csv or .npz); default RUN/scores/"
+    )
+    q.add_argument("--limit", type=int, default=None, help="score only the first N examples")
+    q.add_argument("--nll-samples", type=int, default=1000, help="importance samples for log p(x)")
+    q.add_argument("--regret-steps", type=int, default=50, help="steps of likelihood regret")
+    q.add_argument(
+        "--typicality-points",
+        type=int,
+        default=500,
+        help="training images whose mean -log p(x) is typicality's reference (0: no typicality)",
+    )
+
+    q = run_parser("encode", "write the latent means and scales of q(z|x) for a data set")
+    add_data(q)
+    q.add_argument("--data-dir", default=None, help="where torchvision data sets live")
+    q.add_argument("--out", type=Path, required=True, help="output file (.npz)")
+
+    q = run_parser(
+        "traverse", "latent traversals: each dimension swept across the prior's quantiles"
+    )
+    q.add_argument("--image", type=int, default=0, help="index of the test image to traverse")
+    q.add_argument("--steps", type=int, default=9, help="columns: quantiles per dimension")
+    q.add_argument(
+        "--out", type=Path, default=None, help="PNG file (default RUN/figures/traversal.png)"
     )
     return parser
 
@@ -361,6 +418,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             particles=args.particles,
             nll_samples=args.nll_samples,
             iwae_samples=args.iwae_samples,
+            # the linear probe on the latent means: logistic regression with 100, 1000 and all
+            # training labels, scored on the test set (when the data have labels)
+            train_x=data.train if args.probe else None,
+            train_labels=data.train_labels if args.probe else None,
         )
     )
     if args.json:
@@ -413,7 +474,122 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split_of(config: Any, data: Any, name: str | None, split: str, data_dir: str | None) -> Any:
+    """(x, labels) of a split of the run's data set ``data``, or of another data set prepared as
+    the run's (same binarization)."""
+    from .data import load_dataset
+
+    if name is not None or data_dir is not None:
+        data = load_dataset(
+            replace(
+                config.data,
+                dataset=name or config.data.dataset,
+                data_dir=data_dir if data_dir is not None else config.data.data_dir,
+            )
+        )
+    if split == "train":
+        return data.train, data.train_labels
+    return data.test, data.test_labels
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from . import scores
+    from .train import load_run
+
+    _positive("--nll-samples", args.nll_samples)
+    if args.regret_steps < 0:
+        raise ConfigError(
+            f"--regret-steps must be 0 (no regret) or positive, got {args.regret_steps}"
+        )
+    if args.limit is not None:
+        _positive("--limit", args.limit)
+    if args.typicality_points < 0:
+        raise ConfigError(
+            f"--typicality-points must be 0 or positive, got {args.typicality_points}"
+        )
+    if args.out is not None and args.out.suffix not in (".csv", ".npz"):
+        raise ConfigError(f"--out {args.out}: the table is written as .csv or .npz")
+    config, model, data = load_run(args.run, args.device)
+    device = data.train.device
+
+    def prepared(name: str | None, split: str) -> Any:
+        x, _ = _split_of(config, data, name, split, args.data_dir)
+        return (x if args.limit is None else x[: args.limit]).to(device)
+
+    reference = None
+    if args.typicality_points:
+        ref_x = data.train[: args.typicality_points]
+        reference = scores.score(model, ref_x, num_samples=args.nll_samples, scores=("log_px",))[
+            "log_px"
+        ]
+    options = dict(
+        num_samples=args.nll_samples, regret_steps=args.regret_steps, reference_log_px=reference
+    )
+    names = [s for s in scores.SCORES if reference is not None or s != "typicality"]
+    x = prepared(args.data, args.data_split)
+    table = scores.score(model, x, scores=tuple(names), **options)
+    label = f"{args.data or Path(config.data.dataset).stem}-{args.data_split}"
+    out = args.out or Path(args.run) / "scores" / f"{Path(label).name}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scores.write_table(table, out)
+    result: dict[str, Any] = {
+        "run": str(args.run),
+        "data": label,
+        "examples": int(x.shape[0]),
+        "table": str(out),
+        "mean": {k: float(v.mean()) for k, v in table.items()},
+    }
+    if args.against is not None or args.against_split != "test":
+        ref = prepared(args.against, args.against_split)
+        ref_table = scores.score(model, ref, scores=tuple(names), **options)
+        result["against"] = f"{args.against or Path(config.data.dataset).stem}-{args.against_split}"
+        result["detection"] = scores.detection_metrics(ref_table, table)
+        figs = out.parent
+        result["figures"] = [
+            str(scores.roc_figure(ref_table, table, figs / f"{out.stem}-roc.png")),
+            str(scores.histogram_figure(ref_table, table, figs / f"{out.stem}-histograms.png")),
+        ]
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from .represent import encode, write_encoding
+    from .train import load_run
+
+    if args.out.suffix != ".npz":
+        raise ConfigError(f"--out {args.out}: the encoding is written as .npz")
+    config, model, data = load_run(args.run, args.device)
+    x, labels = _split_of(config, data, args.data, args.data_split, args.data_dir)
+    device = data.train.device
+    enc = encode(model, x.to(device), None if labels is None else labels.to(device))
+    write_encoding(enc, args.out)
+    print(args.out)
+    return 0
+
+
+def cmd_traverse(args: argparse.Namespace) -> int:
+    from . import plots
+    from .train import load_run
+
+    _positive("--steps", args.steps)
+    if args.out is not None:
+        _check_figure_path(args.out)
+    _, model, data = load_run(args.run, args.device)
+    if not 0 <= args.image < data.test.shape[0]:
+        raise ConfigError(f"--image must lie in 0..{data.test.shape[0] - 1}, got {args.image}")
+    out = args.out or Path(args.run) / plots.FIGURES / "traversal.png"
+    path = plots.traversal(model, data.test, out, image=args.image, steps=args.steps)
+    if path is None:
+        raise ConfigError("this data set is not image-shaped, so there is no image to draw")
+    print(path)
+    return 0
+
+
 COMMANDS = {
+    "score": cmd_score,
+    "encode": cmd_encode,
+    "traverse": cmd_traverse,
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "sample": cmd_figure,

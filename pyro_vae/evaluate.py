@@ -74,6 +74,10 @@ def report(
     nll_samples: int = 0,
     iwae_samples: int = 0,
     stats_samples: int = 16,
+    *,
+    train_x: torch.Tensor | None = None,
+    train_labels: torch.Tensor | None = None,
+    probe_counts: tuple[int | None, ...] = (100, 1000, None),
 ) -> dict[str, Any]:
     """Everything ``pyro-vae evaluate`` prints for a model on data ``x`` (nats per data point).
 
@@ -82,6 +86,10 @@ def report(
     - ``test_log_likelihood`` / ``test_nll`` (``nll_samples > 0``): log p(x) by importance sampling
       with ``nll_samples`` samples (:func:`log_likelihood`), and its negation, the number papers report.
     - ``rate``, ``distortion``, ``kl_per_dim``, ``active_units``: see :func:`latent_statistics`.
+    - ``probe_accuracy_100``, ``probe_accuracy_1000``, ``probe_accuracy_all`` (when ``train_x``,
+      ``train_labels`` and ``labels`` are all given): test accuracy of logistic regression on the
+      latent means of class-balanced subsets of that many training examples, one key per size of
+      ``probe_counts`` that fits the training set (:func:`pyro_vae.represent.linear_probe`).
     """
     out: dict[str, Any] = {"test_elbo": elbo(model, x, num_particles=particles)}
     if iwae_samples > 0:
@@ -95,6 +103,10 @@ def report(
 
     if isinstance(model, Model):
         out.update(model.evaluate_extra(x, labels))  # e.g. classification accuracy of M2
+    if train_x is not None and train_labels is not None and labels is not None:
+        from .represent import linear_probe
+
+        out.update(linear_probe(model, train_x, train_labels, x, labels, probe_counts))
     return out
 
 

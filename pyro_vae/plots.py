@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import numbers
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,9 +13,11 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: figures go to files, never to a window
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
+from .errors import ConfigError, PyroVAEError  # noqa: E402
 from .evaluate import batched  # noqa: E402
 from .models import Model  # noqa: E402
 
@@ -189,6 +193,148 @@ def kl_per_dimension(
     return _save(fig, path)
 
 
+def kl_order(kl: Sequence[float], max_dims: int | None = None) -> list[int]:
+    """Latent dimensions by decreasing KL (ties: the lower index first), the first ``max_dims``."""
+    order = sorted(range(len(kl)), key=lambda d: (-float(kl[d]), d))
+    return order if max_dims is None else order[:max_dims]
+
+
+def traversal_probs(steps: int) -> torch.Tensor:
+    """The prior probabilities a traversal's columns sit at: ``linspace(0.05, 0.95, steps)``, the
+    median alone for one step."""
+    if steps == 1:
+        return torch.tensor([0.5], dtype=torch.float64)
+    return torch.linspace(0.05, 0.95, steps, dtype=torch.float64)
+
+
+def _traversal_dims(dims: Sequence[int] | None, kl: Any, max_dims: int) -> list[int]:
+    size = len(kl)
+    if dims is None:
+        return kl_order(kl, max_dims)
+    if isinstance(dims, (str, bytes)) or not isinstance(dims, Sequence) or not dims:
+        raise ConfigError(f"dims must be a non-empty list of latent dimensions, got {dims!r}")
+    picked = []
+    for d in dims:
+        if isinstance(d, bool) or not isinstance(d, int) or not 0 <= d < size:
+            raise ConfigError(f"dims must hold latent dimensions in 0..{size - 1}, got {d!r}")
+        if d in picked:
+            raise ConfigError(f"dims lists dimension {d} twice; list each dimension once")
+        picked.append(d)
+    return picked
+
+
+@torch.no_grad()
+def traversal_latents(
+    model: Any,
+    x: torch.Tensor,
+    *,
+    image: int = 0,
+    steps: int = 9,
+    dims: Sequence[int] | None = None,
+    max_dims: int = 10,
+    kl_points: int = 500,
+    seed: int = 0,
+) -> tuple[torch.Tensor, list[int], np.ndarray]:
+    """The latents of a traversal ``(rows, steps, L)``, the dimension of each row, and the KL of
+    every dimension (:func:`pyro_vae.represent.latent_kl_per_dim` over ``x[:kl_points]``).
+
+    Row ``r`` is ``model.latent_mean(x[image])`` (width L) with dimension ``rows[r]`` replaced by the
+    prior's quantiles at :func:`traversal_probs` (:func:`pyro_vae.represent.prior_quantiles`: exact
+    for a standard-normal prior, else empirical from prior draws). The rows are the ``max_dims``
+    dimensions of largest KL, largest first, or ``dims`` in their order. Only the z part of the
+    label models' ``[z, onehot(y)]`` is traversed (y stays the predicted label); the hierarchical
+    VAE's traversed latent is z1. Random draws (prior quantiles, a flow guide's mean) use ``seed``.
+    """
+    from .represent import (
+        _device,
+        _evaluating,
+        _positive_int,
+        _seeded,
+        latent_kl_per_dim,
+        prior_quantiles,
+    )
+
+    steps = _positive_int(steps, "steps")
+    max_dims = _positive_int(max_dims, "max_dims")
+    kl_points = _positive_int(kl_points, "kl_points")
+    n = x.shape[0]
+    if isinstance(image, bool) or not isinstance(image, numbers.Integral) or not 0 <= image < n:
+        raise ConfigError(f"image must be the index of a test image in 0..{n - 1}, got {image!r}")
+    image = int(image)
+    kl = latent_kl_per_dim(model, x[:kl_points], seed=seed)
+    rows = _traversal_dims(dims, kl, max_dims)
+    device = _device(model, x)
+    with _evaluating(model), _seeded(seed):
+        base = model.latent_mean(x[image : image + 1].to(device))  # (1, L): [z, onehot(y)] or z
+        values = prior_quantiles(model, traversal_probs(steps), seed=seed)  # (steps, D)
+    values = values.to(device=base.device, dtype=base.dtype)
+    v = base.expand(len(rows), steps, base.shape[-1]).clone()
+    for r, d in enumerate(rows):
+        v[r, :, d] = values[:, d]
+    return v, rows, kl
+
+
+@torch.no_grad()
+def traversal_images(
+    model: Any, x: torch.Tensor, **options: Any
+) -> tuple[torch.Tensor, list[int], np.ndarray]:
+    """:func:`traversal_latents` (same options) decoded with ``decode_mean``: the images
+    ``(rows, steps, *x_shape)``, the dimension of each row and the KL of every dimension."""
+    from .represent import _evaluating
+
+    v, rows, kl = traversal_latents(model, x, **options)
+    with _evaluating(model):
+        images = model.decode_mean(v.reshape(-1, v.shape[-1]))
+    return images.reshape(*v.shape[:2], *images.shape[1:]), rows, kl
+
+
+@torch.no_grad()
+def traversal(
+    model: Any,
+    x: torch.Tensor,
+    path: Path,
+    *,
+    image: int = 0,
+    steps: int = 9,
+    dims: Sequence[int] | None = None,
+    max_dims: int = 10,
+    kl_points: int = 500,
+    seed: int = 0,
+) -> Path | None:
+    """Latent traversals of test image ``x[image]``: one row per latent dimension (the ``max_dims``
+    of largest KL to the prior, largest first, or ``dims``), labelled with its KL; one column per
+    prior quantile (5% to 95%) that dimension is set to (see :func:`traversal_images`). ``None``
+    for data that are not image-shaped."""
+    if _as_images(x[:1]) is None:
+        return None
+    images, rows, kl = traversal_images(
+        model,
+        x,
+        image=image,
+        steps=steps,
+        dims=dims,
+        max_dims=max_dims,
+        kl_points=kl_points,
+        seed=seed,
+    )
+    imgs = _as_images(images.reshape(-1, *images.shape[2:]))
+    grid = make_grid(imgs.clamp(0, 1), nrow=steps, padding=1, pad_value=1.0)
+    h, w = imgs.shape[-2:]
+    width = max(4.0, 0.5 * steps) + 1.5  # room for the row labels
+    fig, ax = plt.subplots(figsize=(width, (width - 1.5) * grid.shape[1] / grid.shape[2] + 0.8))
+    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.set_yticks([1 + r * (h + 1) + (h - 1) / 2 for r in range(len(rows))])
+    ax.set_yticklabels([f"dim {d}  KL {kl[d]:.2f}" for d in rows], fontsize=8)
+    ax.set_xticks([1 + c * (w + 1) + (w - 1) / 2 for c in range(steps)])
+    ax.set_xticklabels([f"{p:.0%}" for p in traversal_probs(steps).tolist()], fontsize=7)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_xlabel("prior quantile of the traversed dimension")
+    ax.set_title(f"latent traversals of test image {image} (rows: dimensions by KL)", fontsize=10)
+    return _save(fig, path)
+
+
 def draw_all(
     model: Any,
     dataset: Any,
@@ -210,6 +356,10 @@ def draw_all(
             latent_map(model, x, dataset.test_labels, out / "latent_map.png", projection)
         )
         written.append(kl_per_dimension(model, x, out / "kl_per_dimension.png"))
+        try:
+            written.append(traversal(model, x, out / "traversal.png"))
+        except PyroVAEError as e:  # e.g. a custom model without encode(x) or prior()
+            warnings.warn(f"no latent traversal figure for this model: {e}", stacklevel=2)
         if isinstance(model, Model):  # models add their own (e.g. class-conditional grids)
             written.extend(model.extra_figures(dataset, out))
     finally:
