@@ -275,12 +275,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     def add_data(q: argparse.ArgumentParser, flag: str = "--data", what: str = "data") -> None:
+        against = flag == "--against"
         q.add_argument(
             flag,
             metavar="NAME",
             default=None,
+            nargs="?" if against else None,
+            const=RUN_DATA if against else None,
             help=f"the {what}: a registered data set or a .npz/.npy path, prepared as the run's "
-            "data (binarization); default: the run's own data set",
+            "data (binarization); "
+            + ("without NAME the run's own data set" if against else "default: the run's own"),
         )
         q.add_argument(
             f"{flag}-split",
@@ -303,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--limit", type=int, default=None, help="score only the first N examples")
     q.add_argument("--nll-samples", type=int, default=1000, help="importance samples for log p(x)")
     q.add_argument("--regret-steps", type=int, default=50, help="steps of likelihood regret")
+    q.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     q.add_argument(
         "--typicality-points",
         type=int,
@@ -474,6 +479,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``--against`` without a name: the run's own data set
+RUN_DATA = ":run:"
+
+
 def _split_of(config: Any, data: Any, name: str | None, split: str, data_dir: str | None) -> Any:
     """(x, labels) of a split of the run's data set ``data``, or of another data set prepared as
     the run's (same binarization)."""
@@ -539,17 +548,34 @@ def cmd_score(args: argparse.Namespace) -> int:
         "table": str(out),
         "mean": {k: float(v.mean()) for k, v in table.items()},
     }
-    if args.against is not None or args.against_split != "test":
-        ref = prepared(args.against, args.against_split)
+    if args.against is not None:
+        ref = prepared(None if args.against == RUN_DATA else args.against, args.against_split)
         ref_table = scores.score(model, ref, scores=tuple(names), **options)
-        result["against"] = f"{args.against or Path(config.data.dataset).stem}-{args.against_split}"
+        ref_name = Path(config.data.dataset).stem if args.against == RUN_DATA else args.against
+        result["against"] = f"{ref_name}-{args.against_split}"
         result["detection"] = scores.detection_metrics(ref_table, table)
         figs = out.parent
         result["figures"] = [
             str(scores.roc_figure(ref_table, table, figs / f"{out.stem}-roc.png")),
             str(scores.histogram_figure(ref_table, table, figs / f"{out.stem}-histograms.png")),
         ]
-    print(json.dumps(result, indent=2))
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{result['examples']} examples of {label} scored; table: {out}")
+    detect = result.get("detection", {})
+    head = f"{'score':<12} {'mean':>10}"
+    if detect:
+        head += f" {'AUROC':>7} {'AUPRC':>7} {'FPR@95':>7}   ({label} against {result['against']})"
+    print(head)
+    for name, mean in result["mean"].items():
+        line = f"{name:<12} {mean:10.3f}"
+        if name in detect:
+            m = detect[name]
+            line += f" {m['auroc']:7.3f} {m['auprc']:7.3f} {m['fpr_at_95_tpr']:7.3f}"
+        print(line)
+    for path in result.get("figures", []):
+        print(path)
     return 0
 
 
