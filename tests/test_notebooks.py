@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import _shared_data
+
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
@@ -28,6 +30,9 @@ def test_notebook_executes(path: Path, tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("PYRO_VAE_NOTEBOOK_EPOCHS", TEST_EPOCHS)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    data = _shared_data()  # notebooks that use MNIST read it from here (read only), else fall back
+    if data is not None:
+        monkeypatch.setenv("PYRO_VAE_NOTEBOOK_DATA", str(data))
     client = nbclient.NotebookClient(
         nb,
         timeout=CELL_TIMEOUT_S,
