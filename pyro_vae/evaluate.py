@@ -230,6 +230,16 @@ def _arrange(
     return t.reshape(t.shape[0], t.shape[1], -1)
 
 
+def site_kl(guide_site: dict, model_site: dict, analytic: bool, data_plate: str) -> torch.Tensor:
+    """KL(q || p) of one latent site, batch-shaped: in closed form where ``analytic`` (it is the
+    ELBO's term, :func:`analytic_kl_sites`) and torch knows it, else ``log q - log p`` at the draw
+    (unscaled by a subsampled data plate)."""
+    kl = closed_form_kl(guide_site["fn"], model_site["fn"]) if analytic else None
+    if kl is None:
+        kl = site_log_prob(guide_site, data_plate) - site_log_prob(model_site, data_plate)
+    return kl
+
+
 def analytic_kl_sites(model_trace: Trace, guide_trace: Trace) -> set[str]:
     """:func:`~pyro_vae.objectives.kl.closed_form_kl_sites` for a pair of traces."""
 
@@ -303,10 +313,9 @@ def latent_statistics(
                 g = guide_trace.nodes.get(name)
                 if g is None:
                     continue
-                kl = closed_form_kl(g["fn"], site["fn"]) if name in analytic else None
-                if kl is None:
-                    kl = site_log_prob(g, data_plate) - site_log_prob(site, data_plate)
-                kl, _ = per_datum(kl, g, nest, data_plate)
+                kl, _ = per_datum(
+                    site_kl(g, site, name in analytic, data_plate), g, nest, data_plate
+                )
                 rate += float(kl.mean(0).sum())
                 if data_dim(g, data_plate) is None:
                     continue  # a global latent has no per-datum mean or per-datum KL

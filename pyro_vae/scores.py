@@ -47,7 +47,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .errors import ConfigError, DataError
-from .evaluate import _evaluating, _model_and_guide, analytic_kl_sites, log_likelihood
+from .evaluate import _evaluating, _model_and_guide, analytic_kl_sites, log_likelihood, site_kl
 from .objectives.importance import (
     DATA_PLATE,
     check_per_datum,
@@ -56,7 +56,6 @@ from .objectives.importance import (
     site_log_prob,
     trace_log_weights,
 )
-from .objectives.kl import closed_form_kl
 
 #: every score :func:`score` computes, in the order of its table's columns
 SCORES: tuple[str, ...] = (
@@ -252,9 +251,7 @@ def _trace_terms(
         g = guide_trace.nodes.get(name)
         if g is None:
             continue
-        kl = closed_form_kl(g["fn"], site["fn"]) if name in analytic else None
-        if kl is None:
-            kl = site_log_prob(g, data_plate) - site_log_prob(site, data_plate)
+        kl = site_kl(g, site, name in analytic, data_plate)
         rate = rate + per_datum(kl, g, nest, data_plate)[0]
     return lw, recon, rate
 
