@@ -81,6 +81,13 @@ class DataConfig:
 
 
 KL_OPTIONS = ("beta", "kl_anneal", "kl_anneal_start", "free_bits")
+#: --fast: Pyro's SVI, or pyro_vae.fast.FastSVI replaying / compiling the captured loss
+FAST_MODES = {
+    "off": None,
+    "eager": None,
+    "compile": "default",
+    "reduce-overhead": "reduce-overhead",
+}
 
 
 @dataclass(frozen=True)
@@ -149,6 +156,13 @@ class TrainConfig:
     )
     free_bits: float = option(
         0.0, "free bits: KL floor in nats per latent dimension (Kingma et al. 2016)", metavar="L"
+    )
+    fast: str = option(
+        "off",
+        "the training step: off (Pyro's SVI), eager (the loss captured once per batch shape and "
+        "replayed: the same updates, less Python per step), compile (the captured loss compiled "
+        "with torch.compile), reduce-overhead (compiled with CUDA graphs, on a GPU)",
+        metavar="MODE",
     )
     seed: int = option(0, "random seed; fixes the result on a given device", metavar="S")
     device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N", metavar="DEV")
@@ -308,6 +322,8 @@ class RunConfig:
                 raise ConfigError(f"--kl-anneal-start must be at least 0, got {t.kl_anneal_start}")
         if not m.hidden or any(h < 1 for h in m.hidden):
             raise ConfigError(f"--hidden needs positive layer sizes, got {m.hidden!r}")
+        if t.fast not in FAST_MODES:
+            raise ConfigError(f"unknown --fast {t.fast!r}: choose one of {', '.join(FAST_MODES)}")
         if d.binarize not in ("none", "dynamic", "static"):
             raise ConfigError(
                 f"unknown binarization {d.binarize!r}: choose one of none, dynamic, static"

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -89,6 +89,26 @@ class Plan:
         pass
 
 
+def make_svi(
+    model: Callable[..., Any],
+    guide: Callable[..., Any],
+    optim: PyroOptim,
+    objective: ELBO,
+    config: RunConfig,
+) -> SVI:
+    """The step every plan takes: Pyro's :class:`~pyro.infer.SVI`, or with ``--fast`` the same
+    step through :class:`~pyro_vae.fast.FastSVI` (the loss captured once per input signature and
+    replayed or compiled; the same parameter updates, tests/test_fast.py)."""
+    from .config import FAST_MODES
+
+    mode = config.train.fast
+    if mode == "off":
+        return SVI(model, guide, optim, objective)
+    from .fast import FastSVI
+
+    return FastSVI(model, guide, optim, objective, compile=FAST_MODES[mode])  # type: ignore[return-value]
+
+
 def is_jit(objective: ELBO) -> bool:
     """Whether ``objective`` (or the objective it weights) is compiled, so needs one batch shape."""
     inner = objective.inner if isinstance(objective, KLWeighted) else objective
@@ -110,7 +130,7 @@ class UnsupervisedPlan(Plan):
         objective: ELBO,
     ) -> None:
         self.objective = objective
-        self.svi = SVI(model.model, model.guide, optim, objective)
+        self.svi = make_svi(model.model, model.guide, optim, objective, config)
         self.batch_size = b = config.train.batch_size
         self.n = n = data.train.shape[0]
         self.device = data.device

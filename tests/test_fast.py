@@ -312,3 +312,29 @@ def test_compiled_graph_takes_the_same_steps() -> None:
     for p, q in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5)
     assert fast.stats["replayed"] == 3
+
+
+@pytest.mark.parametrize("model", ["vae", "m2", "cvae"])
+def test_train_with_fast_eager_gives_the_same_run(model) -> None:
+    """--fast eager through the training plans: the same weights as Pyro's SVI, bit for bit."""
+    from pyro_vae import train
+    from pyro_vae.cli import train_config
+
+    argv = ["--model", model, "--epochs", "2", "--latent-dim", "2", "--hidden", "16"]
+    argv += ["--batch-size", "100", "--device", "cpu"] + (
+        ["--labels", "20"] if model == "m2" else []
+    )
+    slow = train(train_config(argv), progress=False)
+    fast = train(train_config([*argv, "--fast", "eager"]), progress=False)
+    a, b = slow.model.state_dict(), fast.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for r, s in zip(slow.history, fast.history):
+        assert r["test_elbo"] == pytest.approx(s["test_elbo"], rel=1e-6)
+
+
+def test_an_unknown_fast_mode_is_refused() -> None:
+    from pyro_vae import ConfigError
+    from pyro_vae.cli import train_config
+
+    with pytest.raises(ConfigError, match="unknown --fast 'turbo'"):
+        train_config(["--fast", "turbo"])

@@ -56,6 +56,7 @@ AUDIT: dict[str, tuple[list[str], list[str]]] = {
 EXEMPT = {
     "--model": "selects the model the audit runs over",
     "--device": "selects the hardware; one result on a given device is the point (test_train)",
+    "--fast": "a faster route to the same updates (bit for bit: tests/test_fast.py)",
 }
 
 

@@ -12,7 +12,7 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from pyro.distributions import TorchDistribution
-from pyro.infer import SVI, TraceEnum_ELBO
+from pyro.infer import TraceEnum_ELBO
 from torch import nn
 
 from ..errors import ConfigError, DataError
@@ -20,7 +20,7 @@ from ..guides import GUIDES, AmortizedGuide
 from ..likelihoods import LIKELIHOODS, Likelihood
 from ..nn import NETWORKS
 from ..nn import activation as activation_layer
-from ..plan import Plan
+from ..plan import Plan, make_svi
 from ..priors import PRIORS, Prior
 from .base import MODELS, Model, check_parts, part_options, unique_name
 from .vae import _plate_size
@@ -358,7 +358,7 @@ class LabelledPlan(Plan):
         self.config = config
         self.batch_size = config.train.batch_size
         self.objective = objective
-        self.svi = SVI(model.model, model.guide, optim, objective)
+        self.svi = make_svi(model.model, model.guide, optim, objective, config)
         n = labels.shape[0]
         self.steps_per_epoch = math.ceil(n / self.batch_size)
 

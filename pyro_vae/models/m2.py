@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from pyro import poutine
 from pyro.distributions import TorchDistribution
-from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 from torch import nn
 
 from ..errors import ConfigError, DataError
-from ..plan import Plan
+from ..plan import Plan, make_svi
 from .base import MODELS, part_options
 from .cvae import CVAE, check_labels, snapshot
 
@@ -267,13 +267,16 @@ class SemiSupervisedPlan(Plan):
         particles = dict(
             num_particles=t.particles, vectorize_particles=t.particles > 1, max_plate_nesting=1
         )
-        self.svi_unsup = SVI(model.model, model.guide, optim, TraceEnum_ELBO(**particles))
-        self.svi_sup = SVI(model.model, model.guide, optim, Trace_ELBO(**particles))
-        self.svi_aux = SVI(
+        self.svi_unsup = make_svi(
+            model.model, model.guide, optim, TraceEnum_ELBO(**particles), config
+        )
+        self.svi_sup = make_svi(model.model, model.guide, optim, Trace_ELBO(**particles), config)
+        self.svi_aux = make_svi(
             poutine.scale(model.model_classify, scale=self.aux_weight),
             model.guide_classify,
             optim,
             Trace_ELBO(max_plate_nesting=1),
+            config,
         )
         self.best_epoch, self.best_val_accuracy, self.best_state = 0, -1.0, None
         self.epochs_done, self._aux_total, self._aux_n = 0, 0.0, 0

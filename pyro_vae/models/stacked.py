@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 import pyro
 import torch
 from pyro.distributions import TorchDistribution
-from pyro.infer import SVI
 
 from ..config import changed_fields
 from ..errors import ConfigError
+from ..plan import make_svi
 from .base import KL_WEIGHTING, MODELS, part_options, unique_name
 from .cvae import join
 from .m2 import M2, SemiSupervisedPlan
@@ -242,7 +242,7 @@ class StackedPlan(SemiSupervisedPlan):
             )
         self.m1_images = torch.cat([self.labelled, self.unlabelled])
         self.objective = objective  # M1's stage: KL annealing moves with the epochs
-        self.svi_m1 = SVI(model.m1_model, model.m1_guide, optim, objective)
+        self.svi_m1 = make_svi(model.m1_model, model.m1_guide, optim, objective, config)
 
     def in_m1_stage(self) -> bool:
         return self.epochs_done < self.m1_epochs
