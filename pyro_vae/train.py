@@ -34,8 +34,9 @@ from .objectives import objective_for
 from .optim import adam
 from .plan import TrainingPlan, UnsupervisedPlan
 
-#: options a resumed run may change: it can be trained for longer, or moved to another device
-RESUMABLE_CHANGES = {("train", "epochs"), ("train", "device")}
+#: options a resumed run may change: it can be trained for longer, moved to another device, or take
+#: the same steps by another route (--fast)
+RESUMABLE_CHANGES = {("train", "epochs"), ("train", "device"), ("train", "fast")}
 
 
 def resolve_device(name: str) -> torch.device:

@@ -338,3 +338,19 @@ def test_an_unknown_fast_mode_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="unknown --fast 'turbo'"):
         train_config(["--fast", "turbo"])
+
+
+def test_a_run_resumed_with_fast_equals_the_uninterrupted_run(tmp_path) -> None:
+    from pyro_vae import train
+    from pyro_vae.cli import train_config
+
+    argv = ["--epochs", "3", "--latent-dim", "2", "--hidden", "16", "--batch-size", "100"]
+    argv += ["--device", "cpu"]
+    full = train(train_config(argv), tmp_path / "full", progress=False)
+    part = [*argv[:1], "1", *argv[2:]]
+    train(train_config(part), tmp_path / "part", progress=False)
+    resumed = train(
+        train_config([*argv, "--fast", "eager"]), tmp_path / "part", resume=True, progress=False
+    )
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
