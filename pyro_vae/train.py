@@ -190,8 +190,7 @@ def _train(
         start_epoch = checkpoint["epoch"]
         plan.load_state_dict(checkpoint.get("plan", {}))
         history = _read_metrics(run_dir / METRICS)[:start_epoch]
-    if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir is not None:  # created and owned by run_directory()
         atomic_write_text(run_dir / CONFIG, config.to_json())
         atomic_write_text(run_dir / METRICS, "".join(json_line(r) for r in history))
         if custom:
@@ -211,13 +210,9 @@ def _train(
             total, seen = 0.0, 0
             for step, (loss, size) in enumerate(plan.epoch(data.epoch_train())):
                 if not math.isfinite(loss):
-                    kept = (
-                        f"the last good checkpoint (epoch {epoch}) is kept in {run_dir}"
-                        if run_dir and epoch
-                        else "nothing was saved"
-                    )
                     raise TrainingDiverged(
-                        f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; {kept}. "
+                        f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; "
+                        f"{_kept(run_dir, epoch)}. "
                         "Try a lower --lr, a different --seed, or check the data"
                     )
                 total += loss
@@ -235,18 +230,14 @@ def _train(
                 "epoch_time": epoch_time,
             }
             record.update(plan.end_epoch(data))  # e.g. M2's validation and test accuracy
+            optim_state = optim.get_state()
             bad = non_finite(
                 {"test_elbo": record["test_elbo"], "model": dict(model.named_parameters())}
-            ) or non_finite(optim.get_state(), "optimiser state ")
+            ) or non_finite(optim_state, "optimiser state ")
             if bad is not None:
-                kept = (
-                    f"the last good checkpoint (epoch {epoch}) is kept in {run_dir}"
-                    if run_dir and epoch
-                    else "nothing was saved"
-                )
                 raise TrainingDiverged(
-                    f"training diverged in epoch {epoch + 1}: {bad} is not finite; {kept}. "
-                    "Try a lower --lr, a different --seed, or check the data"
+                    f"training diverged in epoch {epoch + 1}: {bad} is not finite; "
+                    f"{_kept(run_dir, epoch)}. Try a lower --lr, a different --seed, or check the data"
                 )
             history.append(record)
             bar.set_postfix_str(
@@ -260,7 +251,7 @@ def _train(
                     config,
                     epoch + 1,
                     model=model.state_dict(),
-                    optim=_named(optim.get_state(), prefix, "{model}"),
+                    optim=_named(optim_state, prefix, "{model}"),
                     rng=_rng_state(device),
                     plan=plan.state_dict(),
                     data_fingerprint=data_id,
@@ -296,10 +287,17 @@ def custom_name(model: nn.Module) -> str:
     return f"custom:{cls.__module__}.{cls.__qualname__}"
 
 
+def _kept(run_dir: Path | None, epoch: int) -> str:
+    """What a diverged run leaves behind, for its error message."""
+    if run_dir is not None and epoch:
+        return f"the last good checkpoint (epoch {epoch}) is kept in {run_dir}"
+    return "nothing was saved"
+
+
 def param_prefix(model: nn.Module) -> str | None:
-    """The prefix of the model's names in Pyro's parameter store (``"vae$$$"``), if it has one."""
-    name = getattr(model, "name", None)
-    return f"{name}$$$" if isinstance(model, Model) and isinstance(name, str) else None
+    """The prefix of a pyro-vae model's names in Pyro's parameter store (``"vae$$$"``); a model of
+    another kind names its parameters itself."""
+    return f"{model.name}$$$" if isinstance(model, Model) else None
 
 
 def _named(

@@ -230,7 +230,7 @@ def test_random_arrays_through_a_file_and_the_python_api(
 
     # the same arrays as a Dataset built in Python
     def python_api() -> None:
-        xt = torch.as_tensor(x) if x.dtype != np.int64 else torch.as_tensor(x)
+        xt = torch.as_tensor(x)
         yt = None
         if y is not None and y.dtype.kind in "iufb":
             yt = torch.as_tensor(y)

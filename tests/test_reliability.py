@@ -143,12 +143,29 @@ def test_divergence_never_exits_0_nor_saves_non_finite_state(tmp_path, capsys) -
 
 
 def test_the_parameters_are_checked_after_every_epoch(tmp_path) -> None:
-    class Blowup(torch.optim.Adam):
-        pass
+    """A parameter gone NaN with every loss finite still stops training before the checkpoint."""
+    from pyro_vae import VAE
+    from pyro_vae.plan import UnsupervisedPlan
 
-    config = tiny_config(epochs=3, lr=1e7)
-    with pytest.raises(TrainingDiverged, match=r"(not finite|the loss became)"):
-        train(config, tmp_path / "run", progress=False)
+    class PoisonAfterEpoch2(UnsupervisedPlan):
+        def end_epoch(self, data):
+            self.epochs = getattr(self, "epochs", 0) + 1
+            if self.epochs == 2:
+                with torch.no_grad():
+                    next(self.model_ref.parameters()).view(-1)[0] = float("nan")
+            return {}
+
+    class Poisoned(VAE):
+        def training_plan(self, data, config, optim, objective):
+            plan = PoisonAfterEpoch2(self, data, config, optim, objective)
+            plan.model_ref = self
+            return plan
+
+    model = Poisoned((1, 8, 8), latent_dim=2, hidden=(32,))
+    with pytest.raises(TrainingDiverged, match=r"in epoch 2: model\.\S+ is not finite.*epoch 1"):
+        train(tiny_config(epochs=3), tmp_path / "run", progress=False, model=model)
+    ckpt = load_checkpoint(tmp_path / "run")
+    assert ckpt["epoch"] == 1
 
 
 def test_a_nan_planted_in_a_checkpoint_is_refused(tmp_path, run) -> None:
