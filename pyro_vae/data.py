@@ -144,6 +144,23 @@ class Dataset:
         return self.train
 
 
+def check_rows(shape: tuple[int, ...], where: str) -> None:
+    """Data are (N, ...) with N >= 1 rows, each holding at least one value."""
+    if len(shape) < 2:
+        raise DataError(
+            f"{where} has shape {tuple(shape)}; expected an array of shape (N, ...) with one datum "
+            "per row "
+            "(a data set of scalars is (N, 1))"
+        )
+    if shape[0] == 0:
+        raise DataError(f"{where} is empty (shape {tuple(shape)}); it needs at least one datum")
+    if 0 in shape[1:]:
+        raise DataError(
+            f"{where} has a dimension of size 0 (shape {tuple(shape)}); every datum needs at "
+            "least one value"
+        )
+
+
 def _check_x(x: object, where: str) -> None:
     if not isinstance(x, torch.Tensor):
         raise DataError(
@@ -158,18 +175,7 @@ def _check_x(x: object, where: str) -> None:
         else:
             hint = "convert it with x.float() (scaled as the likelihood needs)"
         raise DataError(f"{where} has dtype {x.dtype}, but pyro-vae trains on float32 data; {hint}")
-    if x.dim() < 2:
-        raise DataError(
-            f"{where} has shape {tuple(x.shape)}; expected (N, ...) with one datum per row "
-            "(a data set of scalars is (N, 1))"
-        )
-    if x.shape[0] == 0:
-        raise DataError(f"{where} is empty (shape {tuple(x.shape)}); it needs at least one datum")
-    if 0 in x.shape[1:]:
-        raise DataError(
-            f"{where} has a dimension of size 0 (shape {tuple(x.shape)}); every datum needs at "
-            "least one value"
-        )
+    check_rows(tuple(x.shape), where)
     if not torch.isfinite(x).all():
         raise DataError(f"{where} contains NaN or infinite values; clean or impute them first")
 
@@ -447,18 +453,7 @@ def _as_images(arrays: dict[str, np.ndarray], path: Path) -> dict[str, torch.Ten
     """
     for key, a in arrays.items():
         where = f"{path}: array {key!r}"
-        if a.ndim < 2:
-            raise DataError(
-                f"{where}: expected an array of shape (N, ...) with one datum per row, got "
-                f"{a.shape} (a data set of scalars is (N, 1))"
-            )
-        if a.shape[0] == 0:
-            raise DataError(f"{where} is empty (shape {a.shape}); it needs at least one datum")
-        if 0 in a.shape[1:]:
-            raise DataError(
-                f"{where} has a dimension of size 0 (shape {a.shape}); every datum needs at least "
-                "one value"
-            )
+        check_rows(a.shape, where)
         kind = a.dtype.kind
         if kind not in "biuf":  # complex, strings, objects, dates, records
             raise DataError(
