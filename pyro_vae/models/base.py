@@ -186,9 +186,10 @@ def part_options(config: ModelConfig) -> dict[str, Any]:
 
 def build_model(config: ModelConfig, x_shape: Sequence[int], num_classes: int | None) -> Model:
     """The registered model ``config.model`` built for data of shape ``x_shape``."""
+    from ..config import RunConfig
+
     cls = MODELS.get(config.model)
-    if config.latent_dim2 and "model.latent_dim2" not in cls.options:
-        raise ConfigError(f"--latent-dim2 is not used by --model {config.model}")
+    check_model_options(RunConfig(model=config), cls)  # model options it would ignore are refused
     model = cls.from_config(config, tuple(x_shape), num_classes)
     model.built_from = config
     return model
