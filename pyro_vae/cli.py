@@ -13,6 +13,7 @@ import json
 import signal
 import sys
 import time
+import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -101,7 +102,10 @@ def options() -> list[Option]:
             if default:
                 text += f" (default: {default})"
             metavar = meta.get("metavar") or "N"
-            nargs = "+" if typing.get_origin(hints[f.name]) is tuple else None
+            tp = hints[f.name]
+            if typing.get_origin(tp) in (typing.Union, types.UnionType):  # X | None
+                tp = next(a for a in typing.get_args(tp) if a is not type(None))
+            nargs = "+" if typing.get_origin(tp) is tuple else None
             out.append(Option(flags, target, text, metavar, nargs))
     return out
 

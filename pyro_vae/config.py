@@ -78,6 +78,27 @@ class DataConfig:
         "test share for data sets without a test split (digits, .npy, .npz with x)",
         metavar="F",
     )
+    image_size: tuple[int, ...] | None = option(
+        None,
+        "folder: resize every image to H W (or S for S x S); required when sizes differ",
+        metavar="H",
+        default_help="the images' own size",
+    )
+    image_mode: str | None = option(
+        None,
+        "folder: L (grayscale) or RGB; every image is converted to it",
+        metavar="MODE",
+        default_help="the images' own mode, which must agree",
+    )
+    loading: str = option(
+        "auto",
+        "auto (the training set as one tensor on the device when it fits, else streamed), device "
+        "or stream (batches read through a DataLoader with workers and pinned memory)",
+        metavar="MODE",
+    )
+    workers: int = option(
+        2, "stream: DataLoader worker processes reading batches (0: in the main process)", metavar="N"
+    )
 
 
 KL_OPTIONS = ("beta", "kl_anneal", "kl_anneal_start", "free_bits")
@@ -166,6 +187,26 @@ class TrainConfig:
     )
     seed: int = option(0, "random seed; fixes the result on a given device", metavar="S")
     device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N", metavar="DEV")
+    devices: int = option(
+        1,
+        "processes training data-parallel, one per device (Lightning Fabric, DDP); on CPU, processes",
+        metavar="N",
+    )
+    num_nodes: int = option(1, "machines in a multi-node run (each with --devices)", metavar="N")
+    strategy: str = option(
+        "auto", "auto (ddp for more than one process) or ddp", metavar="NAME"
+    )
+    precision: str = option(
+        "32-true",
+        "32-true, or bf16-mixed (autocast; bounds and log-likelihoods stay float32)",
+        metavar="P",
+    )
+    loggers: tuple[str, ...] = option(
+        (),
+        "experiment loggers beside metrics.jsonl and the CSV log: tensorboard, wandb, mlflow",
+        flags=("--logger",),
+        metavar="NAME",
+    )
     eval_particles: int = option(
         1, "samples per data point for the per-epoch test ELBO", metavar="K"
     )

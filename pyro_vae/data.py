@@ -10,7 +10,7 @@ import hashlib
 import numbers
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -137,11 +137,17 @@ class Dataset:
             _check_class_count(int(k), self.train.shape[0], where)
         return self
 
-    def epoch_train(self) -> torch.Tensor:
-        """The training set for one epoch: a fresh Bernoulli draw under dynamic binarization."""
-        if self.binarize == "dynamic":
-            return torch.bernoulli(self.train)
-        return self.train
+    def rows(self, idx: torch.Tensor) -> torch.Tensor:
+        """Training rows ``idx`` on the training device, as stored (never binarized afresh)."""
+        return self.train[idx]
+
+    def batches(self, index_batches: Sequence[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """The training rows of each index batch in turn, on the training device; under dynamic
+        binarization each batch is a fresh Bernoulli draw (with the device's global RNG, in batch
+        order, so every way of reading the rows gives the same draws)."""
+        for idx in index_batches:
+            x = self.rows(idx)
+            yield torch.bernoulli(x) if self.binarize == "dynamic" else x
 
 
 def check_rows(shape: tuple[int, ...], where: str) -> None:
@@ -220,14 +226,6 @@ def _check_class_count(k: int, n_train: int | None, where: str) -> None:
             f"points{points}; relabel the classes as 0..K-1 (e.g. np.unique(y, "
             "return_inverse=True))"
         )
-
-
-def batches(
-    n: int, batch_size: int, device: torch.device, shuffle: bool = True
-) -> Iterator[torch.Tensor]:
-    """Index tensors covering ``range(n)`` in batches, shuffled with the device's global RNG."""
-    order = torch.randperm(n, device=device) if shuffle else torch.arange(n, device=device)
-    yield from order.split(batch_size)
 
 
 @dataclass(frozen=True)
