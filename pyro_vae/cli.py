@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import signal
 import sys
 import time
@@ -371,18 +372,28 @@ def train_config(argv: Sequence[str]) -> RunConfig:
     return config_from_args(build_parser().parse_args(["train", *argv]))
 
 
+_DEFAULT_RUN_DIR = "PYRO_VAE_DEFAULT_RUN_DIR"
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from . import plots
     from .checkpoint import CONFIG
     from .train import train
 
     config = config_from_args(args)
-    run_dir = (
+    # the processes a data-parallel run starts re-run this command: they inherit the launching
+    # process's environment, so a default run directory is named once, there
+    run_dir = Path(
         args.run_dir
+        or os.environ.get(_DEFAULT_RUN_DIR)
         or Path("runs")
         / f"{Path(config.data.dataset).stem}-{config.model.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
+    if not args.run_dir and config.train.devices * config.train.num_nodes > 1:
+        os.environ.setdefault(_DEFAULT_RUN_DIR, str(run_dir))
     result = train(config, run_dir, resume=args.resume, progress=not args.no_progress)
+    if result.rank != 0:  # rank 0 draws and reports
+        return 0
     if not args.no_plots:
         plots.draw_all(result.model, result.dataset, result.history, run_dir)
     last = result.history[-1] if result.history else {}

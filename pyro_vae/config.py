@@ -97,7 +97,9 @@ class DataConfig:
         metavar="MODE",
     )
     workers: int = option(
-        2, "stream: DataLoader worker processes reading batches (0: in the main process)", metavar="N"
+        2,
+        "stream: DataLoader worker processes reading batches (0: in the main process)",
+        metavar="N",
     )
 
 
@@ -193,9 +195,7 @@ class TrainConfig:
         metavar="N",
     )
     num_nodes: int = option(1, "machines in a multi-node run (each with --devices)", metavar="N")
-    strategy: str = option(
-        "auto", "auto (ddp for more than one process) or ddp", metavar="NAME"
-    )
+    strategy: str = option("auto", "auto (ddp for more than one process) or ddp", metavar="NAME")
     precision: str = option(
         "32-true",
         "32-true, or bf16-mixed (autocast; bounds and log-likelihoods stay float32)",
@@ -392,6 +392,9 @@ class RunConfig:
             },
             train={"objective_options": OBJECTIVES.options(t.objective, t.objective_options)},
         )
+        from .engine import check_engine_options
+
+        check_engine_options(config.train)
         check_model_options(config, model_class)
         if check_data:
             check_data_options(config.data)

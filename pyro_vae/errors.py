@@ -30,3 +30,7 @@ class CheckpointError(PyroVAEError):
 
 class TrainingDiverged(PyroVAEError, FloatingPointError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingStopped(PyroVAEError):
+    """Another process of a data-parallel run failed, so this one stopped too."""

@@ -8,8 +8,10 @@ put a particle dimension in front of the data batch.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 
 import torch
 from torch import nn
@@ -25,6 +27,32 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "gelu": nn.GELU,
     "silu": nn.SiLU,
 }
+
+
+#: the dtype the encoder and decoder networks compute in under ``--precision bf16-mixed`` (None:
+#: float32). Only the networks are autocast: their outputs are cast back to float32, so the
+#: distributions, log-densities, flows and bounds (log-sum-exp over particles) stay in float32.
+_AUTOCAST: ContextVar[torch.dtype | None] = ContextVar("pyro_vae_autocast", default=None)
+
+
+@contextlib.contextmanager
+def network_precision(dtype: torch.dtype | None) -> Iterator[None]:
+    """Run the encoder and decoder networks under autocast to ``dtype`` within this block."""
+    token = _AUTOCAST.set(dtype)
+    try:
+        yield
+    finally:
+        _AUTOCAST.reset(token)
+
+
+def run_network(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``net(x)``, under autocast when :func:`network_precision` asks for it, returned in float32."""
+    dtype = _AUTOCAST.get()
+    if dtype is None:
+        return net(x)
+    with torch.autocast(x.device.type, dtype=dtype):
+        out = net(x)
+    return out.float()
 
 
 def activation(name: str) -> nn.Module:
@@ -60,7 +88,7 @@ class MLPEncoder(nn.Module):
         self.feature_dim = hidden[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.flatten(-len(self.x_shape)))
+        return run_network(self.net, x.flatten(-len(self.x_shape)))
 
 
 class MLPDecoder(nn.Module):
@@ -78,7 +106,7 @@ class MLPDecoder(nn.Module):
         self.net = mlp([in_dim, *hidden, math.prod(self.x_shape)], act)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z).unflatten(-1, self.x_shape)
+        return run_network(self.net, z).unflatten(-1, self.x_shape)
 
 
 def _conv_shape(x_shape: Sequence[int]) -> tuple[int, int, int]:
@@ -113,7 +141,7 @@ class ConvEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch = x.shape[:-3]
-        return self.net(x.reshape(-1, *self.x_shape)).reshape(*batch, self.feature_dim)
+        return run_network(self.net, x.reshape(-1, *self.x_shape)).reshape(*batch, self.feature_dim)
 
 
 class ConvDecoder(nn.Module):
@@ -143,7 +171,7 @@ class ConvDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         batch = z.shape[:-1]
-        return self.net(z.reshape(-1, z.shape[-1])).reshape(*batch, *self.x_shape)
+        return run_network(self.net, z.reshape(-1, z.shape[-1])).reshape(*batch, *self.x_shape)
 
 
 class Networks:

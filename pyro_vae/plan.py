@@ -7,15 +7,12 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator, Mapping
-from itertools import islice
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from pyro.infer import ELBO, SVI
 
-from .data import batches
 from .errors import ConfigError
 from .objectives.kl import KLWeighted
 
@@ -32,8 +29,11 @@ class TrainingPlan(Protocol):
 
     - ``steps_per_epoch``: for the progress bar;
     - ``begin_epoch(epoch)``: before each epoch (0-based), e.g. to move a KL warm-up on;
-    - ``epoch(x)``: the epoch's steps, yielding ``(loss, data points)`` after each one, where ``x`` is
-      the epoch's training set (redrawn under dynamic binarization);
+    - ``epoch(feed)``: the epoch's steps, yielding ``(loss, data points)`` after each one; the plan
+      shuffles its index sets with ``feed.shuffle`` (the run's data order, shared by every process of
+      a data-parallel run, each process getting its own share of every batch) and reads the rows
+      with ``feed(batches)``, and takes its steps through :func:`make_svi`, so that it runs on one
+      device or data-parallel alike;
     - ``end_epoch(data)``: extra metrics for the epoch's record (e.g. validation accuracy);
     - ``state_dict()`` / ``load_state_dict()``: what a resumed run needs beyond the model and
       optimiser, saved in the checkpoint (tensors, numbers and strings only); a state with a
@@ -46,7 +46,7 @@ class TrainingPlan(Protocol):
 
     def begin_epoch(self, epoch: int) -> None: ...
 
-    def epoch(self, x: torch.Tensor) -> Iterator[tuple[float, int]]: ...
+    def epoch(self, feed: Feed) -> Iterator[tuple[float, int]]: ...
 
     def end_epoch(self, data: Dataset) -> dict[str, float]: ...
 
@@ -55,6 +55,78 @@ class TrainingPlan(Protocol):
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
 
     def finish(self) -> None: ...
+
+
+def shard(
+    order: torch.Tensor, batch_size: int, rank: int = 0, world: int = 1
+) -> list[torch.Tensor]:
+    """Process ``rank``'s batches of ``order``: global batches of ``batch_size * world`` indices, of
+    which each of the ``world`` processes takes its own contiguous ``batch_size``.
+
+    ``order`` is first padded to a multiple of ``world`` by repeating its head (as PyTorch's
+    ``DistributedSampler`` does), so every process takes the same number of steps with batches of
+    the same size, and the union of the processes' batches is one process's batch of the padded
+    order. With ``world == 1`` this is ``order.split(batch_size)``.
+    """
+    if world > 1:
+        n = order.numel()
+        padded = -(-n // world) * world
+        if padded != n:
+            order = order.repeat(-(-padded // n))[:padded]
+        out = []
+        for chunk in order.split(batch_size * world):
+            m = chunk.numel() // world
+            out.append(chunk[rank * m : (rank + 1) * m])
+        return out
+    return list(order.split(batch_size))
+
+
+def num_batches(n: int, batch_size: int, world: int = 1) -> int:
+    """How many batches :func:`shard` makes of ``n`` indices."""
+    per_process = -(-n // world)  # ceil: the order is padded to a multiple of world
+    return -(-per_process // batch_size)
+
+
+class Feed:
+    """A run's training data as a plan's epoch reads them.
+
+    The data order comes from the feed's own generator, seeded by ``--seed`` and saved in the
+    checkpoint, so that it is the same in every process of a data-parallel run (whose global random
+    state differs by rank, for independent noise) and continues exactly on ``--resume``.
+    """
+
+    def __init__(self, data: Dataset, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.data = data
+        self.rank, self.world = rank, world
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def shuffle(self, indices: torch.Tensor | int, batch_size: int) -> list[torch.Tensor]:
+        """This process's batches of a fresh shuffle of ``indices`` (or of ``range(indices)``),
+        on the data's device."""
+        if isinstance(indices, int):
+            indices = torch.arange(indices, device=self.data.device)
+        perm = torch.randperm(indices.numel(), generator=self.generator).to(indices.device)
+        return shard(indices[perm], batch_size, self.rank, self.world)
+
+    def num_batches(self, n: int, batch_size: int) -> int:
+        """How many batches :meth:`shuffle` makes of ``n`` indices in this run."""
+        return num_batches(n, batch_size, self.world)
+
+    def __call__(self, batches: Sequence[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """The training rows of each batch in turn, on the training device (streamed and
+        prefetched when the data set streams; redrawn under dynamic binarization)."""
+        return self.data.batches(batches)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+
+
+def world_size(config: RunConfig) -> int:
+    """Processes in the run: ``--devices`` on each of ``--num-nodes`` machines."""
+    return config.train.devices * config.train.num_nodes
 
 
 def schedule(objective: ELBO, epoch: int) -> None:
@@ -73,7 +145,7 @@ class Plan:
         if self.objective is not None:
             schedule(self.objective, epoch)
 
-    def epoch(self, x: torch.Tensor) -> Iterator[tuple[float, int]]:
+    def epoch(self, feed: Feed) -> Iterator[tuple[float, int]]:
         raise NotImplementedError
 
     def end_epoch(self, data: Dataset) -> dict[str, float]:
@@ -98,9 +170,14 @@ def make_svi(
 ) -> SVI:
     """The step every plan takes: Pyro's :class:`~pyro.infer.SVI`, or with ``--fast`` the same
     step through :class:`~pyro_vae.fast.FastSVI` (the loss captured once per input signature and
-    replayed or compiled; the same parameter updates, tests/test_fast.py)."""
+    replayed or compiled; the same parameter updates, tests/test_fast.py), or in a run on Lightning
+    Fabric (``--devices``, ``--precision``) through :class:`~pyro_vae.engine.FabricSVI`."""
     from .config import FAST_MODES
+    from .engine import FabricSVI, current
 
+    engine = current()
+    if engine is not None and engine.fabric is not None:
+        return FabricSVI(model, guide, optim, objective, engine)  # type: ignore[return-value]
     mode = config.train.fast
     if mode == "off":
         return SVI(model, guide, optim, objective)
@@ -133,13 +210,18 @@ class UnsupervisedPlan(Plan):
         self.svi = make_svi(model.model, model.guide, optim, objective, config)
         self.batch_size = b = config.train.batch_size
         self.n = n = data.train.shape[0]
-        self.device = data.device
-        self.steps_per_epoch = n // b if is_jit(objective) else math.ceil(n / b)
+        world = world_size(config)
+        per_process = -(-n // world)
+        self.steps_per_epoch = per_process // b if is_jit(objective) else num_batches(n, b, world)
         if self.steps_per_epoch < 1:
             raise ConfigError(
-                f"--batch-size {b} is larger than the {n} training points; use a smaller one"
+                f"--batch-size {b} is larger than the {per_process} training points of each of the "
+                f"{world} processes; use a smaller one"
+                if world > 1
+                else f"--batch-size {b} is larger than the {n} training points; use a smaller one"
             )
 
-    def epoch(self, x: torch.Tensor) -> Iterator[tuple[float, int]]:
-        for idx in islice(batches(self.n, self.batch_size, self.device), self.steps_per_epoch):
-            yield self.svi.step(x[idx]), idx.shape[0]
+    def epoch(self, feed: Feed) -> Iterator[tuple[float, int]]:
+        batches = feed.shuffle(self.n, self.batch_size)[: self.steps_per_epoch]
+        for idx, x in zip(batches, feed(batches)):
+            yield self.svi.step(x), idx.shape[0]

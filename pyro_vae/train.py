@@ -28,15 +28,25 @@ from .checkpoint import (
 )
 from .config import RunConfig
 from .data import Dataset, fingerprint, load_dataset
-from .errors import CheckpointError, ConfigError, TrainingDiverged
-from .models import Model, build_model
+from .engine import Engine, engine_for, running, set_rank_seed
+from .errors import CheckpointError, ConfigError, TrainingDiverged, TrainingStopped
+from .models import MODELS, Model, build_model
+from .nn import network_precision
 from .objectives import objective_for
 from .optim import adam
-from .plan import TrainingPlan, UnsupervisedPlan
+from .plan import Feed, TrainingPlan, UnsupervisedPlan
 
-#: options a resumed run may change: it can be trained for longer, moved to another device, or take
-#: the same steps by another route (--fast)
-RESUMABLE_CHANGES = {("train", "epochs"), ("train", "device"), ("train", "fast")}
+#: options a resumed run may change: it can be trained for longer, moved to another device, take the
+#: same steps by another route (--fast, --strategy, how the data are read), or log elsewhere
+RESUMABLE_CHANGES = {
+    ("train", "epochs"),
+    ("train", "device"),
+    ("train", "fast"),
+    ("train", "strategy"),
+    ("train", "loggers"),
+    ("data", "loading"),
+    ("data", "workers"),
+}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -71,6 +81,8 @@ class TrainResult:
     config: RunConfig
     history: list[dict[str, Any]] = field(default_factory=list)
     run_dir: Path | None = None
+    #: this process's rank in a data-parallel run; only rank 0 writes the run directory
+    rank: int = 0
 
 
 def config_differences(a: RunConfig, b: RunConfig) -> list[tuple[str, str, Any, Any]]:
@@ -104,12 +116,30 @@ def train(
     is reloaded with ``load_run(run_dir, model=<the same architecture>)``. The data's fingerprint is
     saved, so a run is never resumed or reloaded on other data than it was trained on.
     """
-    if run_dir is None:
-        if resume:
-            raise ConfigError("resume needs the run directory to continue from")
-        return _train(config, None, resume, progress, dataset, model)
-    with run_directory(Path(run_dir), create=not resume) as owned:
-        return _train(config, owned, resume, progress, dataset, model)
+    if run_dir is None and resume:
+        raise ConfigError("resume needs the run directory to continue from")
+    config = config.validate(
+        model_class=type(model) if model is not None else None, check_data=dataset is None
+    )
+    kind = type(model) if model is not None else MODELS.get(config.model.model)
+    engine = engine_for(
+        config.train,
+        resolve_device(config.train.device),
+        partial_steps=not issubclass(kind, Model) or kind.partial_steps,
+    )
+    engine.launch()  # under --devices N, Fabric starts the other processes here
+    try:
+        with running(engine):
+            if run_dir is None:
+                return _train(config, None, resume, progress, dataset, model, engine)
+            if not engine.is_main:  # rank 0 owns and writes the run directory
+                return _train(config, Path(run_dir), resume, False, dataset, model, engine)
+            with run_directory(Path(run_dir), create=not resume) as owned:
+                return _train(config, owned, resume, progress, dataset, model, engine)
+    except BaseException:
+        if engine.is_main and engine.distributed:
+            engine.stop_others()
+        raise
 
 
 def _train(
@@ -119,9 +149,8 @@ def _train(
     progress: bool,
     dataset: Dataset | None,
     model: nn.Module | None,
+    engine: Engine,
 ) -> TrainResult:
-    model_class = type(model) if model is not None else None
-    config = config.validate(model_class=model_class, check_data=dataset is None)
     custom = model is not None and not (
         isinstance(model, Model) and model.built_from == config.model
     )
@@ -147,13 +176,14 @@ def _train(
                 f"--resume continues the run in {run_dir} with its own configuration, but these options "
                 f"differ: {listing}. Drop them, or start a new run in another --run-dir"
             )
-    elif run_dir is not None and (run_dir / CHECKPOINT).exists():
+    elif run_dir is not None and engine.is_main and (run_dir / CHECKPOINT).exists():
         raise ConfigError(
             f"{run_dir} already holds a trained run; pass --resume to continue it, "
             "or choose another --run-dir"
         )
 
-    device = resolve_device(tcfg.device)
+    device = engine.device
+    writes = run_dir is not None and engine.is_main
     pyro.set_rng_seed(tcfg.seed)
     data = dataset if dataset is not None else load_dataset(config.data)
     data.check()  # a data set built in Python meets the same rules as a loaded one
@@ -169,7 +199,7 @@ def _train(
         model.check_data(data.train)
         model.check_data(data.test)
     model.to(device)
-    data = data.to(device)
+    data = data.to(device, loading=config.data.loading, workers=config.data.workers)
 
     optim = adam(tcfg.lr)
     objective = objective_for(tcfg)
@@ -181,16 +211,22 @@ def _train(
     if not isinstance(plan, TrainingPlan):
         raise TypeError(f"{type(model).__name__}.training_plan must return a TrainingPlan")
     prefix = param_prefix(model)
+    feed = Feed(data, tcfg.seed, engine.rank, engine.world)
 
     start_epoch, history = 0, []
+    set_rank_seed(tcfg.seed, engine)
     if checkpoint is not None:
         load_model_state(model, checkpoint["model"], run_dir / CHECKPOINT)
         optim.set_state(_named(checkpoint["optim"], "{model}", prefix, checkpoint["config"]))
-        _set_rng_state(checkpoint["rng"], device)
+        rng = checkpoint["rng"]
+        _set_rng_state(rng["ranks"][engine.rank] if "ranks" in rng else rng, device)
+        if "order" in rng:
+            feed.load_state_dict({"generator": rng["order"]})
         start_epoch = checkpoint["epoch"]
         plan.load_state_dict(checkpoint.get("plan", {}))
         history = _read_metrics(run_dir / METRICS)[:start_epoch]
-    if run_dir is not None:  # created and owned by run_directory()
+    engine.attach(model)
+    if writes:  # created and owned by run_directory()
         atomic_write_text(run_dir / CONFIG, config.to_json())
         atomic_write_text(run_dir / METRICS, "".join(json_line(r) for r in history))
         if custom:
@@ -198,7 +234,7 @@ def _train(
 
     bar = tqdm(
         total=(tcfg.epochs - start_epoch) * plan.steps_per_epoch,
-        disable=not progress,
+        disable=not progress or not engine.is_main,
         unit="step",
         dynamic_ncols=True,
     )
@@ -208,20 +244,22 @@ def _train(
             model.train()
             t0 = time.perf_counter()
             total, seen = 0.0, 0
-            for step, (loss, size) in enumerate(plan.epoch(data.epoch_train())):
-                if not math.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; "
-                        f"{_kept(run_dir, epoch)}. "
-                        "Try a lower --lr, a different --seed, or check the data"
-                    )
-                total += loss
-                seen += size
-                bar.update()
-                if step % 10 == 0:
-                    bar.set_postfix_str(
-                        f"epoch {epoch + 1}/{tcfg.epochs} loss/image {loss / size:.2f}"
-                    )
+            # the networks autocast under --precision bf16-mixed: training steps only
+            with network_precision(engine.dtype):
+                for step, (loss, size) in enumerate(plan.epoch(feed)):
+                    if not math.isfinite(loss):
+                        raise TrainingDiverged(
+                            f"the loss became {loss} at epoch {epoch + 1}, step {step + 1}; "
+                            f"{_kept(run_dir, epoch)}. "
+                            "Try a lower --lr, a different --seed, or check the data"
+                        )
+                    total += loss
+                    seen += size
+                    bar.update()
+                    if step % 10 == 0:
+                        bar.set_postfix_str(
+                            f"epoch {epoch + 1}/{tcfg.epochs} loss/image {loss / size:.2f}"
+                        )
             epoch_time = time.perf_counter() - t0
             record = {
                 "epoch": epoch + 1,
@@ -234,6 +272,7 @@ def _train(
             bad = non_finite(
                 {"test_elbo": record["test_elbo"], "model": dict(model.named_parameters())}
             ) or non_finite(optim_state, "optimiser state ")
+            bad = engine.broadcast(bad)  # every process stops, or none
             if bad is not None:
                 raise TrainingDiverged(
                     f"training diverged in epoch {epoch + 1}: {bad} is not finite; "
@@ -243,24 +282,36 @@ def _train(
             bar.set_postfix_str(
                 f"epoch {epoch + 1}/{tcfg.epochs} test ELBO {record['test_elbo']:.2f}"
             )
-            if run_dir is not None:
-                with open(run_dir / METRICS, "a") as f:
-                    f.write(json_line(record))
-                save_checkpoint(
-                    run_dir / CHECKPOINT,
-                    config,
-                    epoch + 1,
-                    model=model.state_dict(),
-                    optim=_named(optim_state, prefix, "{model}"),
-                    rng=_rng_state(device),
-                    plan=plan.state_dict(),
-                    data_fingerprint=data_id,
-                )
+            rng = _rng_state(device)
+            if engine.distributed:
+                rng["ranks"] = engine.gather(dict(rng))
+            rng["order"] = feed.generator.get_state()
+            failure: BaseException | None = None
+            if writes:
+                try:
+                    with open(run_dir / METRICS, "a") as f:
+                        f.write(json_line(record))
+                    save_checkpoint(
+                        run_dir / CHECKPOINT,
+                        config,
+                        epoch + 1,
+                        model=model.state_dict(),
+                        optim=_named(optim_state, prefix, "{model}"),
+                        rng=rng,
+                        plan=plan.state_dict(),
+                        data_fingerprint=data_id,
+                    )
+                except Exception as e:  # the others must not wait for rank 0 in the next step
+                    failure = e
+            if engine.any(failure is not None):
+                if failure is not None:
+                    raise failure
+                raise TrainingStopped("rank 0 could not write the run directory; stopping too")
     finally:
         bar.close()
         forget_params(prefix)
     plan.finish()  # e.g. M2 returns to the epoch its validation set picked
-    return TrainResult(model, data, config, history, run_dir)
+    return TrainResult(model, data, config, history, run_dir, engine.rank)
 
 
 MODEL_TEXT = "model.txt"

@@ -51,12 +51,21 @@ AUDIT: dict[str, tuple[list[str], list[str]]] = {
     "--aux-weight": ([], ["--aux-weight", "5"]),
     "--labelled-every": ([], ["--labelled-every", "0"]),
     "--m1-epochs": ([], ["--m1-epochs", "0"]),
+    "--image-size": ([], ["--image-size", "4"]),
+    "--image-mode": ([], ["--image-mode", "L"]),
+    "--precision": ([], ["--precision", "bf16-mixed"]),
 }
 #: options that rightly leave the result alone, and why
 EXEMPT = {
     "--model": "selects the model the audit runs over",
     "--device": "selects the hardware; one result on a given device is the point (test_train)",
     "--fast": "a faster route to the same updates (bit for bit: tests/test_fast.py)",
+    "--loading": "another route to the same batches (identical results: tests/test_streaming.py)",
+    "--workers": "how many processes read streamed batches (tests/test_streaming.py)",
+    "--devices": "starts processes, which a test in this one cannot (tests/test_distributed.py)",
+    "--num-nodes": "starts processes on other machines (refusals: tests/test_engine.py)",
+    "--strategy": "how the processes of --devices run (tests/test_distributed.py)",
+    "--logger": "writes logs beside the run, not the result (tests/test_loggers.py)",
 }
 
 

@@ -69,7 +69,9 @@ class Model(nn.Module):
     plate named ``data``, and :meth:`from_config`; they declare
 
     - ``objectives``: the registered objectives they train with (``None``: every one);
-    - ``options``: the fields of :data:`MODEL_SPECIFIC` they read (all others are refused).
+    - ``options``: the fields of :data:`MODEL_SPECIFIC` they read (all others are refused);
+    - ``partial_steps``: whether some training steps leave parameters unused (M2's classifier
+      step), which data-parallel training must then look for after every forward pass.
 
     The defaults here are those of an unsupervised model trained by the configured objective: the
     :class:`~pyro_vae.plan.UnsupervisedPlan`, the Monte Carlo ELBO for evaluation, no extra metrics
@@ -78,6 +80,7 @@ class Model(nn.Module):
 
     objectives: ClassVar[frozenset[str] | None] = None
     options: ClassVar[frozenset[str]] = KL_WEIGHTING
+    partial_steps: ClassVar[bool] = False
     x_shape: tuple[int, ...]
     latent_dim: int
     name: str

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -18,7 +17,7 @@ from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 from torch import nn
 
 from ..errors import ConfigError, DataError
-from ..plan import Plan, make_svi
+from ..plan import Feed, Plan, make_svi, num_batches, world_size
 from .base import MODELS, part_options
 from .cvae import CVAE, check_labels, snapshot
 
@@ -61,6 +60,7 @@ class M2(CVAE):
 
     #: trained with its own bound (labels summed out by TraceEnum_ELBO), the ELBO of eq. 6 and 7
     objectives = frozenset({"elbo"})
+    partial_steps = True  # the classification step uses q(y|x) alone
     options = frozenset(
         {"train.labels", "train.val_size", "train.aux_weight", "train.labelled_every"}
     )
@@ -247,17 +247,19 @@ class SemiSupervisedPlan(Plan):
         self.val = val.to(device)
         self.unlabelled = unl.to(device)
         self.labels = labels.to(device)
-        self.val_x = data.train[self.val]  # the un-redrawn images: validation is a fixed set
+        self.val_x = data.rows(self.val)  # the un-redrawn images: validation is a fixed set
         self.val_y = self.labels[self.val]
         self.batch_size = b = t.batch_size
-        self.sup_batch = min(b, self.labelled.numel())
-        self.num_unsup = math.ceil(self.unlabelled.numel() / b)
+        world = world_size(config)
+        # each process's share of the labelled set in one batch at most
+        self.sup_batch = min(b, -(-self.labelled.numel() // world))
+        self.num_unsup = num_batches(self.unlabelled.numel(), b, world)
         if t.labelled_every < 0:
             raise ConfigError(
                 f"--labelled-every must be 0 (auto) or positive, got {t.labelled_every}"
             )
         if t.labelled_every == 0:
-            self.num_sup = math.ceil(self.labelled.numel() / self.sup_batch)
+            self.num_sup = num_batches(self.labelled.numel(), self.sup_batch, world)
         else:
             self.num_sup = max(1, self.num_unsup // t.labelled_every)
         self.steps_per_epoch = self.num_unsup + self.num_sup
@@ -281,31 +283,35 @@ class SemiSupervisedPlan(Plan):
         self.best_epoch, self.best_val_accuracy, self.best_state = 0, -1.0, None
         self.epochs_done, self._aux_total, self._aux_n = 0, 0.0, 0
 
-    def _labelled_batches(self) -> Iterator[torch.Tensor]:
+    def _labelled_batches(self, feed: Feed) -> Iterator[torch.Tensor]:
         while True:  # reshuffle on every pass over the labelled set
-            order = self.labelled[
-                torch.randperm(self.labelled.numel(), device=self.labelled.device)
-            ]
-            yield from order.split(self.sup_batch)
+            yield from feed.shuffle(self.labelled, self.sup_batch)
 
-    def epoch(self, x: torch.Tensor) -> Iterator[tuple[float, int]]:
-        unsup = self.unlabelled[torch.randperm(self.unlabelled.numel(), device=x.device)].split(
-            self.batch_size
-        )
-        sup = self._labelled_batches()
+    def steps(self, feed: Feed) -> list[tuple[str, torch.Tensor]]:
+        """The epoch's steps in order: ``("unlabelled", idx)`` and ``("labelled", idx)``."""
+        unsup = feed.shuffle(self.unlabelled, self.batch_size)
+        sup = self._labelled_batches(feed)
         # labelled step j goes after unlabelled step floor((j + 1) * U / S) - 1: evenly interleaved
         after = Counter(
             max(0, ((j + 1) * self.num_unsup) // self.num_sup - 1) for j in range(self.num_sup)
         )
-        self._aux_total, self._aux_n = 0.0, 0
+        out = []
         for i, idx in enumerate(unsup):
-            yield self.svi_unsup.step(x[idx]), idx.shape[0]
-            for _ in range(after.get(i, 0)):
-                jdx = next(sup)
-                xb, yb = x[jdx], self.labels[jdx]
-                self._aux_total += self.svi_aux.step(xb, yb)
-                self._aux_n += jdx.shape[0]
-                yield self.svi_sup.step(xb, yb), jdx.shape[0]
+            out.append(("unlabelled", idx))
+            out.extend(("labelled", next(sup)) for _ in range(after.get(i, 0)))
+        return out
+
+    def epoch(self, feed: Feed) -> Iterator[tuple[float, int]]:
+        steps = self.steps(feed)
+        self._aux_total, self._aux_n = 0.0, 0
+        for (kind, idx), xb in zip(steps, feed([idx for _, idx in steps])):
+            if kind == "unlabelled":
+                yield self.svi_unsup.step(xb), idx.shape[0]
+                continue
+            yb = self.labels[idx]
+            self._aux_total += self.svi_aux.step(xb, yb)
+            self._aux_n += idx.shape[0]
+            yield self.svi_sup.step(xb, yb), idx.shape[0]
 
     def end_epoch(self, data: Dataset) -> dict[str, float]:
         self.epochs_done += 1

@@ -11,7 +11,7 @@ from pyro.distributions import TorchDistribution
 
 from ..config import changed_fields
 from ..errors import ConfigError
-from ..plan import make_svi
+from ..plan import Feed, make_svi
 from .base import KL_WEIGHTING, MODELS, part_options, unique_name
 from .cvae import join
 from .m2 import M2, SemiSupervisedPlan
@@ -247,16 +247,16 @@ class StackedPlan(SemiSupervisedPlan):
     def in_m1_stage(self) -> bool:
         return self.epochs_done < self.m1_epochs
 
-    def epoch(self, x: torch.Tensor) -> Iterator[tuple[float, int]]:
+    def epoch(self, feed: Feed) -> Iterator[tuple[float, int]]:
         model: StackedM2 = self.model  # type: ignore[assignment]
         if not self.in_m1_stage():
             model.freeze_m1(True)
-            yield from super().epoch(x)
+            yield from super().epoch(feed)
             return
         model.freeze_m1(False)
-        order = self.m1_images[torch.randperm(self.m1_images.numel(), device=x.device)]
-        for idx in order.split(self.batch_size):
-            yield self.svi_m1.step(x[idx]), idx.shape[0]
+        batches = feed.shuffle(self.m1_images, self.batch_size)
+        for idx, x in zip(batches, feed(batches)):
+            yield self.svi_m1.step(x), idx.shape[0]
 
     def end_epoch(self, data: Dataset) -> dict[str, float]:
         if not self.in_m1_stage():

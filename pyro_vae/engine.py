@@ -1,0 +1,332 @@
+"""Where training runs: one process on one device, or data-parallel through Lightning Fabric.
+
+pyro-vae has no distributed runtime of its own. ``--devices N`` (and ``--num-nodes``, ``--strategy``,
+``--precision``) configure a :class:`lightning.fabric.Fabric`: one process per device, launched by
+Fabric (or by ``torchrun`` or SLURM, which Fabric detects), the model wrapped in PyTorch's
+``DistributedDataParallel``, gradients averaged by DDP during the backward pass. Pyro's parts are
+used as they are: the objective's ``differentiable_loss`` gives the loss, Pyro's optimiser steps
+the parameters, so checkpoints are the same whatever the number of processes.
+
+Why the step is the same as one process on the union of the processes' batches: a pyro-vae loss is
+the sum over its batch (the plate ``data`` is not subsampled), DDP averages gradients over the
+``W`` processes, so each process backpropagates ``W`` times its loss and the average is the gradient
+of the sum over all batches (tests/test_distributed.py).
+
+With one process no Fabric is made at all: the step is Pyro's :class:`~pyro.infer.SVI`, exactly as
+before scale-out existed. ``--precision bf16-mixed`` autocasts the encoder and decoder networks
+alone (:func:`pyro_vae.nn.network_precision`), not the whole loss as a Fabric precision plugin would:
+their outputs come back in float32, so distributions, log-densities and the bounds' log-sum-exp over
+particles are computed in float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer.util import zero_grads
+from torch import nn
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from pyro.infer import ELBO
+    from pyro.optim import PyroOptim
+
+    from .config import TrainConfig
+
+#: --strategy: what Fabric runs; pyro-vae steps each parameter with Pyro's optimiser, so strategies
+#: that shard parameters (fsdp, deepspeed) cannot apply
+STRATEGIES = ("auto", "ddp")
+#: --precision: 16-mixed needs a gradient scaler inside the optimiser step, which Pyro's
+#: per-parameter optimisers do not take; bf16 has float32's range and needs none
+PRECISIONS = ("32-true", "bf16-mixed")
+
+
+def check_engine_options(t: TrainConfig) -> None:
+    """Refuse scale-out options no run can use (without looking at the hardware)."""
+    for name, value in (("--devices", t.devices), ("--num-nodes", t.num_nodes)):
+        if value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if value > 4096:
+            raise ConfigError(f"{name} {value} is larger than pyro-vae allows (4096)")
+    if t.strategy not in STRATEGIES:
+        why = (
+            f"; {t.strategy} shards the parameters, which Pyro's per-parameter optimisers cannot "
+            "step"
+            if t.strategy.startswith(("fsdp", "deepspeed"))
+            else ""
+        )
+        raise ConfigError(
+            f"unknown --strategy {t.strategy!r}: choose one of {', '.join(STRATEGIES)}{why}"
+        )
+    if t.precision not in PRECISIONS:
+        why = (
+            "; 16-mixed needs a gradient scaler in the optimiser step, which Pyro's optimisers do "
+            "not take: use bf16-mixed (float32's range, no scaler)"
+            if t.precision in ("16-mixed", "16")
+            else ""
+        )
+        raise ConfigError(
+            f"unknown --precision {t.precision!r}: choose one of {', '.join(PRECISIONS)}{why}"
+        )
+    if t.devices * t.num_nodes > 1 and t.fast != "off":
+        raise ConfigError(
+            f"--fast {t.fast} captures Pyro's single-process SVI step; with --devices or "
+            "--num-nodes the step runs through Lightning Fabric: drop --fast"
+        )
+    if t.strategy != "auto" and t.devices * t.num_nodes == 1:
+        raise ConfigError(
+            f"--strategy {t.strategy} runs several processes; pass --devices N (N > 1), or drop it"
+        )
+
+
+def derived_seed(seed: int, rank: int) -> int:
+    """The global seed of process ``rank``: the run's seed on rank 0, an independent stream on the
+    others (so that their Monte Carlo noise is not the same as rank 0's)."""
+    if rank == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
+
+
+class _Losses(nn.Module):
+    """The module DDP wraps: the model, and a forward that computes the loss a closure gives.
+
+    DDP needs the loss to come out of its own ``forward`` (to find the parameters a step did not
+    use, e.g. M2's classifier-only step); every Pyro loss of a step is computed through here.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, loss: Callable[[], torch.Tensor]) -> torch.Tensor:
+        return loss()
+
+
+@dataclass
+class Engine:
+    """The processes of a run: ``rank`` of ``world``, and the Fabric that connects them (None for a
+    single process in float32)."""
+
+    device: torch.device
+    fabric: Any = None
+    rank: int = 0
+    world: int = 1
+    #: the networks' compute dtype under --precision bf16-mixed (None: float32)
+    dtype: torch.dtype | None = None
+    module: Any = field(default=None, repr=False)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    def launch(self) -> None:
+        """Start the other processes (Fabric re-runs this command in each, or finds them started by
+        torchrun / SLURM) and join the process group."""
+        if self.fabric is None:
+            return
+        self.fabric.launch()
+        self.rank, self.world = self.fabric.global_rank, self.fabric.world_size
+        self.device = self.fabric.device
+
+    def attach(self, model: nn.Module) -> None:
+        """Wrap ``model`` (all its parameters made) for the steps: in DDP for several processes."""
+        if self.fabric is not None:
+            self.module = self.fabric.setup_module(_Losses(model))
+
+    def mean(self, value: torch.Tensor) -> float:
+        """``value`` averaged over the processes, as a float (the same on every process)."""
+        value = value.detach()
+        if self.distributed:
+            value = self.fabric.all_reduce(value, reduce_op="mean")
+        return float(value)
+
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on any process."""
+        if not self.distributed:
+            return flag
+        t = torch.tensor([float(flag)], device=self.device)
+        return bool(self.fabric.all_reduce(t, reduce_op="sum").item() > 0)
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every process."""
+        return self.fabric.broadcast(obj, src=0) if self.distributed else obj
+
+    def gather(self, state: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """Every process's ``state`` (tensors of the same shapes on each), in rank order."""
+        if not self.distributed:
+            return [state]
+        import torch.distributed as dist
+
+        out: list[dict[str, torch.Tensor]] = [{} for _ in range(self.world)]
+        for key, value in sorted(state.items()):
+            parts = [torch.empty_like(value, device=self.device) for _ in range(self.world)]
+            dist.all_gather(parts, value.to(self.device))
+            for r, part in enumerate(parts):
+                out[r][key] = part.cpu()
+        return out
+
+    def stop_others(self) -> None:
+        """After a failure on the launching process: end the processes it started, which would
+        otherwise wait in their next collective until it times out."""
+        launcher = getattr(getattr(self.fabric, "_strategy", None), "launcher", None)
+        for proc in getattr(launcher, "procs", []):
+            with contextlib.suppress(OSError):
+                proc.kill()
+
+
+_CURRENT: ContextVar[Engine | None] = ContextVar("pyro_vae_engine", default=None)
+
+
+def current() -> Engine | None:
+    """The engine of the run in progress (None outside :func:`~pyro_vae.train.train`)."""
+    return _CURRENT.get()
+
+
+@contextlib.contextmanager
+def running(engine: Engine) -> Iterator[Engine]:
+    """Make ``engine`` the one :func:`~pyro_vae.plan.make_svi` builds steps for."""
+    token = _CURRENT.set(engine)
+    try:
+        yield engine
+    finally:
+        _CURRENT.reset(token)
+
+
+def engine_for(t: TrainConfig, device: torch.device, *, partial_steps: bool = True) -> Engine:
+    """The engine ``--devices``, ``--num-nodes``, ``--strategy`` and ``--precision`` ask for, on
+    ``device`` (resolved by :func:`~pyro_vae.train.resolve_device`); checked against the hardware.
+
+    ``partial_steps``: some steps of the model's plan leave parameters unused (M2's classifier
+    step), which DDP must look for after every forward pass (:attr:`pyro_vae.Model.partial_steps`).
+    """
+    check_engine_options(t)
+    world = t.devices * t.num_nodes
+    dtype = torch.bfloat16 if t.precision == "bf16-mixed" else None
+    if t.precision == "bf16-mixed" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(
+            "--precision bf16-mixed: this GPU has no bfloat16 support; use --precision 32-true"
+        )
+    if world == 1:
+        return Engine(device, dtype=dtype)
+    if t.devices > 1 and device.index is not None:
+        raise ConfigError(
+            f"--device {device} names one GPU but --devices {t.devices} asks for several; pass "
+            "--device cuda (and CUDA_VISIBLE_DEVICES to choose them)"
+        )
+    if device.type == "cuda":
+        have = torch.cuda.device_count()
+        if t.devices > have:
+            raise ConfigError(
+                f"--devices {t.devices}: this machine has {have} GPU(s); pass --devices {have} or "
+                "fewer"
+            )
+        devices: Any = [device.index] if device.index is not None else t.devices
+    else:
+        have = os.cpu_count() or 1
+        if t.devices > have:
+            raise ConfigError(
+                f"--devices {t.devices} on CPU starts one process per device, but this machine has "
+                f"{have} CPU core(s); pass --devices {have} or fewer"
+            )
+        devices = t.devices
+    if t.num_nodes > 1 and not _cluster_launched():
+        raise ConfigError(
+            f"--num-nodes {t.num_nodes}: start the same command on every machine with MASTER_ADDR, "
+            "MASTER_PORT and NODE_RANK set, or launch it with torchrun or SLURM (srun)"
+        )
+    from lightning.fabric import Fabric
+    from lightning.fabric.strategies import DDPStrategy
+
+    strategy: Any = DDPStrategy(find_unused_parameters=partial_steps) if world > 1 else "auto"
+    try:
+        fabric = Fabric(
+            accelerator=device.type,
+            devices=devices,
+            num_nodes=t.num_nodes,
+            strategy=strategy,
+        )
+    except (ValueError, RuntimeError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"Lightning Fabric cannot run this configuration: {first}") from None
+    return Engine(device, fabric, fabric.global_rank, fabric.world_size, dtype)
+
+
+def _cluster_launched() -> bool:
+    return any(k in os.environ for k in ("MASTER_ADDR", "SLURM_NTASKS", "TORCHELASTIC_RUN_ID"))
+
+
+class FabricSVI:
+    """Pyro's SVI step through a Fabric :class:`Engine`: the objective's differentiable loss from
+    DDP's forward, ``fabric.backward`` of ``world`` times it,
+    Pyro's optimiser on the parameters the step touched. Returns the loss averaged over the
+    processes, the same number on each."""
+
+    def __init__(
+        self,
+        model: Callable[..., Any],
+        guide: Callable[..., Any],
+        optim: PyroOptim,
+        objective: ELBO,
+        engine: Engine,
+    ) -> None:
+        self.model, self.guide, self.optim, self.objective = model, guide, optim, objective
+        self.engine = engine
+        self._checked = False
+
+    def step(self, *args: Any, **kwargs: Any) -> float:
+        engine = self.engine
+        if engine.module is None:
+            raise RuntimeError("Engine.attach(model) must run before the first step")
+        with poutine.trace(param_only=True) as capture:
+            loss = engine.module(
+                lambda: self.objective.differentiable_loss(self.model, self.guide, *args, **kwargs)
+            )
+        params = {site["value"].unconstrained() for site in capture.trace.nodes.values()}
+        if not self._checked:
+            self._check_params(capture.trace)
+        engine.fabric.backward(loss * engine.world)
+        self.optim(params)
+        zero_grads(params)
+        return engine.mean(loss)
+
+    def evaluate_loss(self, *args: Any, **kwargs: Any) -> float:
+        with torch.no_grad():
+            return self.engine.mean(
+                torch.as_tensor(self.objective.loss(self.model, self.guide, *args, **kwargs))
+            )
+
+    def _check_params(self, trace: Any) -> None:
+        """Every parameter must belong to the model module that DDP averages the gradients of."""
+        owned = {id(p) for p in self.engine.module.parameters()}
+        stray = [
+            name
+            for name, site in trace.nodes.items()
+            if id(site["value"].unconstrained()) not in owned
+        ]
+        if stray and self.engine.distributed:
+            raise ConfigError(
+                f"the parameter(s) {', '.join(sorted(stray)[:3])} are made by pyro.param outside "
+                "the model's nn.Module, so data-parallel training could not average their "
+                "gradients; make them nn.Parameters of the model (or a PyroModule in it)"
+            )
+        self._checked = True
+
+
+def set_rank_seed(seed: int, engine: Engine) -> None:
+    """Give each process its own global random stream (rank 0 keeps the run's seed)."""
+    if engine.rank:
+        pyro.set_rng_seed(derived_seed(seed, engine.rank))
