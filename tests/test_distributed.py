@@ -45,7 +45,9 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def ddp(*args: str, cwd: Path, **extra_env: str) -> subprocess.CompletedProcess[str]:
+def ddp(
+    *args: str, cwd: Path, returncode: int = 0, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
     """``pyro-vae train --devices 2 --device cpu ARGS`` in fresh processes."""
     env = {k: v for k, v in os.environ.items() if k not in _RANK_VARIABLES} | extra_env
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
@@ -59,7 +61,7 @@ def ddp(*args: str, cwd: Path, **extra_env: str) -> subprocess.CompletedProcess[
         text=True,
         timeout=300,
     )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert out.returncode == returncode, out.stdout[-3000:] + out.stderr[-3000:]
     return out
 
 
@@ -171,3 +173,24 @@ def test_ddp_resume_equals_uninterrupted_and_reloads_in_one_process(
     config, model, ds = load_run(tmp_path / "whole")  # a 2-process run, reloaded in this one
     assert config.train.devices == 2
     assert np.isfinite(evaluate.elbo(model, ds.test))
+
+
+def test_a_nan_on_one_process_stops_every_process_and_keeps_the_last_checkpoint(
+    data: Path, tmp_path: Path
+) -> None:
+    args = ["--dataset", str(data), *COMMON[:-4], "--batch-size", "16", "--epochs", "3"]
+    # 256 images, 2 processes of 16: 8 steps an epoch; rank 1's 11th loss is in epoch 2
+    out = ddp(
+        *args,
+        "--import",
+        "tests.nan_loss",
+        "--run-dir",
+        "run",
+        cwd=tmp_path,
+        returncode=2,
+        PYRO_VAE_TEST_NAN_STEP="11",
+    )
+    assert "the loss became nan at epoch 2, step 3" in out.stderr
+    assert "the last good checkpoint (epoch 1) is kept" in out.stderr
+    assert load_checkpoint(tmp_path / "run")["epoch"] == 1
+    assert len(_metrics(tmp_path / "run")) == 1
