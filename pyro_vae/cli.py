@@ -30,7 +30,7 @@ if typing.TYPE_CHECKING:
 
 def registry(kind: str) -> Registry:
     """The registry behind a field's ``choices``."""
-    from . import data, guides, likelihoods, models, nn, objectives, priors
+    from . import data, guides, likelihoods, loggers, models, nn, objectives, priors
 
     return {
         "guide": guides.GUIDES,
@@ -40,6 +40,7 @@ def registry(kind: str) -> Registry:
         "network": nn.NETWORKS,
         "model": models.MODELS,
         "dataset": data.DATASETS,
+        "logger": loggers.LOGGERS,
     }[kind]
 
 

@@ -203,8 +203,9 @@ class TrainConfig:
     )
     loggers: tuple[str, ...] = option(
         (),
-        "experiment loggers beside metrics.jsonl and the CSV log: tensorboard, wandb, mlflow",
+        "experiment loggers beside metrics.jsonl and the CSV log under logs/",
         flags=("--logger",),
+        choices="logger",
         metavar="NAME",
     )
     eval_particles: int = option(
@@ -393,8 +394,10 @@ class RunConfig:
             train={"objective_options": OBJECTIVES.options(t.objective, t.objective_options)},
         )
         from .engine import check_engine_options
+        from .loggers import check_loggers
 
         check_engine_options(config.train)
+        check_loggers(config.train.loggers)
         check_model_options(config, model_class)
         if check_data:
             check_data_options(config.data)

@@ -30,6 +30,7 @@ from .config import RunConfig
 from .data import Dataset, fingerprint, load_dataset
 from .engine import Engine, engine_for, running, set_rank_seed
 from .errors import CheckpointError, ConfigError, TrainingDiverged, TrainingStopped
+from .loggers import open_loggers
 from .models import MODELS, Model, build_model
 from .nn import network_precision
 from .objectives import objective_for
@@ -196,7 +197,11 @@ def _train(
     if model is None:
         model = build_model(config.model, data.x_shape, data.num_classes)
     if isinstance(model, Model):
-        model.check_data(data.train)
+        # a streamed training set is checked on its first rows here, the rest as it streams (a NaN
+        # then shows as a non-finite loss, which stops the run)
+        model.check_data(
+            data.train if isinstance(data.train, torch.Tensor) else data.train[:_CHECKED_ROWS]
+        )
         model.check_data(data.test)
     model.to(device)
     data = data.to(device, loading=config.data.loading, workers=config.data.workers)
@@ -231,6 +236,9 @@ def _train(
         atomic_write_text(run_dir / METRICS, "".join(json_line(r) for r in history))
         if custom:
             atomic_write_text(run_dir / MODEL_TEXT, f"{custom_name(model)}\n{model}\n")
+    # the CSV log always, and --logger's; rank 0 only, as for every file of the run
+    run_loggers = open_loggers(tcfg.loggers, run_dir, config, resume=resume) if writes else None
+    status = "failed"
 
     bar = tqdm(
         total=(tcfg.epochs - start_epoch) * plan.steps_per_epoch,
@@ -291,6 +299,8 @@ def _train(
                 try:
                     with open(run_dir / METRICS, "a") as f:
                         f.write(json_line(record))
+                    # before the checkpoint: a crash in between repeats an epoch, never loses one
+                    run_loggers.log(record, epoch + 1)
                     save_checkpoint(
                         run_dir / CHECKPOINT,
                         config,
@@ -307,14 +317,19 @@ def _train(
                 if failure is not None:
                     raise failure
                 raise TrainingStopped("rank 0 could not write the run directory; stopping too")
+        status = "success"
     finally:
         bar.close()
         forget_params(prefix)
+        if run_loggers is not None:
+            run_loggers.close(status)
     plan.finish()  # e.g. M2 returns to the epoch its validation set picked
     return TrainResult(model, data, config, history, run_dir, engine.rank)
 
 
 MODEL_TEXT = "model.txt"
+#: rows of a streamed training set a model checks before training
+_CHECKED_ROWS = 4096
 
 
 def json_line(record: dict[str, Any]) -> str:
