@@ -2,7 +2,7 @@
 
 Three arms train the same model on the same MNIST subset for the same number of epochs:
 
-- ``1 process``: ``--devices 1``, batch B;
+- ``1 process``: ``--devices 1``, batch B, with all cores' threads and with one thread;
 - ``N processes, B each``: ``--devices N --batch-size B`` (the global batch grows to N*B: the usual
   way DDP scales, N times fewer steps per epoch);
 - ``N processes, B/N each``: ``--devices N --batch-size B/N`` (the global batch stays B: the same
@@ -12,7 +12,7 @@ The arms alternate epoch by epoch (each epoch a ``pyro-vae train --resume`` in f
 machine noise falls on all of them. Time per epoch is the trainer's own ``epoch_time`` on rank 0:
 the training steps, not the start of the processes, the data loading or the test evaluation.
 Images/s counts the training images of an epoch over that time. On the CPU, Fabric gives each of N
-processes 1/N of the cores (``OMP_NUM_THREADS`` unset); one process uses all of them.
+processes 1/N of the cores; one process runs with all of them, and once with one thread.
 
     python benchmarks/bench_ddp.py --data-dir /path/with/MNIST/raw            # CPU, 2 processes
     python benchmarks/bench_ddp.py --data-dir DIR --device cuda --devices 2   # GPUs
@@ -63,6 +63,8 @@ def epoch(arm: dict, run_dir: Path, k: int, data: Path, args: argparse.Namespace
         if key not in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR")
     }
     env["PYTHONPATH"] = str(REPO)
+    if "threads" in arm:  # Fabric gives each of N processes cores/N threads itself
+        env["OMP_NUM_THREADS"] = str(arm["threads"])
     cmd = [sys.executable, "-W", "ignore", "-m", "pyro_vae", "train", "--dataset", str(data)]
     cmd += ["--epochs", str(k), "--device", args.device, "--devices", str(arm["devices"])]
     cmd += ["--batch-size", str(arm["batch"]), "--run-dir", str(run_dir), "--seed", "0"]
@@ -87,8 +89,10 @@ def main() -> None:
     p.add_argument("--options", default="", help="more pyro-vae train options, quoted")
     args = p.parse_args()
     n, b = args.devices, args.batch_size
+    cores = os.cpu_count() or 1
     arms = [
-        {"name": "1 process", "devices": 1, "batch": b},
+        {"name": f"1 process, {cores} threads", "devices": 1, "batch": b, "threads": cores},
+        {"name": "1 process, 1 thread", "devices": 1, "batch": b, "threads": 1},
         {"name": f"{n} processes, {b} each", "devices": n, "batch": b},
         {"name": f"{n} processes, {b // n} each", "devices": n, "batch": b // n},
     ]

@@ -194,3 +194,24 @@ def test_a_nan_on_one_process_stops_every_process_and_keeps_the_last_checkpoint(
     assert "the last good checkpoint (epoch 1) is kept" in out.stderr
     assert load_checkpoint(tmp_path / "run")["epoch"] == 1
     assert len(_metrics(tmp_path / "run")) == 1
+
+
+def test_every_model_and_objective_trains_data_parallel(data: Path, tmp_path: Path) -> None:
+    from tests.ddp_matrix import CONFIGURATIONS
+
+    env = {k: v for k, v in os.environ.items() if k not in _RANK_VARIABLES}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["OMP_NUM_THREADS"] = "1"
+    out = tmp_path / "records.json"
+    run = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "ddp_matrix.py"), str(data), str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    records = json.loads(out.read_text())
+    assert set(records) == set(CONFIGURATIONS)
+    assert all(r["test_elbo"] < 0 for r in records.values())
