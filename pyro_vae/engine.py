@@ -220,6 +220,12 @@ def engine_for(t: TrainConfig, device: torch.device, *, partial_steps: bool = Tr
         raise ConfigError(
             "--precision bf16-mixed: this GPU has no bfloat16 support; use --precision 32-true"
         )
+    launched = os.environ.get("WORLD_SIZE", "1")
+    if launched.isdigit() and int(launched) != world and "TORCHELASTIC_RUN_ID" in os.environ:
+        raise ConfigError(
+            f"torchrun started {launched} processes, but --devices {t.devices} --num-nodes "
+            f"{t.num_nodes} make {world}; pass --devices (per machine) and --num-nodes to match"
+        )
     if world == 1:
         return Engine(device, dtype=dtype)
     if t.devices > 1 and device.index is not None:

@@ -215,3 +215,16 @@ def test_every_model_and_objective_trains_data_parallel(data: Path, tmp_path: Pa
     records = json.loads(out.read_text())
     assert set(records) == set(CONFIGURATIONS)
     assert all(r["test_elbo"] < 0 for r in records.values())
+
+
+def test_torchrun_launches_a_run_as_fabric_documents(data: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in _RANK_VARIABLES}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    cmd += ["-m", "pyro_vae", "train", "--dataset", str(data), "--devices", "2"]
+    cmd += ["--device", "cpu", *COMMON[:-4], "--epochs", "1", "--run-dir", "run", "--no-plots"]
+    run = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert run.stdout.count("run written to run") == 1  # rank 0 reports, rank 1 does not
+    assert len(load_checkpoint(tmp_path / "run")["rng"]["ranks"]) == 2

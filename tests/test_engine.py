@@ -125,3 +125,12 @@ def test_bf16_mixed_trains_and_evaluates_in_float32() -> None:
     result = train(config, progress=False)
     assert result.history[0]["test_elbo"] < 0
     assert all(p.dtype == torch.float32 for p in result.model.parameters())
+
+
+def test_a_process_count_other_than_torchrun_started_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
+    with pytest.raises(PyroVAEError, match="torchrun started 4 processes, but --devices 1"):
+        engine_for(TrainConfig(device="cpu"), torch.device("cpu"))
