@@ -55,14 +55,21 @@ class DataConfig:
     """What to train on.
 
     ``dataset`` is a registered data set (:data:`pyro_vae.data.DATASETS`: ``digits``, scikit-learn's
-    bundled 8x8 digits; ``mnist``; ``fashion-mnist``) or a path to a ``.npz``/``.npy`` file.
+    bundled 8x8 digits; ``mnist``; ``fashion-mnist``), a path to a ``.npz``/``.npy`` file (a ``.npy``
+    is memory-mapped) or ``folder:PATH``, a folder of images (class subfolders give labels), read as
+    ``image_size`` and ``image_mode`` say. ``loading`` and ``workers`` choose how the training set
+    reaches the device: as one tensor, or streamed through a DataLoader.
     ``binarize`` is ``none`` (pixels in [0, 1]), ``dynamic`` (a fresh Bernoulli draw of the training
     set every epoch, the standard for likelihood numbers) or ``static`` (one fixed draw). The test set
     is binarized once, with a fixed seed, under both.
     """
 
     dataset: str = option(
-        "digits", "a registered data set or a .npz/.npy path", metavar="NAME", choices="dataset"
+        "digits",
+        "a registered data set, a .npz/.npy path (a .npy is memory-mapped) or folder:PATH (a folder "
+        "of images, class subfolders for labels)",
+        metavar="NAME",
+        choices="dataset",
     )
     data_dir: str | None = option(
         None,
@@ -81,7 +88,7 @@ class DataConfig:
     image_size: tuple[int, ...] | None = option(
         None,
         "folder: resize every image to H W (or S for S x S); required when sizes differ",
-        metavar="H",
+        metavar="PX",
         default_help="the images' own size",
     )
     image_mode: str | None = option(
@@ -98,7 +105,8 @@ class DataConfig:
     )
     workers: int = option(
         2,
-        "stream: DataLoader worker processes reading batches (0: in the main process)",
+        "DataLoader worker processes reading streamed batches (and decoding a folder's images when "
+        "it is read whole); 0: in the main process",
         metavar="N",
     )
 

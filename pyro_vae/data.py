@@ -1,25 +1,32 @@
-"""Data sets as single tensors on the training device.
+"""Data sets: a training set as one tensor on the training device, or streamed from a lazy source.
 
-Batches are index slices of one tensor, never collated item by item: on a GPU the whole of MNIST is
-188 MB, and indexing it costs a fraction of a training step.
+Where the training set fits, batches are index slices of one tensor, never collated item by item: on a
+GPU the whole of MNIST is 188 MB, and indexing it costs a fraction of a training step. A training set
+that does not fit (a large memory-mapped ``.npy`` file, a folder of images) stays a
+:class:`~pyro_vae.streaming.RowSource` and its batches are read by a DataLoader
+(:mod:`pyro_vae.streaming`); ``--loading`` chooses (:meth:`Dataset.to`). The test set and the labels
+are always tensors.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import numbers
 import os
 import socket
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import streaming
 from .config import DataConfig
 from .errors import ConfigError, DataError
 from .registry import Registry
+from .streaming import LOADINGS, MAX_WORKERS, NpyRows, RowSource, TensorRows, convert_rows
 
 _TEST_BINARIZATION_SEED = 1  # fixed, so every run is scored on the same binary test set
 _STATIC_BINARIZATION_SEED = 0
@@ -40,37 +47,107 @@ def default_data_dir() -> Path:
 
 @dataclass
 class Dataset:
-    """Train and test tensors of shape ``(N, *x_shape)``, optional integer labels."""
+    """Train and test data of shape ``(N, *x_shape)``, optional integer labels.
+
+    ``train`` is a float32 tensor, or a :class:`~pyro_vae.streaming.RowSource` read lazily (a
+    memory-mapped ``.npy`` file, a folder of images); ``test`` and the labels are tensors.
+    :meth:`to` moves the data to the training device and decides whether the training set is read
+    whole or streamed; :meth:`batches` reads training batches either way, with the same values.
+    """
 
     name: str
-    train: torch.Tensor
+    train: torch.Tensor | RowSource
     test: torch.Tensor
     train_labels: torch.Tensor | None = None
     test_labels: torch.Tensor | None = None
     num_classes: int | None = None
     binarize: str = "none"
+    #: where a streamed training set's batches go (set by :meth:`to`)
+    train_device: torch.device | None = field(default=None, repr=False)
+    #: DataLoader worker processes that read a streamed training set's batches
+    workers: int = field(default=0, repr=False)
+    #: the dtype a streamed training set's batches are cast to (``None``: float32)
+    train_dtype: torch.dtype | None = field(default=None, repr=False)
 
     @property
     def x_shape(self) -> tuple[int, ...]:
         return tuple(self.train.shape[1:])
 
     @property
-    def device(self) -> torch.device:
-        return self.train.device
+    def streaming(self) -> bool:
+        """Whether the training set is read lazily, batch by batch (not one tensor)."""
+        return not isinstance(self.train, torch.Tensor)
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Dataset:
+    @property
+    def device(self) -> torch.device:
+        """The training device: where :meth:`rows` and :meth:`batches` deliver rows."""
+        if isinstance(self.train, torch.Tensor):
+            return self.train.device
+        return self.train_device if self.train_device is not None else torch.device("cpu")
+
+    def to(
+        self,
+        device: torch.device | str,
+        dtype: torch.dtype | None = None,
+        *,
+        loading: str = "device",
+        workers: int = 0,
+    ) -> Dataset:
+        """The data on ``device`` (``dtype``: of the images), the training set per ``loading``:
+
+        * ``"device"``: one tensor on the device (a lazy source is read whole, in chunks, with
+          ``workers`` DataLoader processes where reading decodes images; ``--binarize static``
+          draws its fixed copy then);
+        * ``"stream"``: a lazy source whose batches :meth:`batches` reads through a DataLoader with
+          ``workers`` processes and pinned memory (a tensor is wrapped in a
+          :class:`~pyro_vae.streaming.TensorRows`, so any data can stream);
+        * ``"auto"``: ``"device"`` when the training set's size fits
+          :func:`pyro_vae.streaming.memory_budget` (a quarter of the free CUDA memory, or of the
+          host's available memory), else ``"stream"``; a tensor already on ``device`` stays.
+
+        The test set and the labels always go to the device as tensors.
+        """
+        device = torch.device(device)
+        if loading not in LOADINGS:
+            raise ConfigError(f"unknown loading {loading!r}: choose one of {', '.join(LOADINGS)}")
+
         def move(t: torch.Tensor | None, is_x: bool) -> torch.Tensor | None:
             if t is None:
                 return None
             return t.to(device=device, dtype=dtype if is_x and dtype else None)
 
-        return replace(
+        moved = replace(
             self,
-            train=move(self.train, True),
             test=move(self.test, True),
             train_labels=move(self.train_labels, False),
             test_labels=move(self.test_labels, False),
+            workers=workers,
         )
+        train = self.train
+        stream = loading == "stream"
+        reason = "--loading stream reads it batch by batch"
+        if loading == "auto" and isinstance(train, torch.Tensor) and train.device == device:
+            stream = False  # already there: streaming it would save nothing
+        elif loading == "auto":
+            need = math.prod(train.shape) * (dtype.itemsize if dtype else 4)
+            budget = streaming.memory_budget(device)
+            stream = need > budget
+            reason = (
+                f"--loading auto streams it: its {_size(need)} exceed the {_size(budget)} budget on "
+                f"{device} (a quarter of the free memory)"
+            )
+        if not stream:
+            if isinstance(train, torch.Tensor):
+                x = train.to(device=device, dtype=dtype)
+            else:
+                x = train.materialize(device, workers=workers)
+                x = x if dtype is None else x.to(dtype)
+            return replace(moved, train=x, train_device=None, train_dtype=None)
+        if isinstance(train, torch.Tensor):
+            train = TensorRows(train)
+        elif train.static_seed is not None:
+            raise streaming.static_refusal(reason)
+        return replace(moved, train=train, train_device=device, train_dtype=dtype)
 
     def check(self) -> Dataset:
         """Raise a one-line :class:`DataError` unless these tensors are data pyro-vae can train on.
@@ -79,11 +156,17 @@ class Dataset:
 
         * ``train`` and ``test`` are float32 tensors of shape ``(N, *x_shape)``, ``N >= 1``, with
           the same ``x_shape`` (at least one dimension, none of size 0) and finite values;
+        * ``train`` may instead be a :class:`~pyro_vae.streaming.RowSource`: its shape is checked
+          here, its values as they are read (a float ``.npy`` file up to
+          :data:`~pyro_vae.streaming.SCAN_BYTES` was scanned when it was opened; a larger one fails
+          on the first batch with a NaN, naming the row; any NaN that gets through shows up as a
+          non-finite loss, which the trainer stops on);
         * labels are both given or both ``None``; each is a 1-D int64 tensor with one class index
           per row, at least 0 and below ``num_classes``;
         * ``num_classes`` (required with labels) is an integer from 1 to at most
           ``min(MAX_CLASSES, number of training points)``;
-        * ``binarize`` is ``"none"``, ``"dynamic"`` or ``"static"``; data in [0, 1] unless none.
+        * ``binarize`` is ``"none"``, ``"dynamic"`` or ``"static"``; data in [0, 1] unless none
+          (for a lazy training set, as far as its range is known without reading it).
 
         Returns the data set itself, so that it chains.
         """
@@ -91,7 +174,7 @@ class Dataset:
             raise DataError(f"Dataset.name must be a string, got {self.name!r}")
         where = f"data set {self.name!r}"
         for split in ("train", "test"):
-            _check_x(getattr(self, split), f"{where}: Dataset.{split}")
+            _check_x(getattr(self, split), f"{where}: Dataset.{split}", lazy_ok=split == "train")
         if self.train.shape[1:] != self.test.shape[1:]:
             raise DataError(
                 f"{where}: train and test data differ in shape: {tuple(self.train.shape)} vs "
@@ -103,8 +186,10 @@ class Dataset:
             )
         if self.binarize != "none":
             for split in ("train", "test"):
-                x = getattr(self, split)
-                lo, hi = float(x.min()), float(x.max())
+                extremes = _extremes(getattr(self, split), scan=False)
+                if extremes is None:
+                    continue
+                lo, hi = extremes
                 if lo < 0 or hi > 1:
                     raise DataError(
                         f"{where}: binarize={self.binarize!r} draws pixels as Bernoulli(x), so x "
@@ -139,15 +224,49 @@ class Dataset:
 
     def rows(self, idx: torch.Tensor) -> torch.Tensor:
         """Training rows ``idx`` on the training device, as stored (never binarized afresh)."""
-        return self.train[idx]
+        if isinstance(self.train, torch.Tensor):
+            return self.train[idx]
+        self.train.refuse_static()  # the fixed draw is made when the training set is read whole
+        return self.train[idx].to(device=self.device, dtype=self.train_dtype)
 
     def batches(self, index_batches: Sequence[torch.Tensor]) -> Iterator[torch.Tensor]:
         """The training rows of each index batch in turn, on the training device; under dynamic
         binarization each batch is a fresh Bernoulli draw (with the device's global RNG, in batch
-        order, so every way of reading the rows gives the same draws)."""
-        for idx in index_batches:
-            x = self.rows(idx)
+        order, so every way of reading the rows gives the same draws).
+
+        A streamed training set is read by a DataLoader (:func:`pyro_vae.streaming.read_batches`:
+        :attr:`workers` processes, pinned memory, prefetching); the draws are made here, in this
+        process, on the device, after the rows arrive."""
+        if isinstance(self.train, torch.Tensor):
+            rows: Iterator[torch.Tensor] = (self.rows(idx) for idx in index_batches)
+        else:
+            self.train.refuse_static()
+            rows = streaming.read_batches(
+                self.train,
+                index_batches,
+                self.device,
+                workers=self.workers,
+                dtype=self.train_dtype,
+            )
+        for x in rows:
             yield torch.bernoulli(x) if self.binarize == "dynamic" else x
+
+
+def _size(nbytes: int) -> str:
+    """``nbytes`` for a message: 512 bytes, 3.2 MiB, 1.5 GiB."""
+    if nbytes < 1024:
+        return f"{nbytes} bytes"
+    value, units = nbytes / 1024, ["KiB", "MiB", "GiB", "TiB"]
+    while value >= 1024 and len(units) > 1:
+        value, units = value / 1024, units[1:]
+    return f"{value:.1f} {units[0]}"
+
+
+def _extremes(x: torch.Tensor | RowSource, scan: bool) -> tuple[float, float] | None:
+    """(min, max) of a tensor; a lazy source's bounds, read (``scan``) only where needed."""
+    if isinstance(x, RowSource):
+        return x.value_range(scan=scan)
+    return float(x.min()), float(x.max())
 
 
 def check_rows(shape: tuple[int, ...], where: str) -> None:
@@ -167,7 +286,16 @@ def check_rows(shape: tuple[int, ...], where: str) -> None:
         )
 
 
-def _check_x(x: object, where: str) -> None:
+def _check_x(x: object, where: str, lazy_ok: bool = False) -> None:
+    if isinstance(x, RowSource):
+        if not lazy_ok:
+            raise DataError(
+                f"{where} is a {type(x).__name__}; only the training set may be read lazily: pass "
+                "the test set as a float32 tensor (e.g. source.materialize())"
+            )
+        check_rows(tuple(x.shape), where)
+        x.check_values(where)  # what is known without reading the rows; the rest as they stream
+        return
     if not isinstance(x, torch.Tensor):
         raise DataError(
             f"{where} is a {type(x).__name__}, not a torch.Tensor; pass "
@@ -273,7 +401,8 @@ DATASETS.register("fashion-mnist")(
         "Fashion-MNIST through torchvision, from --data-dir",
     )
 )
-#: a .npz (x, y or x_train, x_test, y_train, y_test) or .npy (x) file named by its path
+#: a .npz (x, y or x_train, x_test, y_train, y_test) or .npy (x) file named by its path; a .npy file
+#: is memory-mapped and its training rows read lazily (:class:`~pyro_vae.streaming.NpyRows`)
 ARRAY_FILE = DatasetSource(
     lambda c: _array_file(
         Path(c.dataset).expanduser(), c.test_fraction, c.test_fraction != DataConfig().test_fraction
@@ -281,12 +410,26 @@ ARRAY_FILE = DatasetSource(
     frozenset({"test_fraction"}),
     "a .npz or .npy file",
 )
+#: ``folder:PATH``: a folder of images, unlabelled or in one subfolder per class
+FOLDER_PREFIX = "folder:"
+IMAGE_FOLDER = DatasetSource(
+    lambda c: _image_folder(c),
+    frozenset({"test_fraction", "image_size", "image_mode"}),
+    "folder:PATH, a folder of images (in class subfolders for labels), read lazily",
+)
 
 
 def dataset_source(name: str) -> DatasetSource:
-    """The registered data set ``name``, or the array-file reader for a .npz/.npy path."""
+    """The registered data set ``name``, the array-file reader for a .npz/.npy path, or the image
+    folder reader for ``folder:PATH``."""
     if isinstance(name, str) and name not in DATASETS and name.endswith((".npz", ".npy")):
         return ARRAY_FILE
+    if isinstance(name, str) and name not in DATASETS and name.startswith(FOLDER_PREFIX):
+        if not name[len(FOLDER_PREFIX) :].strip():
+            raise ConfigError(
+                "--dataset folder: needs the folder's path, e.g. --dataset folder:~/images"
+            )
+        return IMAGE_FOLDER
     if isinstance(name, str) and name.startswith("custom:"):
         raise ConfigError(
             f"this run was trained on a data set passed in Python ({name[7:]}); reload it with "
@@ -297,29 +440,57 @@ def dataset_source(name: str) -> DatasetSource:
     except ConfigError:
         raise ConfigError(
             f"unknown data set {name!r}: choose one of {', '.join(DATASETS.names())}, give the "
-            "path of a .npz or .npy file, or --import the module that registers it"
+            "path of a .npz or .npy file or folder:PATH for a folder of images, or --import the "
+            "module that registers it"
         ) from None
 
 
+#: the data options that only some data sets read (the others apply to every data set)
+_SOURCE_OPTIONS = ("data_dir", "test_fraction", "image_size", "image_mode")
+
+
 def check_data_options(config: DataConfig) -> None:
-    """Refuse data options the chosen data set does not read (e.g. --data-dir for digits)."""
+    """Refuse data options the chosen data set does not read (e.g. --data-dir for digits), and
+    values no data set can use (--image-size, --image-mode, --loading, --workers)."""
     source = dataset_source(config.dataset)
     defaults = DataConfig()
-    for name in ("data_dir", "test_fraction"):
+    for name in _SOURCE_OPTIONS:
         if getattr(config, name) != getattr(defaults, name) and name not in source.options:
             takers = [n for n in DATASETS if name in DATASETS.get(n).options]
             if name in ARRAY_FILE.options:
                 takers.append(".npz/.npy files")
+            if name in IMAGE_FOLDER.options:
+                takers.append("folder:PATH")
             raise ConfigError(
                 f"--{name.replace('_', '-')} is not used by --dataset {config.dataset}; it is read "
                 f"by {', '.join(takers)}"
             )
+    streaming.image_options(config.image_size, config.image_mode)
+    if config.loading not in LOADINGS:
+        raise ConfigError(
+            f"unknown --loading {config.loading!r}: choose auto (the training set on the device "
+            "when it fits, else streamed), device or stream"
+        )
+    w = config.workers
+    if isinstance(w, bool) or not isinstance(w, numbers.Integral) or not 0 <= w <= MAX_WORKERS:
+        raise ConfigError(f"--workers must be a whole number in 0..{MAX_WORKERS}, got {w!r}")
+    if config.loading == "device" and w != defaults.workers:
+        raise ConfigError(
+            f"--workers {w} sets the DataLoader processes that stream the training set, but "
+            "--loading device reads it whole onto the device; drop --workers, or use --loading "
+            "stream (or auto)"
+        )
+    if config.loading == "stream" and config.binarize == "static":
+        raise streaming.static_refusal("--loading stream reads it batch by batch")
 
 
 def load_dataset(config: DataConfig) -> Dataset:
     """Load ``config.dataset`` on the CPU, scaled to [0, 1] where it is image data, and binarize it.
 
-    The data are checked by :meth:`Dataset.check` (a registered source may return anything)."""
+    The training set of a .npy file or an image folder is a lazy
+    :class:`~pyro_vae.streaming.RowSource` (nothing is read whole until :meth:`Dataset.to`); the
+    registered data sets and .npz files are tensors. The data are checked by :meth:`Dataset.check`
+    (a registered source may return anything)."""
     ds = dataset_source(config.dataset)(config)
     if not isinstance(ds, Dataset):
         raise DataError(
@@ -331,11 +502,21 @@ def load_dataset(config: DataConfig) -> Dataset:
 
 def fingerprint(ds: Dataset) -> str:
     """A hash of the data's values and labels: ``--resume`` and ``load_run`` check that they are the
-    data the run was trained on."""
+    data the run was trained on.
+
+    A lazy training set is hashed by what identifies it (the file's resolved path, size and
+    modification time, the reading options and the split's rows:
+    :meth:`~pyro_vae.streaming.RowSource.fingerprint_into`), which is cheap for huge files and
+    changes when the file does; a ``.npy`` training set of at most
+    :data:`~pyro_vae.streaming.VALUE_HASH_BYTES` (float32) is hashed by its values, as a tensor is.
+    """
     h = hashlib.blake2b(digest_size=16)
     for t in (ds.train, ds.test, ds.train_labels, ds.test_labels):
         if t is None:
             h.update(b"none")
+            continue
+        if isinstance(t, RowSource):
+            t.fingerprint_into(h)
             continue
         t = t.detach().cpu().contiguous()
         h.update(f"{t.dtype}{tuple(t.shape)}".encode())
@@ -349,7 +530,7 @@ def binarize(ds: Dataset, mode: str) -> Dataset:
     if mode not in ("dynamic", "static"):
         raise ConfigError(f"unknown binarization {mode!r}: choose one of none, dynamic, static")
     for split in (ds.train, ds.test):
-        lo, hi = float(split.min()), float(split.max())
+        lo, hi = _extremes(split, scan=True)  # a large float file is read once for its range
         if lo < 0 or hi > 1:
             raise DataError(
                 f"binarization draws pixels as Bernoulli(x), so x must lie in [0, 1]; "
@@ -359,19 +540,26 @@ def binarize(ds: Dataset, mode: str) -> Dataset:
     test = torch.bernoulli(ds.test, generator=g)
     train = ds.train
     if mode == "static":
-        train = torch.bernoulli(
-            ds.train, generator=torch.Generator().manual_seed(_STATIC_BINARIZATION_SEED)
-        )
+        if isinstance(train, RowSource):  # drawn when it is read whole; refused if it streams
+            train = train.with_static_draw(_STATIC_BINARIZATION_SEED)
+        else:
+            train = torch.bernoulli(
+                ds.train, generator=torch.Generator().manual_seed(_STATIC_BINARIZATION_SEED)
+            )
     return replace(ds, train=train, test=test, binarize=mode)
 
 
-def _split(x: torch.Tensor, y: torch.Tensor | None, test_fraction: float) -> tuple:
-    n = x.shape[0]
+def _split_indices(n: int, test_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train rows, test rows) of ``n``: a fixed permutation, the first share for the test set."""
     n_test = max(1, int(round(n * test_fraction)))
     if n - n_test < 1:
         raise DataError(f"{n} data points are too few to split into train and test sets")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(_SPLIT_SEED))
-    tr, te = perm[n_test:], perm[:n_test]
+    return perm[n_test:], perm[:n_test]
+
+
+def _split(x: torch.Tensor, y: torch.Tensor | None, test_fraction: float) -> tuple:
+    tr, te = _split_indices(x.shape[0], test_fraction)
     return x[tr], x[te], (y[tr] if y is not None else None), (y[te] if y is not None else None)
 
 
@@ -442,6 +630,26 @@ def _corrupt(path: Path, key: str, e: Exception) -> DataError:
     )
 
 
+def _check_kind(a: np.ndarray, where: str) -> None:
+    check_rows(a.shape, where)
+    if a.dtype.kind not in "biuf":  # complex, strings, objects, dates, records
+        raise DataError(
+            f"{where}: expected a real numeric array, got dtype {a.dtype}; save float or 8-bit "
+            "integer pixel values"
+        )
+
+
+def _integer_scale(lo: int, hi: int, path: Path) -> float:
+    """What integer data are divided by: 1 for binary 0/1, 255 for 8-bit pixels; else refused."""
+    if lo < 0 or hi > 255:
+        raise DataError(
+            f"{path}: integer data are read as binary 0/1 or as 8-bit pixels 0..255 (divided "
+            f"by 255), but these range over [{lo}, {hi}]; save them as floats scaled as the "
+            "model needs"
+        )
+    return 1.0 if hi <= 1 else 255.0
+
+
 def _as_images(arrays: dict[str, np.ndarray], path: Path) -> dict[str, torch.Tensor]:
     """The data arrays of one file as float32 tensors ``(N, *x_shape)``; ``(N, H, W)`` gets a channel.
 
@@ -450,34 +658,16 @@ def _as_images(arrays: dict[str, np.ndarray], path: Path) -> dict[str, torch.Ten
     else is refused, since no scale can be guessed for it.
     """
     for key, a in arrays.items():
-        where = f"{path}: array {key!r}"
-        check_rows(a.shape, where)
-        kind = a.dtype.kind
-        if kind not in "biuf":  # complex, strings, objects, dates, records
-            raise DataError(
-                f"{where}: expected a real numeric array, got dtype {a.dtype}; save float or 8-bit "
-                "integer pixel values"
-            )
+        _check_kind(a, f"{path}: array {key!r}")
     ints = [a for a in arrays.values() if a.dtype.kind in "biu"]
     scale = 1.0
     if ints:
-        lo = min(int(a.min()) for a in ints)
-        hi = max(int(a.max()) for a in ints)
-        if lo < 0 or hi > 255:
-            raise DataError(
-                f"{path}: integer data are read as binary 0/1 or as 8-bit pixels 0..255 (divided "
-                f"by 255), but these range over [{lo}, {hi}]; save them as floats scaled as the "
-                "model needs"
-            )
-        scale = 1.0 if hi <= 1 else 255.0
+        scale = _integer_scale(
+            min(int(a.min()) for a in ints), max(int(a.max()) for a in ints), path
+        )
     out = {}
     for key, a in arrays.items():
-        if a.dtype.kind in "biu":
-            x = torch.as_tensor(a.astype(np.float32) / np.float32(scale))
-        else:
-            x = torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)
-        if x.ndim == 3:  # (N, H, W): one channel
-            x = x.unsqueeze(1)
+        x = convert_rows(a, scale)
         if not torch.isfinite(x).all():
             raise DataError(
                 f"{path}: array {key!r} contains NaN or infinite values (or values beyond "
@@ -531,6 +721,13 @@ def _array_file(path: Path, test_fraction: float, fraction_given: bool = False) 
     if not path.exists():
         raise DataError(f"no such data file: {path}")
     try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {streaming.one_line(e)}") from None
+    if magic == b"\x93NUMPY":
+        return _npy(path, test_fraction)
+    try:
         loaded = np.load(path, allow_pickle=False)
     except ValueError as e:
         if "Object arrays" in str(e):
@@ -541,7 +738,7 @@ def _array_file(path: Path, test_fraction: float, fraction_given: bool = False) 
         raise DataError(f"cannot read {path} as a NumPy array file: {e}") from None
     except Exception as e:
         raise DataError(f"cannot read {path} as a NumPy array file: {e}") from None
-    if isinstance(loaded, np.ndarray):
+    if isinstance(loaded, np.ndarray):  # not reached for a .npy file, memory-mapped by _npy
         x = _as_images({"x": loaded}, path)["x"]
         xtr, xte, _, _ = _split(x, None, test_fraction)
         return Dataset(str(path), xtr, xte)
@@ -586,3 +783,58 @@ def _npz(
         num_classes = int(max(y_tr.max(), y_te.max())) + 1
         _check_class_count(num_classes, xtr.shape[0], str(path))
     return Dataset(str(path), xtr, xte, y_tr, y_te, num_classes)
+
+
+def _npy(path: Path, test_fraction: float) -> Dataset:
+    """A .npy file, memory-mapped: the test rows are read (a tensor), the training rows stay a lazy
+    :class:`~pyro_vae.streaming.NpyRows`. Converted as :func:`_as_images` converts arrays, and split
+    as :func:`_split` splits them, so the values are those of reading the file whole."""
+    try:
+        a = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as e:
+        if "Python objects" in str(e) or "Object arrays" in str(e):
+            raise DataError(
+                f"{path} holds Python objects (an object array); save numeric arrays only "
+                "(e.g. np.asarray(x, dtype=np.float32))"
+            ) from None
+        if "mmap length" in str(e):
+            raise DataError(
+                f"cannot read {path} as a NumPy array file: it is shorter than its header says "
+                "(truncated); write or download it again"
+            ) from None
+        raise DataError(
+            f"cannot read {path} as a NumPy array file: {streaming.one_line(e)}"
+        ) from None
+    except Exception as e:
+        raise DataError(
+            f"cannot read {path} as a NumPy array file: {streaming.one_line(e)}"
+        ) from None
+    _check_kind(a, f"{path}: array 'x'")
+    source = NpyRows(path, a)
+    if a.dtype.kind in "biu":  # one pass over the file for the scale, as _as_images reads it
+        lo, hi = source.raw_extremes()
+        source.scale = _integer_scale(int(lo), int(hi), path)
+        source.set_integer_range(int(lo), int(hi))
+    elif a.nbytes <= streaming.SCAN_BYTES:
+        source.scan()  # NaN and infinities refused now; a larger file's rows are checked as read
+    tr, te = _split_indices(len(source), test_fraction)
+    test = source.select(te).materialize()
+    return Dataset(str(path), source.select(tr), test)
+
+
+def _image_folder(config: DataConfig) -> Dataset:
+    """``folder:PATH``: the images' headers checked now, the test split decoded (with
+    ``config.workers`` DataLoader processes), the training split left to read lazily."""
+    path = config.dataset[len(FOLDER_PREFIX) :]
+    source, labels, classes = streaming.scan_folder(path, config.image_size, config.image_mode)
+    tr, te = _split_indices(len(source), config.test_fraction)
+    w = config.workers
+    workers = w if isinstance(w, int) and not isinstance(w, bool) and 0 <= w <= MAX_WORKERS else 0
+    test = source.select(te).materialize(workers=workers)
+    y_tr = y_te = num_classes = None
+    if labels is not None and classes is not None:
+        y = torch.as_tensor(labels)
+        y_tr, y_te = y[tr], y[te]
+        num_classes = len(classes)
+        _check_class_count(num_classes, tr.shape[0], config.dataset)
+    return Dataset(config.dataset, source.select(tr), test, y_tr, y_te, num_classes)
