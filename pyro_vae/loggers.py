@@ -1,4 +1,4 @@
-"""Experiment logs through Lightning's loggers: a CSV log always, TensorBoard, W&B or MLflow on request.
+"""Experiment logs: a CSV log always, TensorBoard, W&B or MLflow (Lightning's loggers) on request.
 
 Each logger writes under ``<run dir>/logs/<name>/``, beside the run's own ``metrics.jsonl``::
 
@@ -27,7 +27,8 @@ from the first epoch logged on resume, and TensorBoard hides its events from tha
 ``purge_step``), as ``metrics.jsonl`` is cut back to the checkpoint; W&B and MLflow cannot drop a
 point, and show such an epoch twice at the same step.
 
-Lightning is imported only when loggers are opened: it takes seconds, and ``import pyro_vae`` must not.
+Lightning is imported only when one of its loggers is asked for: it takes seconds to import, and a
+process that imports it trains more slowly afterwards (see :class:`CSVLog`).
 """
 
 from __future__ import annotations
@@ -247,13 +248,81 @@ def open_loggers(
     return RunLoggers(opened, resume=resume)
 
 
-def csv_logger(run_dir: Path, name: str = "", *, resume: bool = False) -> Logger:
+def csv_logger(run_dir: Path, name: str = "", *, resume: bool = False) -> CSVLog:
     """The CSV log: ``<run_dir>/logs/csv/metrics.csv`` and ``hparams.yaml``, flushed every step.
 
     ``resume=True`` appends to an existing ``metrics.csv`` (its header kept, widened if a new metric
     appears); without it an existing file is replaced. ``name`` is unused (the directory is fixed).
     """
-    return _csv_class()(Path(run_dir) / LOGS, resume=resume)
+    return CSVLog(Path(run_dir) / LOGS, resume=resume)
+
+
+class CSVLog:
+    """The always-on CSV log, in the layout of Lightning's ``CSVLogger`` (a ``step`` column, one
+    column per metric; ``hparams.yaml``), with its logger interface.
+
+    Written with the ``csv`` module rather than by Lightning's logger: importing Lightning slows
+    every later training step of the process by about 5% on the CPU (a larger heap for the garbage
+    collector among other things; benchmarks/RESULTS.md), and a run on one device must pay nothing
+    for scale-out. The other loggers are Lightning's, imported only when asked for.
+    """
+
+    def __init__(self, root_dir: Path, *, resume: bool = False) -> None:
+        self.log_dir = Path(root_dir) / CSV
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics_file_path = self.log_dir / "metrics.csv"
+        self.metrics_keys: list[str] = []
+        if resume and self.metrics_file_path.is_file():
+            with open(self.metrics_file_path, newline="") as f:
+                self.metrics_keys = next(csv.reader(f), [])  # appends keep this header
+        elif self.metrics_file_path.exists():
+            self.metrics_file_path.unlink()  # a new run's log replaces an old attempt's
+
+    def log_hyperparams(self, params: Mapping[str, Any]) -> None:
+        import yaml
+
+        from .checkpoint import atomic_write_text
+
+        text = yaml.safe_dump(dict(params), sort_keys=True, default_flow_style=False)
+        atomic_write_text(self.log_dir / "hparams.yaml", text)
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int) -> None:
+        row = {"step": step, **metrics}
+        new = [k for k in row if k not in self.metrics_keys]
+        if new or not self.metrics_file_path.is_file():
+            self.metrics_keys += new  # a new column: the file is rewritten with the wider header
+            self._rewrite([*self._rows(), row])
+            return
+        with open(self.metrics_file_path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.metrics_keys).writerow(row)
+
+    def continue_at(self, step: int) -> None:
+        """Remove the rows at ``step`` and after (epochs a resumed run repeats)."""
+        rows = self._rows()
+        kept = [row for row in rows if _step(row.get("step") or "") < step]
+        if len(kept) != len(rows):
+            self._rewrite(kept)
+
+    def save(self) -> None:
+        """Every row is written when it is logged."""
+
+    def finalize(self, status: str) -> None:
+        """Nothing stays open between rows."""
+
+    def _rows(self) -> list[dict[str, str]]:
+        if not self.metrics_file_path.is_file():
+            return []
+        with open(self.metrics_file_path, newline="") as f:
+            return list(csv.DictReader(f))
+
+    def _rewrite(self, rows: list[dict[str, Any]]) -> None:
+        from .checkpoint import atomic_write_text
+
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=self.metrics_keys)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.metrics_file_path, text.getvalue())
 
 
 @LOGGERS.register("tensorboard")
@@ -337,82 +406,8 @@ def _step(value: str) -> float:
         return math.inf  # a row that cannot be read as a step is not kept by a resume
 
 
-# The classes below subclass Lightning's, so they are built on first use (Lightning is slow to import).
-
-
-@functools.cache
-def _csv_class() -> type[Logger]:
-    from lightning.fabric.loggers import CSVLogger
-    from lightning.fabric.loggers.csv_logs import _ExperimentWriter
-    from lightning.fabric.loggers.logger import rank_zero_experiment
-    from lightning.fabric.utilities.rank_zero import rank_zero_only
-
-    class Writer(_ExperimentWriter):
-        """Lightning's CSV writer, which deletes an existing ``metrics.csv``, made to continue one
-        (``keep``), to drop rows a resume repeats, and to write ``hparams.yaml``."""
-
-        def __init__(self, log_dir: str, keep: bool) -> None:
-            self._keep = keep  # read by _check_log_dir_exists, which the base __init__ calls
-            super().__init__(log_dir)
-            if keep and os.path.isfile(self.metrics_file_path):
-                with open(self.metrics_file_path, newline="") as f:
-                    self.metrics_keys = next(csv.reader(f), [])  # appends keep this header
-
-        def _check_log_dir_exists(self) -> None:
-            if not self._keep and os.path.isfile(self.metrics_file_path):
-                os.remove(self.metrics_file_path)  # a new run's log replaces an old attempt's
-
-        def drop_from(self, step: int) -> None:
-            """Remove the rows at ``step`` and after from ``metrics.csv``."""
-            self.save()
-            if not os.path.isfile(self.metrics_file_path):
-                return
-            with open(self.metrics_file_path, newline="") as f:
-                rows = list(csv.DictReader(f))
-            kept = [row for row in rows if _step(row.get("step") or "") < step]
-            if len(kept) == len(rows):
-                return
-            from .checkpoint import atomic_write_text
-
-            text = io.StringIO()
-            writer = csv.DictWriter(text, fieldnames=self.metrics_keys)
-            writer.writeheader()
-            writer.writerows(kept)
-            atomic_write_text(Path(self.metrics_file_path), text.getvalue())
-
-        def log_hparams(self, params: dict[str, Any]) -> None:
-            import yaml
-
-            from .checkpoint import atomic_write_text
-
-            text = yaml.safe_dump(params, sort_keys=True, default_flow_style=False)
-            atomic_write_text(Path(self.log_dir) / "hparams.yaml", text)
-
-    class PyroVAECSVLogger(CSVLogger):
-        """Lightning Fabric's CSV logger in ``<logs>/csv/`` (no version directory), flushed every
-        step, continued on resume, with the hyperparameters in ``hparams.yaml``."""
-
-        def __init__(self, root_dir: Path, *, resume: bool = False) -> None:
-            super().__init__(root_dir, name=CSV, version="", flush_logs_every_n_steps=1)
-            self._resume = resume
-
-        @property
-        @rank_zero_experiment
-        def experiment(self) -> Writer:
-            if self._experiment is None:
-                os.makedirs(self.root_dir, exist_ok=True)
-                self._experiment = Writer(self.log_dir, keep=self._resume)
-            return self._experiment
-
-        @rank_zero_only
-        def log_hyperparams(self, params: Any) -> None:
-            self.experiment.log_hparams(dict(params))
-
-        @rank_zero_only
-        def continue_at(self, step: int) -> None:
-            self.experiment.drop_from(step)
-
-    return PyroVAECSVLogger
+# The classes below subclass Lightning's, so they are built on first use (Lightning is slow to import,
+# and slows the training steps of a process that imports it: see CSVLog).
 
 
 @functools.cache
