@@ -100,3 +100,39 @@ def test_device_errors_name_the_devices_there_are() -> None:
         resolve_device(f"cuda:{count}")
     assert resolve_device("auto").type == "cuda"
     assert resolve_device("cuda:0").index == 0
+
+
+def test_bf16_mixed_trains_on_cuda_with_float32_bounds() -> None:
+    from pyro_vae.cli import train_config
+
+    config = train_config(["--epochs", "1", "--device", "cuda", "--precision", "bf16-mixed"])
+    result = train(config, progress=False)
+    assert math.isfinite(result.history[0]["test_elbo"])
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())
+
+
+def test_streaming_to_cuda_equals_the_tensor_on_the_device() -> None:
+    """Pinned memory and non-blocking copies give the same batches, so the same training."""
+    from pyro_vae.cli import train_config
+
+    results = []
+    for loading in ("device", "stream"):
+        argv = ["--epochs", "1", "--device", "cuda", "--loading", loading]
+        results.append(train(train_config(argv), progress=False).model.state_dict())
+    for name, value in results[0].items():
+        assert torch.equal(value, results[1][name]), name
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+def test_ddp_on_two_gpus_through_the_cli(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    cmd = [sys.executable, "-m", "pyro_vae", "train", "--devices", "2", "--device", "cuda"]
+    cmd += ["--epochs", "2", "--run-dir", str(tmp_path / "run"), "--no-plots", "--no-progress"]
+    run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    config, model, data = load_run(tmp_path / "run")  # reloads on the CPU
+    assert config.train.devices == 2
