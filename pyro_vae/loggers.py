@@ -98,16 +98,16 @@ def check_loggers(names: tuple[str, ...]) -> None:
     whose package is not installed (the message gives the ``pip install`` that adds it). Cheap: it
     looks packages up without importing them.
     """
-    seen: set[str] = set()
-    for name in _names(names):
+    names = _names(names)
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # before the other checks: the one mistake in the whole list, whatever its names
+        raise ConfigError(f"--logger {twice[0]} is given twice; name each logger once")
+    for name in names:
         if name == CSV:
             raise ConfigError(
                 f"--logger {CSV}: the CSV log is always written (to <run dir>/{LOGS}/{CSV}/"
                 "metrics.csv); drop --logger csv"
             )
-        if name in seen:
-            raise ConfigError(f"--logger {name} is given twice; name each logger once")
-        seen.add(name)
         try:
             LOGGERS.get(name)  # loads entry-point plugins before giving up on a name
         except ConfigError:
