@@ -679,6 +679,13 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise Terminated
 
 
+def _program() -> str:
+    """``pyro-vae``, or ``pyro-vae (rank N)`` in a process of a data-parallel run other than rank 0,
+    so that the error lines every process prints can be told apart."""
+    rank = os.environ.get("RANK") or os.environ.get("LOCAL_RANK")
+    return f"pyro-vae (rank {rank})" if rank and rank != "0" else "pyro-vae"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``pyro-vae`` program: every failure ends in one line on stderr, never a traceback
     (``--debug`` shows it). Exit status 2: bad input; 1: an internal error (a bug to report);
@@ -699,7 +706,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except PyroVAEError as e:
-        print(f"pyro-vae: error: {e}", file=sys.stderr)
+        print(f"{_program()}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         hint = ""
