@@ -8,7 +8,7 @@ from .guides import GUIDES
 from .likelihoods import LIKELIHOODS
 from .models import MODELS, VAE, Model, build_model
 from .objectives import OBJECTIVES
-from .plan import TrainingPlan
+from .plan import Feed, TrainingPlan
 from .plugins import import_plugin
 from .priors import PRIORS
 from .train import TrainResult, load_run, train
@@ -24,6 +24,7 @@ __all__ = [
     "VAE",
     "Model",
     "TrainingPlan",
+    "Feed",
     "CheckpointError",
     "ConfigError",
     "DataConfig",
