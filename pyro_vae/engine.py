@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -179,13 +181,19 @@ class Engine:
                 out[r][key] = part.cpu()
         return out
 
-    def stop_others(self) -> None:
-        """After a failure on the launching process: end the processes it started, which would
-        otherwise wait in their next collective until it times out."""
+    def stop_others(self, grace: float = 5.0) -> None:
+        """After a failure on the launching process: end the processes it started. Those that
+        stopped on the same error (a non-finite loss stops every process) exit by themselves within
+        ``grace`` seconds, having reported it; those waiting in a collective for this process would
+        wait until it times out, and are killed."""
         launcher = getattr(getattr(self.fabric, "_strategy", None), "launcher", None)
+        deadline = time.monotonic() + grace
         for proc in getattr(launcher, "procs", []):
-            with contextlib.suppress(OSError):
-                proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            if proc.poll() is None:
+                with contextlib.suppress(OSError):
+                    proc.kill()
 
 
 _CURRENT: ContextVar[Engine | None] = ContextVar("pyro_vae_engine", default=None)
@@ -212,8 +220,8 @@ def engine_for(t: TrainConfig, device: torch.device, *, partial_steps: bool = Tr
 
     ``partial_steps``: some steps of the model's plan leave parameters unused (M2's classifier
     step), which DDP must look for after every forward pass (:attr:`pyro_vae.Model.partial_steps`).
+    The options themselves are checked by :meth:`RunConfig.validate` (:func:`check_engine_options`).
     """
-    check_engine_options(t)
     world = t.devices * t.num_nodes
     dtype = torch.bfloat16 if t.precision == "bf16-mixed" else None
     if t.precision == "bf16-mixed" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -257,13 +265,12 @@ def engine_for(t: TrainConfig, device: torch.device, *, partial_steps: bool = Tr
     from lightning.fabric import Fabric
     from lightning.fabric.strategies import DDPStrategy
 
-    strategy: Any = DDPStrategy(find_unused_parameters=partial_steps) if world > 1 else "auto"
     try:
         fabric = Fabric(
             accelerator=device.type,
             devices=devices,
             num_nodes=t.num_nodes,
-            strategy=strategy,
+            strategy=DDPStrategy(find_unused_parameters=partial_steps),
         )
     except (ValueError, RuntimeError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -309,12 +316,6 @@ class FabricSVI:
         zero_grads(params)
         return engine.mean(loss)
 
-    def evaluate_loss(self, *args: Any, **kwargs: Any) -> float:
-        with torch.no_grad():
-            return self.engine.mean(
-                torch.as_tensor(self.objective.loss(self.model, self.guide, *args, **kwargs))
-            )
-
     def _check_params(self, trace: Any) -> None:
         """Every parameter must belong to the model module that DDP averages the gradients of."""
         owned = {id(p) for p in self.engine.module.parameters()}
@@ -323,7 +324,7 @@ class FabricSVI:
             for name, site in trace.nodes.items()
             if id(site["value"].unconstrained()) not in owned
         ]
-        if stray and self.engine.distributed:
+        if stray:
             raise ConfigError(
                 f"the parameter(s) {', '.join(sorted(stray)[:3])} are made by pyro.param outside "
                 "the model's nn.Module, so data-parallel training could not average their "

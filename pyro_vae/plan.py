@@ -108,10 +108,6 @@ class Feed:
         perm = torch.randperm(indices.numel(), generator=self.generator).to(indices.device)
         return shard(indices[perm], batch_size, self.rank, self.world)
 
-    def num_batches(self, n: int, batch_size: int) -> int:
-        """How many batches :meth:`shuffle` makes of ``n`` indices in this run."""
-        return num_batches(n, batch_size, self.world)
-
     def __call__(self, batches: Sequence[torch.Tensor]) -> Iterator[torch.Tensor]:
         """The training rows of each batch in turn, on the training device (streamed and
         prefetched when the data set streams; redrawn under dynamic binarization)."""

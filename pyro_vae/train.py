@@ -225,8 +225,8 @@ def _train(
         optim.set_state(_named(checkpoint["optim"], "{model}", prefix, checkpoint["config"]))
         rng = checkpoint["rng"]
         _set_rng_state(rng["ranks"][engine.rank] if "ranks" in rng else rng, device)
-        if "order" in rng:
-            feed.load_state_dict({"generator": rng["order"]})
+        if "feed" in checkpoint:  # the data order (checkpoints before scale-out have none)
+            feed.load_state_dict(checkpoint["feed"])
         start_epoch = checkpoint["epoch"]
         plan.load_state_dict(checkpoint.get("plan", {}))
         history = _read_metrics(run_dir / METRICS)[:start_epoch]
@@ -293,7 +293,6 @@ def _train(
             rng = _rng_state(device)
             if engine.distributed:
                 rng["ranks"] = engine.gather(dict(rng))
-            rng["order"] = feed.generator.get_state()
             failure: BaseException | None = None
             if writes:
                 try:
@@ -309,6 +308,7 @@ def _train(
                         optim=_named(optim_state, prefix, "{model}"),
                         rng=rng,
                         plan=plan.state_dict(),
+                        feed=feed.state_dict(),
                         data_fingerprint=data_id,
                     )
                 except Exception as e:  # the others must not wait for rank 0 in the next step
