@@ -83,7 +83,7 @@ def test_bad_scale_out_options_are_one_line_errors(argv: list[str], message: str
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only message")
-def test_more_gpus_than_exist_is_refused() -> None:
+def test_devices_on_cuda_without_a_gpu_is_refused() -> None:
     with pytest.raises(PyroVAEError, match="CUDA"):
         train(train_config(["--devices", "2", "--device", "cuda"]), progress=False)
 
