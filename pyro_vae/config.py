@@ -77,6 +77,11 @@ class DataConfig:
         metavar="DIR",
         default_help="$PYRO_VAE_DATA or ~/.cache/pyro-vae",
     )
+    dataset_options: dict[str, Any] = option(
+        factory=dict,
+        help="data set option, e.g. size=20000 for dsprites",
+        flags=("--dataset-opt",),
+    )
     binarize: str = option(
         "none", "none (pixels in [0,1]), dynamic (redrawn every epoch) or static", metavar="MODE"
     )
@@ -409,6 +414,9 @@ class RunConfig:
         check_model_options(config, model_class)
         if check_data:
             check_data_options(config.data)
+            from .data import dataset_options
+
+            config = config.replace(data={"dataset_options": dataset_options(config.data)})
         return config
 
 

@@ -25,6 +25,7 @@ import torch
 from . import streaming
 from .config import DataConfig
 from .errors import ConfigError, DataError
+from .factors import FactorDataset, FactorSplit
 from .registry import Registry
 from .streaming import LOADINGS, MAX_WORKERS, NpyRows, RowSource, TensorRows, convert_rows
 
@@ -68,6 +69,9 @@ class Dataset:
     workers: int = field(default=0, repr=False)
     #: the dtype a streamed training set's batches are cast to (``None``: float32)
     train_dtype: torch.dtype | None = field(default=None, repr=False)
+    #: the generative factors of the data, where known (:class:`~pyro_vae.factors.FactorSplit`):
+    #: the disentanglement metrics need them
+    factors: FactorSplit | None = field(default=None, repr=False)
 
     @property
     def x_shape(self) -> tuple[int, ...]:
@@ -362,6 +366,8 @@ class DatasetSource:
 
     ``options`` names the :class:`~pyro_vae.config.DataConfig` fields it reads besides ``dataset``
     and ``binarize`` (every data set is binarized the same way); the others are refused for it.
+    A source with options of its own (``--dataset-opt KEY=VALUE``) declares them as keyword-only
+    parameters of its ``__call__`` (:class:`DSpritesSource`), typed and checked by the registry.
     """
 
     load: Callable[[DataConfig], Dataset]
@@ -373,7 +379,7 @@ class DatasetSource:
 
 
 #: name -> :class:`DatasetSource`; a path ending in .npz or .npy is read by :data:`ARRAY_FILE`
-DATASETS: Registry[DatasetSource] = Registry("data set", base=DatasetSource)
+DATASETS: Registry[DatasetSource] = Registry("data set", base=DatasetSource, supplied=("config",))
 
 
 def _data_dir(config: DataConfig) -> Path:
@@ -401,6 +407,51 @@ DATASETS.register("fashion-mnist")(
         "Fashion-MNIST through torchvision, from --data-dir",
     )
 )
+
+
+@dataclass(frozen=True)
+class DSpritesSource(DatasetSource):
+    """``--dataset dsprites``: the rendered dSprites (:mod:`pyro_vae.dsprites`), split at random
+    (fixed by ``split_seed``) into ``test_size`` test images and ``size`` training images (all
+    the rest when ``size`` is None: 737,280 less the test set, rendered as batches are read). The
+    factor labels come along (``Dataset.factors``) for the disentanglement metrics."""
+
+    def __call__(
+        self,
+        config: DataConfig,
+        *,
+        size: int | None = None,
+        test_size: int = 5000,
+        split_seed: int = 0,
+    ) -> Dataset:
+        from . import dsprites
+
+        n = dsprites.NUM_IMAGES
+        if not 1 <= test_size < n:
+            raise ConfigError(f"dsprites test_size must lie in 1..{n - 1}, got {test_size}")
+        room = n - test_size
+        if size is not None and not 1 <= size <= room:
+            raise ConfigError(
+                f"dsprites size must lie in 1..{room} (the images less the {test_size} test "
+                f"ones), got {size}"
+            )
+        perm = np.random.default_rng(split_seed).permutation(n)
+        test_idx = np.sort(perm[:test_size])
+        train_idx = np.sort(perm[test_size : test_size + (room if size is None else size)])
+        source = dsprites.DSprites()
+        train = dsprites.DSpritesRows().select(train_idx)
+        test = source.observations(test_idx)
+        return Dataset("dsprites", train, test, factors=FactorSplit(source, test_idx))
+
+
+DATASETS.register("dsprites")(
+    DSpritesSource(
+        lambda c: DSpritesSource.__call__(DATASETS.get("dsprites"), c),
+        frozenset(),
+        "the rendered dSprites, 737,280 images with 5 factors (--dataset-opt size=N)",
+    )
+)
+
 #: a .npz (x, y or x_train, x_test, y_train, y_test) or .npy (x) file named by its path; a .npy file
 #: is memory-mapped and its training rows read lazily (:class:`~pyro_vae.streaming.NpyRows`)
 ARRAY_FILE = DatasetSource(
@@ -449,10 +500,24 @@ def dataset_source(name: str) -> DatasetSource:
 _SOURCE_OPTIONS = ("data_dir", "test_fraction", "image_size", "image_mode")
 
 
+def dataset_options(config: DataConfig) -> dict[str, object]:
+    """``--dataset-opt`` options checked against the data set's signature and typed; refused for a
+    data set that takes none."""
+    if isinstance(config.dataset, str) and config.dataset in DATASETS:
+        return DATASETS.options(config.dataset, config.dataset_options)
+    if config.dataset_options:
+        raise ConfigError(
+            f"--dataset {config.dataset} takes no --dataset-opt; it was given "
+            f"{', '.join(sorted(config.dataset_options))}"
+        )
+    return {}
+
+
 def check_data_options(config: DataConfig) -> None:
     """Refuse data options the chosen data set does not read (e.g. --data-dir for digits), and
     values no data set can use (--image-size, --image-mode, --loading, --workers)."""
     source = dataset_source(config.dataset)
+    dataset_options(config)
     defaults = DataConfig()
     for name in _SOURCE_OPTIONS:
         if getattr(config, name) != getattr(defaults, name) and name not in source.options:
@@ -491,7 +556,7 @@ def load_dataset(config: DataConfig) -> Dataset:
     :class:`~pyro_vae.streaming.RowSource` (nothing is read whole until :meth:`Dataset.to`); the
     registered data sets and .npz files are tensors. The data are checked by :meth:`Dataset.check`
     (a registered source may return anything)."""
-    ds = dataset_source(config.dataset)(config)
+    ds = dataset_source(config.dataset)(config, **dataset_options(config))
     if not isinstance(ds, Dataset):
         raise DataError(
             f"the data set {config.dataset!r} loaded a {type(ds).__name__}, not a "
@@ -751,6 +816,12 @@ def _npz(
 ) -> Dataset:
     keys = set(loaded.files)
     y_tr = y_te = None
+    factors = None
+    if "factors" in keys and "x" not in keys:
+        raise DataError(
+            f"{path}: 'factors' label the rows of 'x' (one row of factor labels per datum); save "
+            "the data as one array 'x' with its 'factors', and the test split is drawn from them"
+        )
     if {"x_train", "x_test"} <= keys:
         if fraction_given:
             raise ConfigError(
@@ -768,7 +839,20 @@ def _npz(
     elif "x" in keys:
         x = _as_images({"x": _read(loaded, "x", path)}, path)["x"]
         y = _as_labels(_read(loaded, "y", path), x.shape[0], path, "y") if "y" in keys else None
-        xtr, xte, y_tr, y_te = _split(x, y, test_fraction)
+        tr, te = _split_indices(x.shape[0], test_fraction)
+        xtr, xte = x[tr], x[te]
+        y_tr, y_te = (y[tr], y[te]) if y is not None else (None, None)
+        if "factors" in keys:
+            names = _read(loaded, "factor_names", path) if "factor_names" in keys else None
+            try:
+                source = FactorDataset(
+                    _read(loaded, "factors", path),
+                    x=x,
+                    factor_names=None if names is None else [str(n) for n in names],
+                )
+            except DataError as e:
+                raise DataError(f"{path}: {e}") from None
+            factors = FactorSplit(source, te.numpy())
     else:
         raise DataError(
             f"{path} has arrays {sorted(keys)}; expected 'x' (and optionally 'y'), "
@@ -782,7 +866,7 @@ def _npz(
     if y_tr is not None:
         num_classes = int(max(y_tr.max(), y_te.max())) + 1
         _check_class_count(num_classes, xtr.shape[0], str(path))
-    return Dataset(str(path), xtr, xte, y_tr, y_te, num_classes)
+    return Dataset(str(path), xtr, xte, y_tr, y_te, num_classes, factors=factors)
 
 
 def _npy(path: Path, test_fraction: float) -> Dataset:
