@@ -182,10 +182,30 @@ def make_svi(
     return FastSVI(model, guide, optim, objective, compile=FAST_MODES[mode])  # type: ignore[return-value]
 
 
+def unweighted(objective: ELBO) -> ELBO:
+    """The objective itself, or the one :class:`KLWeighted` weights."""
+    return objective.inner if isinstance(objective, KLWeighted) else objective
+
+
+def prepare(objective: ELBO, n: int, world: int) -> None:
+    """Tell an objective what it needs to know of the training set before the first step: its
+    size N (:class:`~pyro_vae.objectives.NeedsDataSize`); an objective that trains a part of its
+    own (:class:`~pyro_vae.objectives.AuxiliaryStep`) runs in one process only."""
+    from .objectives import AuxiliaryStep, NeedsDataSize
+
+    inner = unweighted(objective)
+    if isinstance(inner, NeedsDataSize):
+        inner.set_data_size(n)
+    if isinstance(inner, AuxiliaryStep) and world > 1:
+        raise ConfigError(
+            "this objective trains a part of its own (a discriminator) that data-parallel "
+            "training does not share between processes; train it with --devices 1"
+        )
+
+
 def is_jit(objective: ELBO) -> bool:
     """Whether ``objective`` (or the objective it weights) is compiled, so needs one batch shape."""
-    inner = objective.inner if isinstance(objective, KLWeighted) else objective
-    return type(inner).__name__.startswith("Jit")
+    return type(unweighted(objective)).__name__.startswith("Jit")
 
 
 class UnsupervisedPlan(Plan):
@@ -203,10 +223,12 @@ class UnsupervisedPlan(Plan):
         objective: ELBO,
     ) -> None:
         self.objective = objective
+        self.model = model
         self.svi = make_svi(model.model, model.guide, optim, objective, config)
         self.batch_size = b = config.train.batch_size
         self.n = n = data.train.shape[0]
         world = world_size(config)
+        prepare(objective, n, world)
         per_process = -(-n // world)
         self.steps_per_epoch = per_process // b if is_jit(objective) else num_batches(n, b, world)
         if self.steps_per_epoch < 1:
@@ -218,6 +240,26 @@ class UnsupervisedPlan(Plan):
             )
 
     def epoch(self, feed: Feed) -> Iterator[tuple[float, int]]:
+        from .objectives import AuxiliaryStep
+
+        inner = unweighted(self.objective)
+        auxiliary = inner if isinstance(inner, AuxiliaryStep) else None
         batches = feed.shuffle(self.n, self.batch_size)[: self.steps_per_epoch]
         for idx, x in zip(batches, feed(batches)):
-            yield self.svi.step(x), idx.shape[0]
+            loss = self.svi.step(x)
+            if auxiliary is not None:
+                auxiliary.auxiliary_step(self.model.model, self.model.guide, x)
+            yield loss, idx.shape[0]
+
+    def state_dict(self) -> dict[str, Any]:
+        from .objectives import AuxiliaryStep
+
+        inner = unweighted(self.objective)
+        return {"objective": inner.state_dict()} if isinstance(inner, AuxiliaryStep) else {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        from .objectives import AuxiliaryStep
+
+        inner = unweighted(self.objective)
+        if isinstance(inner, AuxiliaryStep) and "objective" in state:
+            inner.load_state_dict(state["objective"])
