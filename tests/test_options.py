@@ -19,6 +19,10 @@ from pyro_vae.cli import options, train_config
 AUDIT: dict[str, tuple[list[str], list[str]]] = {
     "--dataset": ([], ["--dataset", "{other}"]),
     "--data-dir": ([], ["--data-dir", "{tmp}"]),
+    "--dataset-opt": (
+        ["--dataset", "dsprites", "--dataset-opt", "size=32", "--dataset-opt", "test_size=16"],
+        ["--dataset-opt", "split_seed=1"],
+    ),
     "--binarize": ([], ["--binarize", "static"]),
     "--test-fraction": ([], ["--test-fraction", "0.3"]),
     "--latent-dim": ([], ["--latent-dim", "3"]),

@@ -62,7 +62,9 @@ class FactorVAE(LatentObjective):
         if not math.isfinite(gamma) or gamma < 0:
             raise ConfigError(f"factorvae option gamma must be a finite number >= 0, got {gamma!r}")
         if not disc_hidden or any(int(h) < 1 for h in disc_hidden):
-            raise ConfigError(f"factorvae option disc_hidden needs positive sizes, got {disc_hidden}")
+            raise ConfigError(
+                f"factorvae option disc_hidden needs positive sizes, got {disc_hidden}"
+            )
         if not math.isfinite(disc_lr) or disc_lr <= 0:
             raise ConfigError(f"factorvae option disc_lr must be positive, got {disc_lr!r}")
         self.gamma = float(gamma)
@@ -117,7 +119,7 @@ class FactorVAE(LatentObjective):
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        return float(loss)
+        return loss.item()
 
     def state_dict(self) -> dict[str, Any]:
         if self.discriminator is None or self.optimizer is None:
