@@ -2,6 +2,7 @@
 
 from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from .data import Dataset, load_dataset
+from .disentangle import disentanglement
 from .errors import CheckpointError, ConfigError, DataError, PyroVAEError, TrainingDiverged
 from .evaluate import elbo, log_likelihood
 from .guides import GUIDES
@@ -37,6 +38,7 @@ __all__ = [
     "TrainResult",
     "TrainingDiverged",
     "build_model",
+    "disentanglement",
     "elbo",
     "import_plugin",
     "log_likelihood",

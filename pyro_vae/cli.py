@@ -253,6 +253,32 @@ def build_parser() -> argparse.ArgumentParser:
         "all training labels)",
     )
 
+    q = run_parser(
+        "disentangle",
+        "score a trained run's representation against the data's known factors (dsprites, or a "
+        ".npz with factors): MIG, SAP, DCI, FactorVAE and beta-VAE scores; figures of the "
+        "latent x factor mutual information and of traversals labelled by factor",
+    )
+    q.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    q.add_argument(
+        "--points",
+        type=int,
+        default=None,
+        help="test points for MIG, SAP and DCI (default all; disentanglement_lib: 10000)",
+    )
+    q.add_argument(
+        "--dci-points", type=int, default=None, help="of those, for DCI's trees (default all)"
+    )
+    q.add_argument(
+        "--votes",
+        type=int,
+        nargs=2,
+        default=[10000, 5000],
+        metavar=("TRAIN", "EVAL"),
+        help="factor-matched batches for the FactorVAE and beta-VAE scores",
+    )
+    q.add_argument("--no-figures", dest="figures", action="store_false", help="skip RUN/figures/")
+
     q = run_parser("sample", "draw samples from the prior and decode them")
     q.add_argument("-n", type=int, default=64, help="number of samples")
     q.add_argument(
@@ -445,6 +471,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             train_labels=data.train_labels if args.probe else None,
         )
     )
+    if data.factors is not None:
+        # the metrics of arrays that take seconds; `pyro-vae disentangle` scores all of them
+        from . import disentangle as dis
+
+        result.update(
+            dis.disentanglement(model, data, num_points=x.shape[0], metrics=("mig", "sap"))
+        )
     if args.json:
         print(json.dumps(result))
     else:
@@ -452,6 +485,49 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for k, v in result.items():
             if isinstance(v, list):  # e.g. the KL of each latent dimension
                 v = " ".join(f"{u:.2f}" if isinstance(u, float) else str(u) for u in v)
+            print(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+    return 0
+
+
+def cmd_disentangle(args: argparse.Namespace) -> int:
+    from . import disentangle as dis
+    from .train import load_run
+
+    for name, value in (("--points", args.points), ("--dci-points", args.dci_points)):
+        if value is not None:
+            _positive(name, value)
+    for value in args.votes:
+        _positive("--votes", value)
+    _, model, data = load_run(args.run, args.device)
+    result: dict[str, object] = {"run": str(args.run)}
+    result.update(
+        dis.disentanglement(
+            model,
+            data,
+            num_points=args.points,
+            dci_points=args.dci_points,
+            num_votes=tuple(args.votes),
+        )
+    )
+    if args.figures:
+        assert data.factors is not None  # disentanglement() refused data without factors
+        x = data.test if args.points is None else data.test[: args.points]
+        mi = dis.mutual_information_matrix(
+            dis.encoder(model, args.device)(x), data.factors.test_factors[: x.shape[0]]
+        )
+        out = Path(args.run) / "figures"
+        out.mkdir(exist_ok=True)
+        names = data.factors.factor_names
+        result["figures"] = [
+            str(dis.mi_figure(mi, names, out / "factor_mi.png")),
+            str(dis.traversal_figure(model, x, mi, names, out / "factor_traversals.png")),
+        ]
+    if args.json:
+        print(json.dumps(result))
+    else:
+        width = max(map(len, result))
+        for k, v in result.items():
+            v = " ".join(v) if isinstance(v, list) else v
             print(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
     return 0
 
@@ -634,6 +710,7 @@ COMMANDS = {
     "traverse": cmd_traverse,
     "train": cmd_train,
     "evaluate": cmd_evaluate,
+    "disentangle": cmd_disentangle,
     "sample": cmd_figure,
     "reconstruct": cmd_figure,
     "interpolate": cmd_figure,

@@ -88,7 +88,8 @@ class TrainResult:
 
 def config_differences(a: RunConfig, b: RunConfig) -> list[tuple[str, str, Any, Any]]:
     out = []
-    da, db = a.to_dict(), b.to_dict()
+    # compared as saved (JSON): a tuple option read back from a checkpoint is a list
+    da, db = json.loads(a.to_json()), json.loads(b.to_json())
     for section in da:
         for key in da[section]:
             if da[section][key] != db[section][key]:

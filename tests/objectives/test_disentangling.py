@@ -168,7 +168,7 @@ def test_factorvae_discriminator_estimates_the_total_correlation():
     objective = OBJECTIVES.build(
         "factorvae", num_particles=1, gamma=1.0, disc_hidden=(64, 64), disc_lr=1e-3
     )
-    for _ in range(1500):
+    for _ in range(800):
         objective.auxiliary_step(model, guide, torch.randn(256, 2) @ chol.T)
     z = torch.randn(20000, 2) @ chol.T
     with torch.no_grad():
@@ -181,3 +181,29 @@ def test_factorvae_discriminator_estimates_the_total_correlation():
     fresh.load_state_dict(objective.state_dict())
     with torch.no_grad():
         assert float(fresh.tc_logits(z).mean()) == pytest.approx(estimate)
+
+
+def test_the_plan_sets_the_data_size_and_steps_the_discriminator(tmp_path):
+    import pyro_vae as pv
+    from pyro_vae.checkpoint import load_checkpoint
+
+    def run(objective, options, epochs=1, resume=False):
+        config = pv.RunConfig(
+            data=pv.DataConfig(dataset="digits"),
+            model=pv.ModelConfig(latent_dim=3, hidden=(16,)),
+            train=pv.TrainConfig(
+                epochs=epochs, batch_size=64, objective=objective, objective_options=options
+            ),
+        )
+        return pv.train(config, tmp_path / objective, progress=False, resume=resume)
+
+    result = run("tcvae", {"estimator": "mss"})
+    assert np.isfinite(result.history[-1]["train_elbo"])
+    opts = {"disc_hidden": (16,)}
+    run("factorvae", opts)
+    state = load_checkpoint(tmp_path / "factorvae" / "checkpoint.pt")["plan"]["objective"]
+    weights = state["discriminator"]["0.weight"]
+    assert weights.shape == (16, 3) and state["optimizer"]["state"]  # D was stepped
+    # resumed, the discriminator continues from its saved state
+    resumed = run("factorvae", opts, epochs=2, resume=True)
+    assert len(resumed.history) == 2
