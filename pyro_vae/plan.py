@@ -132,10 +132,26 @@ def schedule(objective: ELBO, epoch: int) -> None:
 
 
 class Plan:
-    """Defaults for a :class:`TrainingPlan`: no state, no extra metrics, the last epoch's weights."""
+    """Defaults for a :class:`TrainingPlan`: no extra metrics, the last epoch's weights, and the
+    objective's own state (a FactorVAE discriminator) as the plan's state.
+
+    :meth:`step` is the step a plan takes on a batch: one SVI step of ``self.svi``, then the
+    objective's own step where it has one (:class:`~pyro_vae.objectives.AuxiliaryStep`) on the same
+    batch."""
 
     steps_per_epoch: int = 0
     objective: ELBO | None = None
+    svi: Any = None
+    model: Any = None
+
+    def step(self, *args: Any) -> float:
+        from .objectives import AuxiliaryStep
+
+        loss = self.svi.step(*args)
+        inner = unweighted(self.objective) if self.objective is not None else None
+        if isinstance(inner, AuxiliaryStep):
+            inner.auxiliary_step(self.model.model, self.model.guide, *args)
+        return loss
 
     def begin_epoch(self, epoch: int) -> None:
         if self.objective is not None:
@@ -148,10 +164,17 @@ class Plan:
         return {}
 
     def state_dict(self) -> dict[str, Any]:
-        return {}
+        from .objectives import AuxiliaryStep
+
+        inner = unweighted(self.objective) if self.objective is not None else None
+        return {"objective": inner.state_dict()} if isinstance(inner, AuxiliaryStep) else {}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        pass
+        from .objectives import AuxiliaryStep
+
+        inner = unweighted(self.objective) if self.objective is not None else None
+        if isinstance(inner, AuxiliaryStep) and "objective" in state:
+            inner.load_state_dict(state["objective"])
 
     def finish(self) -> None:
         pass
@@ -240,26 +263,6 @@ class UnsupervisedPlan(Plan):
             )
 
     def epoch(self, feed: Feed) -> Iterator[tuple[float, int]]:
-        from .objectives import AuxiliaryStep
-
-        inner = unweighted(self.objective)
-        auxiliary = inner if isinstance(inner, AuxiliaryStep) else None
         batches = feed.shuffle(self.n, self.batch_size)[: self.steps_per_epoch]
         for idx, x in zip(batches, feed(batches)):
-            loss = self.svi.step(x)
-            if auxiliary is not None:
-                auxiliary.auxiliary_step(self.model.model, self.model.guide, x)
-            yield loss, idx.shape[0]
-
-    def state_dict(self) -> dict[str, Any]:
-        from .objectives import AuxiliaryStep
-
-        inner = unweighted(self.objective)
-        return {"objective": inner.state_dict()} if isinstance(inner, AuxiliaryStep) else {}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        from .objectives import AuxiliaryStep
-
-        inner = unweighted(self.objective)
-        if isinstance(inner, AuxiliaryStep) and "objective" in state:
-            inner.load_state_dict(state["objective"])
+            yield self.step(x), idx.shape[0]

@@ -20,7 +20,7 @@ from ..guides import GUIDES, AmortizedGuide
 from ..likelihoods import LIKELIHOODS, Likelihood
 from ..nn import NETWORKS
 from ..nn import activation as activation_layer
-from ..plan import Feed, Plan, make_svi, num_batches, world_size
+from ..plan import Feed, Plan, make_svi, num_batches, prepare, world_size
 from ..priors import PRIORS, Prior
 from .base import MODELS, Model, check_parts, part_options, unique_name
 from .vae import _plate_size
@@ -360,12 +360,13 @@ class LabelledPlan(Plan):
         self.objective = objective
         self.svi = make_svi(model.model, model.guide, optim, objective, config)
         n = labels.shape[0]
+        prepare(objective, n, world_size(config))
         self.steps_per_epoch = num_batches(n, self.batch_size, world_size(config))
 
     def epoch(self, feed: Feed) -> Iterator[tuple[float, int]]:
         batches = feed.shuffle(self.labels.shape[0], self.batch_size)
         for idx, x in zip(batches, feed(batches)):
-            yield self.svi.step(x, self.labels[idx]), idx.shape[0]
+            yield self.step(x, self.labels[idx]), idx.shape[0]
 
     def end_epoch(self, data: Dataset) -> dict[str, float]:
         if data.test_labels is None:

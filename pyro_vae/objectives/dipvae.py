@@ -22,13 +22,21 @@ def dip_covariance(draw: Latents, variant: str) -> torch.Tensor:
     Population covariances (divided by B), as Kumar et al. and disentanglement_lib compute them.
     """
     try:
-        mu, var = draw.q.mean, draw.q.variance
+        mu = draw.q.mean
+        try:
+            sigma = draw.q.covariance_matrix  # a full or low-rank Gaussian guide
+        except AttributeError:
+            sigma = torch.diag_embed(draw.q.variance)  # a factorised one
     except NotImplementedError:
-        raise ConfigError("dipvae needs a guide whose q(z|x) has a mean and a variance") from None
+        raise ConfigError(
+            "the dipvae objective needs the mean and covariance of q(z|x), which a "
+            f"{type(draw.q).__name__} guide does not give; use the diagonal or lowrank guide"
+        ) from None
+    mu = mu.reshape(draw.z.shape)
     centred = mu - mu.mean(0)
     cov = centred.T @ centred / mu.shape[0]
     if variant == "ii":
-        cov = cov + torch.diag(var.mean(0))
+        cov = cov + sigma.reshape(-1, *cov.shape).mean(0)
     return cov
 
 

@@ -5,9 +5,9 @@ densities: the whole batch's q(z|x_j) evaluated at every other point's z_i, the 
 covariances, the latent codes themselves. :class:`LatentObjective` traces the guide, replays the model,
 and hands a subclass one :class:`Latents` per particle; the subclass returns that particle's loss.
 
-It works for a model with one latent site (``z``) in the plate ``data``, whose guide factorises over
-the latent dimensions (the diagonal guide); another model or guide gets a :class:`ConfigError` that
-says so.
+It works for a model with one latent site (``z``, shape ``(B, D)``) in the plate ``data``; another
+model gets a :class:`ConfigError` that says so, as does a guide that lacks what an objective needs
+(beta-TCVAE: a q(z|x) that factorises over the dimensions; DIP-VAE: its mean and covariance).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from pyro.util import warn_if_nan
 
 from ..errors import ConfigError
 from .importance import DATA_PLATE, data_frame
-from .kl import _factors
 
 
 @dataclass
@@ -31,8 +30,7 @@ class Latents:
     """One particle's draw: per data point ``n`` of the batch of ``B``,
 
     - ``z``: the latent codes ``(B, D)``;
-    - ``q``: q(z|x) as a distribution with batch shape ``(B, D)`` (one univariate factor per
-      dimension), so ``q.log_prob(z.unsqueeze(1))[i, j, d] = log q(z_id | x_j)``;
+    - ``q``: q(z|x), the guide's distribution for the batch (batch shape ``(B,)``);
     - ``log_px``: ``log p(x_n|z_n)`` ``(B,)``, ``log_pz``: ``log p(z_n)`` ``(B,)``,
       ``log_qz``: ``log q(z_n|x_n)`` ``(B,)``;
     - ``scale``: what each data point's latent term is multiplied by in the loss (the KL weight of
@@ -113,12 +111,6 @@ class LatentObjective(ELBO):
             )
         batch = value.shape[0]
         z = value
-        q = _factors(g["fn"])
-        if q.event_shape != () or tuple(q.batch_shape) != tuple(value.shape):
-            raise ConfigError(
-                f"the {self.name} objective needs q({name}|x) that factorises over the latent "
-                f"dimensions (e.g. the diagonal guide), got {type(g['fn']).__name__}"
-            )
         m = model_trace.nodes[name]
         log_px = torch.zeros(batch, dtype=z.dtype, device=z.device)
         for site in model_trace.nodes.values():
@@ -129,7 +121,7 @@ class LatentObjective(ELBO):
         log_qz = g["fn"].log_prob(value).reshape(batch, -1).sum(1)
         full = getattr(frame, "full_size", None)
         data_size = int(full) if full is not None and full > batch else None
-        return Latents(z, q, log_px, log_pz, log_qz, g["scale"], data_size)
+        return Latents(z, g["fn"], log_px, log_pz, log_qz, g["scale"], data_size)
 
     def particle_loss(self, draw: Latents) -> torch.Tensor:
         raise NotImplementedError

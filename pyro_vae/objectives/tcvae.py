@@ -7,14 +7,24 @@ import torch
 from ..errors import ConfigError
 from .base import OBJECTIVES
 from .importance import DATA_PLATE
+from .kl import _factors
 from .latent import LatentObjective, Latents
 
 ESTIMATORS = ("mws", "mss")
 
 
 def log_q_matrix(draw: Latents) -> torch.Tensor:
-    """``[i, j, d] = log q(z_id | x_j)``: every code of the batch under every point's posterior."""
-    return draw.q.log_prob(draw.z.unsqueeze(1))
+    """``[i, j, d] = log q(z_id | x_j)``: every code of the batch under every point's posterior.
+
+    Needs a q(z|x) that factorises over the latent dimensions (the diagonal guide)."""
+    q = _factors(draw.q)
+    if q.event_shape != () or tuple(q.batch_shape) != tuple(draw.z.shape):
+        raise ConfigError(
+            "the tcvae objective estimates each q(z_d) from univariate factors of q(z|x), so it "
+            f"needs a guide that factorises over the latent dimensions (diagonal), not a "
+            f"{type(draw.q).__name__}"
+        )
+    return q.log_prob(draw.z.unsqueeze(1))
 
 
 def log_importance_weights(batch: int, data_size: int, estimator: str) -> torch.Tensor:
