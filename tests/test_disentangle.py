@@ -184,6 +184,11 @@ def test_disentanglement_of_a_trained_run_api_and_cli(tmp_path, capsys):
     for key in ("sap", "dci_disentanglement", "factor_vae_score", "beta_vae_score"):
         assert 0 <= out[key] <= 1
     assert all((tmp_path / "run" / "figures" / n).exists() for n in ("factor_mi.png",))
+    # evaluate adds the quick metrics on data with factors
+    argv = ["evaluate", str(tmp_path / "run"), "--json", "--nll-samples", "0", "--no-probe"]
+    assert main(argv + ["--iwae-samples", "0"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["mig"] == pytest.approx(scores["mig"]) and "sap" in evaluated
     # data without factors: one line naming what is missing
     digits = pv.train(
         pv.RunConfig(train=pv.TrainConfig(epochs=1), model=pv.ModelConfig(hidden=(8,))),

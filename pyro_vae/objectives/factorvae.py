@@ -76,7 +76,11 @@ class FactorVAE(LatentObjective):
 
     def _discriminator(self, z: torch.Tensor) -> nn.Sequential:
         if self.discriminator is None:
-            self.discriminator = discriminator(z.shape[1], self.disc_hidden).to(z.device)
+            # drawn from the seeded random state without advancing it: building D at the first
+            # step must not change the draws the model's step makes
+            with torch.random.fork_rng(devices=[]):
+                net = discriminator(z.shape[1], self.disc_hidden)
+            self.discriminator = net.to(z.device, z.dtype)
             self.optimizer = torch.optim.Adam(
                 self.discriminator.parameters(), lr=self.disc_lr, betas=(0.5, 0.9)
             )
@@ -95,7 +99,7 @@ class FactorVAE(LatentObjective):
         for p in d.parameters():
             p.requires_grad_(False)
         try:
-            return d(z).squeeze(-1)
+            return d(z.to(d[0].weight.dtype)).squeeze(-1).to(z.dtype)
         finally:
             for p in d.parameters():
                 p.requires_grad_(True)
@@ -110,6 +114,7 @@ class FactorVAE(LatentObjective):
         with torch.no_grad():
             z = self.latents(model, guide, *args, **kwargs).z
         d = self._discriminator(z)
+        z = z.to(d[0].weight.dtype)
         real, fake = d(z).squeeze(-1), d(permute_dims(z)).squeeze(-1)
         loss = 0.5 * (
             nn.functional.binary_cross_entropy_with_logits(real, torch.ones_like(real))

@@ -52,8 +52,9 @@ class Latents:
 
 
 def _per_datum(site: dict[str, Any], batch: int, data_plate: str) -> torch.Tensor:
-    """A site's scaled log density per data point ``(B,)`` (summed over its other dims)."""
-    lp = site["log_prob"] * site["scale"]
+    """A site's log density per data point ``(B,)`` (summed over its other dims), scaled as Pyro's
+    trace scales it (``compute_log_prob`` applies the site's scale and mask)."""
+    lp = site["log_prob"]
     frame = data_frame(site, data_plate)
     if frame is None:  # outside the data plate: spread evenly over the batch
         return lp.sum().expand(batch) / batch
