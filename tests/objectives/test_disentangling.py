@@ -18,7 +18,7 @@ from pyro_vae.models.vae import VAE
 from pyro_vae.objectives import OBJECTIVES
 from pyro_vae.objectives.dipvae import dip_covariance, dip_penalty
 from pyro_vae.objectives.latent import Latents
-from pyro_vae.objectives.tcvae import decomposition
+from pyro_vae.objectives.tcvae import decomposition, log_importance_weights
 
 SIGMA_A = torch.tensor([[1.0, 0.9, 0.6], [0.9, 1.0, 0.8], [0.6, 0.8, 1.0]], dtype=torch.float64)
 NOISE = 0.7
@@ -207,3 +207,27 @@ def test_the_plan_sets_the_data_size_and_steps_the_discriminator(tmp_path):
     # resumed, the discriminator continues from its saved state
     resumed = run("factorvae", opts, epochs=2, resume=True)
     assert len(resumed.history) == 2
+
+
+def test_mss_density_estimate_is_unbiased_for_the_aggregate_posterior():
+    """Minibatch-stratified sampling: for a code z_i of the batch, sum_j w_ij q(z_i|x_j) has
+    expectation q(z_i) = 1/N sum_n q(z_i|x_n) over batches drawn without replacement (the own
+    posterior weighted 1/N). Narrow posteriors make the own term dominate, so a weight in the wrong
+    place (e.g. 1/M on the own posterior) is off by far."""
+    n, b = 200, 10
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    z = mu + 0.3 * torch.randn(n, 2, generator=g, dtype=torch.float64)
+    log_q = dist.Normal(mu, 0.3).log_prob(z.unsqueeze(1)).sum(2)  # [i, j] = log q(z_i | x_j)
+    exact = torch.logsumexp(log_q, 1) - math.log(n)
+    logw = log_importance_weights(b, n, "mss").to(log_q)
+    ratio, count = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+    for _ in range(4000):
+        idx = torch.randperm(n, generator=g)[:b]
+        est = torch.logsumexp(logw + log_q[idx][:, idx], 1)
+        ratio.index_add_(0, idx, (est - exact[idx]).exp())
+        count.index_add_(0, idx, torch.ones(b, dtype=torch.float64))
+    mean_ratio = float((ratio / count).mean())
+    assert mean_ratio == pytest.approx(1.0, abs=0.05)
+    rows = logw.exp().sum(1)
+    torch.testing.assert_close(rows, torch.ones_like(rows))
