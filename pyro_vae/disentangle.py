@@ -127,6 +127,11 @@ def mig(latents: Any, factors: Any, *, num_bins: int = 20) -> float:
 
     For each factor k: ``(I(z_a; v_k) - I(z_b; v_k)) / H(v_k)`` with ``z_a``, ``z_b`` the two latents
     most informative about it; the mean over factors. A factor constant in the data is left out.
+
+    The plug-in MI of a latent with ``b`` occupied bins and a factor with ``v`` values reads about
+    ``(b - 1)(v - 1) / (2N)`` nats high on N points (0.04 nats at disentanglement_lib's 10000 points
+    for a 32-value position; 0.3 at 1000): the gap between two latents largely cancels it, the MI
+    matrix does not.
     """
     z, f = _arrays(latents, factors)
     return _gap(discrete_mutual_information(discretize(z, num_bins), f), entropies(f))

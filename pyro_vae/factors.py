@@ -94,7 +94,9 @@ class FactorDataset:
         self.factor_names = names
         self.factor_values = values
         self._x = x
-        self._rows_by_key: dict[int, np.ndarray] | None = None
+        #: the rows' keys sorted, and the rows in that order (built at the first look-up)
+        self._sorted_keys: np.ndarray | None = None
+        self._order: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.factors.shape[0])
@@ -124,11 +126,10 @@ class FactorDataset:
 
         :class:`DataError` if some combination is not in the data (a generic data set need not hold
         every combination)."""
-        if self._rows_by_key is None:
+        if self._sorted_keys is None or self._order is None:
             keys = self._key(self.factors)
             order = np.argsort(keys, kind="stable")
             self._sorted_keys, self._order = keys[order], order
-            self._rows_by_key = {}
         want = self._key(np.asarray(factors, dtype=np.int64).reshape(-1, self.num_factors))
         pos = np.searchsorted(self._sorted_keys, want)
         pos = np.minimum(pos, len(self._sorted_keys) - 1)
