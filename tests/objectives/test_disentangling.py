@@ -231,3 +231,23 @@ def test_mss_density_estimate_is_unbiased_for_the_aggregate_posterior():
     assert mean_ratio == pytest.approx(1.0, abs=0.05)
     rows = logw.exp().sum(1)
     torch.testing.assert_close(rows, torch.ones_like(rows))
+
+
+def test_options_are_typed_from_the_signatures_and_unknown_ones_refused():
+    assert OBJECTIVES.options("tcvae", {"beta_tc": "6", "estimator": "mss"}) == {
+        "beta_tc": 6.0,
+        "estimator": "mss",
+    }
+    assert OBJECTIVES.options("factorvae", {"disc_hidden": "64,32", "gamma": "10"}) == {
+        "disc_hidden": (64, 32),
+        "gamma": 10.0,
+    }
+    assert OBJECTIVES.options("dipvae", {"lambda_d": "none", "variant": "ii"}) == {
+        "lambda_d": None,
+        "variant": "ii",
+    }
+    for name in ("tcvae", "factorvae", "dipvae"):
+        with pytest.raises(ConfigError, match="takes no option"):
+            OBJECTIVES.options(name, {"lambda": "1"})
+    with pytest.raises(ConfigError, match="finite number"):
+        OBJECTIVES.options("tcvae", {"alpha": "nan"})
