@@ -154,7 +154,7 @@ def posterior_mutual_information(
     rng = np.random.default_rng(seed)
     z = mu + sd * rng.standard_normal(mu.shape)
     n, d = mu.shape
-    log_q = np.empty((n, n, d), dtype=np.float32) if n * n * d <= 2**27 else None
+    log_q = np.empty((n, n, d), dtype=np.float32) if n * n * d <= 2**25 else None  # <= 128 MB
     mu_t, sd_t, z_t = (torch.as_tensor(a, dtype=torch.float64) for a in (mu, sd, z))
     normal = torch.distributions.Normal(mu_t, sd_t)
 
@@ -449,7 +449,7 @@ def disentanglement(
     if "mig" in metrics:
         out["mig"] = mig(mean, f)
     if "mig_posterior" in metrics:
-        out["mig_posterior"] = mig_posterior(mean, sd, f[:, :], seed=seed)
+        out["mig_posterior"] = mig_posterior(mean, sd, f, seed=seed)
     if "sap" in metrics:
         out["sap"] = sap(mean, f)
     if "dci" in metrics:
