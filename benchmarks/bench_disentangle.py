@@ -158,16 +158,14 @@ def main() -> None:
                 flush=True,
             )
             if seed == args.seeds[0]:
-                slug = arm.split()[0].lower().replace("-", "")
+                slug = "".join(c if c.isalnum() else "-" for c in arm.lower())
                 mi = dis.mutual_information_matrix(
                     model.latent_mean(x_eval.to(args.device)).detach().cpu().numpy(),
                     data.factors.test_factors[: args.points],
                 )
                 names = data.factors.factor_names
-                dis.mi_figure(mi, names, out / f"mi_{slug}_{arm.split()[-1]}.png")
-                dis.traversal_figure(
-                    model, x_eval, mi, names, out / f"traversal_{slug}_{arm.split()[-1]}.png"
-                )
+                dis.mi_figure(mi, names, out / f"mi_{slug}.png")
+                dis.traversal_figure(model, x_eval, mi, names, out / f"traversal_{slug}.png")
     print()
     print(f"| arm | {' | '.join(METRICS)} |")
     print("|---|" + "---|" * len(METRICS))
