@@ -11,7 +11,8 @@ from .objectives import OBJECTIVES
 from .plan import Feed, TrainingPlan
 from .plugins import import_plugin
 from .priors import PRIORS
-from .train import TrainResult, load_run, train
+from .runs import RunData, load_model, load_run
+from .train import TrainResult, train
 
 __version__ = "0.1.0"
 
@@ -41,6 +42,8 @@ __all__ = [
     "import_plugin",
     "log_likelihood",
     "load_dataset",
+    "load_model",
     "load_run",
+    "RunData",
     "train",
 ]

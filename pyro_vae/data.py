@@ -68,6 +68,9 @@ class Dataset:
     workers: int = field(default=0, repr=False)
     #: the dtype a streamed training set's batches are cast to (``None``: float32)
     train_dtype: torch.dtype | None = field(default=None, repr=False)
+    #: (train rows, test rows) of the source, where pyro-vae split it (a file with no split of its
+    #: own); ``None`` where the source came split (MNIST, a .npz with x_train and x_test)
+    split_rows: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
     @property
     def x_shape(self) -> tuple[int, ...]:
@@ -500,6 +503,34 @@ def load_dataset(config: DataConfig) -> Dataset:
     return binarize(ds.check(), config.binarize)
 
 
+def load_rows(config: DataConfig) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """Every row of a data source that has no split of its own (a .npz with ``x``, a .npy file, an
+    image folder), in the source's order, with its labels; prepared as a test split is (binarized
+    with the fixed test seed under ``--binarize dynamic`` or ``static``). ``None`` for a source
+    that comes split (MNIST, a .npz with ``x_train`` and ``x_test``): choose a split of it."""
+    ds = dataset_source(config.dataset)(replace(config, binarize="none"))
+    if not isinstance(ds, Dataset) or ds.split_rows is None:
+        return None
+    ds.check()
+    tr, te = ds.split_rows
+    train = ds.train if isinstance(ds.train, torch.Tensor) else ds.train.materialize()
+    x = torch.empty((len(tr) + len(te), *ds.x_shape), dtype=ds.test.dtype)
+    x[tr], x[te] = train, ds.test
+    y = None
+    if ds.train_labels is not None and ds.test_labels is not None:
+        y = torch.empty(x.shape[0], dtype=ds.train_labels.dtype)
+        y[tr], y[te] = ds.train_labels, ds.test_labels
+    if config.binarize != "none":
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0 or hi > 1:
+            raise DataError(
+                f"binarization draws pixels as Bernoulli(x), so x must lie in [0, 1]; "
+                f"the data range over [{lo:g}, {hi:g}]"
+            )
+        x = torch.bernoulli(x, generator=torch.Generator().manual_seed(_TEST_BINARIZATION_SEED))
+    return x, y
+
+
 def fingerprint(ds: Dataset) -> str:
     """A hash of the data's values and labels: ``--resume`` and ``load_run`` check that they are the
     data the run was trained on.
@@ -741,7 +772,7 @@ def _array_file(path: Path, test_fraction: float, fraction_given: bool = False) 
     if isinstance(loaded, np.ndarray):  # not reached for a .npy file, memory-mapped by _npy
         x = _as_images({"x": loaded}, path)["x"]
         xtr, xte, _, _ = _split(x, None, test_fraction)
-        return Dataset(str(path), xtr, xte)
+        return Dataset(str(path), xtr, xte, split_rows=_split_indices(x.shape[0], test_fraction))
     with loaded:
         return _npz(loaded, path, test_fraction, fraction_given)
 
@@ -750,7 +781,7 @@ def _npz(
     loaded: np.lib.npyio.NpzFile, path: Path, test_fraction: float, fraction_given: bool
 ) -> Dataset:
     keys = set(loaded.files)
-    y_tr = y_te = None
+    y_tr = y_te = split_rows = None
     if {"x_train", "x_test"} <= keys:
         if fraction_given:
             raise ConfigError(
@@ -769,6 +800,7 @@ def _npz(
         x = _as_images({"x": _read(loaded, "x", path)}, path)["x"]
         y = _as_labels(_read(loaded, "y", path), x.shape[0], path, "y") if "y" in keys else None
         xtr, xte, y_tr, y_te = _split(x, y, test_fraction)
+        split_rows = _split_indices(x.shape[0], test_fraction)
     else:
         raise DataError(
             f"{path} has arrays {sorted(keys)}; expected 'x' (and optionally 'y'), "
@@ -782,7 +814,7 @@ def _npz(
     if y_tr is not None:
         num_classes = int(max(y_tr.max(), y_te.max())) + 1
         _check_class_count(num_classes, xtr.shape[0], str(path))
-    return Dataset(str(path), xtr, xte, y_tr, y_te, num_classes)
+    return Dataset(str(path), xtr, xte, y_tr, y_te, num_classes, split_rows=split_rows)
 
 
 def _npy(path: Path, test_fraction: float) -> Dataset:
@@ -819,7 +851,7 @@ def _npy(path: Path, test_fraction: float) -> Dataset:
         source.scan()  # NaN and infinities refused now; a larger file's rows are checked as read
     tr, te = _split_indices(len(source), test_fraction)
     test = source.select(te).materialize()
-    return Dataset(str(path), source.select(tr), test)
+    return Dataset(str(path), source.select(tr), test, split_rows=(tr, te))
 
 
 def _image_folder(config: DataConfig) -> Dataset:
@@ -837,4 +869,6 @@ def _image_folder(config: DataConfig) -> Dataset:
         y_tr, y_te = y[tr], y[te]
         num_classes = len(classes)
         _check_class_count(num_classes, tr.shape[0], config.dataset)
-    return Dataset(config.dataset, source.select(tr), test, y_tr, y_te, num_classes)
+    return Dataset(
+        config.dataset, source.select(tr), test, y_tr, y_te, num_classes, split_rows=(tr, te)
+    )

@@ -46,6 +46,7 @@ from pyro.poutine.util import site_is_subsample
 from torch import nn
 from tqdm.auto import tqdm
 
+from .checkpoint import file_mode
 from .errors import ConfigError, DataError
 from .evaluate import _evaluating, _model_and_guide, analytic_kl_sites, log_likelihood, site_kl
 from .objectives.importance import (
@@ -775,6 +776,7 @@ def _atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.fchmod(fd, file_mode())  # mkstemp's 0o600 would outlive the rename
     os.close(fd)
     try:
         yield Path(tmp)

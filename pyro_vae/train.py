@@ -36,6 +36,7 @@ from .nn import network_precision
 from .objectives import objective_for
 from .optim import adam
 from .plan import Feed, TrainingPlan, UnsupervisedPlan
+from .runs import MODEL_TEXT, data_spec, load_run, resolve_device  # noqa: F401 (load_run: pyro_vae.train.load_run)
 
 #: options a resumed run may change: it can be trained for longer, moved to another device, take the
 #: same steps by another route (--fast, --strategy, how the data are read), or log elsewhere
@@ -48,31 +49,6 @@ RESUMABLE_CHANGES = {
     ("data", "loading"),
     ("data", "workers"),
 }
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present; otherwise the named device, checked to exist."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(
-            f"--device {name}: pyro-vae trains on cpu or cuda (cuda:N), not {device.type}"
-        )
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"--device {name} asks for CUDA, but this machine has no usable GPU; use --device cpu"
-            )
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), "
-                f"cuda:0..cuda:{torch.cuda.device_count() - 1}"
-            )
-    return device
 
 
 @dataclass
@@ -189,6 +165,7 @@ def _train(
     data = dataset if dataset is not None else load_dataset(config.data)
     data.check()  # a data set built in Python meets the same rules as a loaded one
     data_id = fingerprint(data)
+    spec = data_spec(data, from_python=dataset is not None)
     if checkpoint is not None and checkpoint.get("data_fingerprint", data_id) != data_id:
         raise ConfigError(
             f"--resume: the data differ from those the run in {run_dir} was trained on (the file "
@@ -310,6 +287,7 @@ def _train(
                         plan=plan.state_dict(),
                         feed=feed.state_dict(),
                         data_fingerprint=data_id,
+                        data_spec=spec,
                     )
                 except Exception as e:  # the others must not wait for rank 0 in the next step
                     failure = e
@@ -327,7 +305,6 @@ def _train(
     return TrainResult(model, data, config, history, run_dir, engine.rank)
 
 
-MODEL_TEXT = "model.txt"
 #: rows of a streamed training set a model checks before training
 _CHECKED_ROWS = 4096
 
@@ -423,49 +400,3 @@ def _read_metrics(path: Path) -> list[dict[str, Any]]:
         raise CheckpointError(
             f"{path} is corrupt ({e}); delete it to resume without the old metrics"
         ) from None
-
-
-def load_run(
-    run_dir: str | Path,
-    device: str = "cpu",
-    *,
-    model: nn.Module | None = None,
-    dataset: Dataset | None = None,
-) -> tuple[RunConfig, nn.Module, Dataset]:
-    """Rebuild a trained run's model and data set from its directory.
-
-    A run trained with a model object (``config.json`` names it ``"custom:..."``) is reloaded into
-    ``model``, a fresh object of the same architecture; a run trained on data passed in Python gets
-    them back through ``dataset``. Either is checked against what the run saved.
-    """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"no run directory at {run_dir}")
-    ckpt = load_checkpoint(run_dir / CHECKPOINT)
-    config: RunConfig = ckpt["config"]
-    dev = resolve_device(device)
-    pyro.set_rng_seed(config.train.seed)
-    data = dataset if dataset is not None else load_dataset(config.data)
-    saved = ckpt.get("data_fingerprint")
-    if saved is not None and fingerprint(data) != saved:
-        raise CheckpointError(
-            f"the data differ from those the run in {run_dir} was trained on"
-            + (
-                " (config.json's data set changed on disk); restore them or pass dataset="
-                if dataset is None
-                else "; pass the data set the run was trained on"
-            )
-        )
-    if model is None:
-        if config.model.model.startswith("custom:"):
-            raise CheckpointError(
-                f"the run in {run_dir} trained a model passed as an object "
-                f"({config.model.model[7:]}, see {MODEL_TEXT}); rebuild it and reload with "
-                "pyro_vae.load_run(RUN, model=...)"
-            )
-        model = build_model(config.model, data.x_shape, data.num_classes)
-    # a plan's selected epoch (M2's best validation accuracy) is the run's model; else the last epoch
-    selected = ckpt.get("plan", {}).get("selected_model", ckpt["model"])
-    load_model_state(model, selected, run_dir / CHECKPOINT)
-    model.to(dev).eval()
-    return config, model, data.to(dev)

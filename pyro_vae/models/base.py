@@ -93,6 +93,21 @@ class Model(nn.Module):
     ) -> Model:
         raise NotImplementedError
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Pyro's parameter store marks each parameter it has seen with a weak reference to its
+        # unconstrained value (``param.unconstrained``), which pickle cannot write; it is a cache
+        # the store sets again whenever it hands the parameter out, so it is dropped here
+        for p in self.parameters():
+            p.__dict__.pop("unconstrained", None)
+        return super().__getstate__()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        # a copy (unpickled, deep-copied, torch.load-ed) is another model object: under the
+        # original's name it would read the original's parameters from Pyro's global store
+        if isinstance(getattr(self, "name", None), str):
+            self.name = unique_name(f"{self.name}.copy")
+
     def check_data(self, x: Tensor) -> None:
         """Fail early, with a message, on data this model cannot score."""
         if tuple(x.shape[1:]) != tuple(self.x_shape):
