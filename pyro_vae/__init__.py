@@ -4,6 +4,7 @@ from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from .data import Dataset, load_dataset
 from .errors import CheckpointError, ConfigError, DataError, PyroVAEError, TrainingDiverged
 from .evaluate import elbo, log_likelihood
+from .export import export, load
 from .guides import GUIDES
 from .likelihoods import LIKELIHOODS
 from .models import MODELS, VAE, Model, build_model
@@ -39,6 +40,8 @@ __all__ = [
     "TrainingDiverged",
     "build_model",
     "elbo",
+    "export",
+    "load",
     "import_plugin",
     "log_likelihood",
     "load_dataset",

@@ -27,6 +27,20 @@ METRICS = "metrics.jsonl"
 LOCK = ".lock"
 
 
+def umask() -> int:
+    """This process's umask, read without changing it where Linux reports it."""
+    try:  # Linux >= 4.7
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def file_mode() -> int:
     """The mode ``open()`` gives a new file in this process: ``0o666`` less the umask.
 
@@ -34,16 +48,7 @@ def file_mode() -> int:
     gets this mode instead, so that a run or bundle on a shared file system is readable by whom the
     user's umask allows, as every other file they write.
     """
-    try:  # Linux >= 4.7 reports it without changing it
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
+    return 0o666 & ~umask()
 
 
 def atomic_write_bytes(path: Path, write: Any) -> None:

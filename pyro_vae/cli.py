@@ -347,6 +347,26 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--data-dir", default=None, help="where torchvision data sets live")
     q.add_argument("--out", type=Path, required=True, help="output file (.npz)")
 
+    q = sub.add_parser(
+        "export",
+        help="write a run's model as a self-contained bundle",
+        description="Write the run's model as a bundle a stranger can use without the run or its "
+        "data: model.safetensors (weights), model.json (architecture, data shape, likelihood), "
+        "README.md (model card); load it with pyro_vae.load(DIR).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    q.add_argument("run", type=Path, help="run directory written by `pyro-vae train`")
+    q.add_argument("directory", type=Path, help="the bundle's directory (new or empty)")
+    q.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also write encoder.onnx (x -> q(z|x)'s parameters) and decoder.onnx (z -> "
+        "p(x|z)'s parameters), checked with onnxruntime; needs pip install 'pyro-vae[export]'",
+    )
+    q.add_argument("--overwrite", action="store_true", help="replace a bundle already there")
+    q.add_argument("--name", default=None, help="the model card's title (default: DIRECTORY)")
+    _add_common(q)
+
     q = run_parser(
         "traverse", "latent traversals: each dimension swept across the prior's quantiles"
     )
@@ -723,7 +743,26 @@ def cmd_traverse(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    if args.onnx:
+        import importlib.util
+
+        if importlib.util.find_spec("onnx") is None:
+            raise ConfigError(
+                "--onnx needs the onnx package (and onnxruntime to check the graphs): "
+                "pip install 'pyro-vae[export]'"
+            )
+    path = export(
+        args.run, args.directory, onnx=args.onnx, overwrite=args.overwrite, name=args.name
+    )
+    print(path)
+    return 0
+
+
 COMMANDS = {
+    "export": cmd_export,
     "score": cmd_score,
     "encode": cmd_encode,
     "traverse": cmd_traverse,

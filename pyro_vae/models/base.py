@@ -10,7 +10,7 @@ and unlabelled batches, M1+M2's two stages) lives in that model, not in the trai
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -84,6 +84,8 @@ class Model(nn.Module):
     x_shape: tuple[int, ...]
     latent_dim: int
     name: str
+    #: the number of classes of a model over labelled data (M2, the CVAE); None for the others
+    num_classes: int | None = None
     #: the configuration :func:`build_model` built this model from (None: built by hand)
     built_from: ModelConfig | None = None
 
@@ -107,6 +109,16 @@ class Model(nn.Module):
         # original's name it would read the original's parameters from Pyro's global store
         if isinstance(getattr(self, "name", None), str):
             self.name = unique_name(f"{self.name}.copy")
+
+    def onnx_graphs(self) -> dict[str, tuple[Callable[[Tensor], Any], tuple[int, ...]]]:
+        """What ``pyro-vae export --onnx`` writes as graphs: ``"encoder"`` (a batch of data to
+        q(z|x)) and ``"decoder"`` (a batch of latents to p(x|z)), each a function of one tensor
+        returning a distribution, with the event shape of its input. A model whose encoder or
+        decoder takes more than one input (labels) has none."""
+        raise ConfigError(
+            f"{type(self).__name__} has no ONNX graphs: its encoder or decoder takes more than one "
+            "input; export it without --onnx"
+        )
 
     def check_data(self, x: Tensor) -> None:
         """Fail early, with a message, on data this model cannot score."""

@@ -139,6 +139,12 @@ class VAE(Model):
         z = self.prior().sample((n,))
         return self.decode_mean(z)
 
+    def onnx_graphs(self) -> dict[str, tuple[Any, tuple[int, ...]]]:
+        return {
+            "encoder": (self.encode, self.x_shape),
+            "decoder": (self.decode, (self.latent_dim,)),
+        }
+
     def check_data(self, x: torch.Tensor) -> None:
         """Fail early, with a message, on data this model cannot score."""
         super().check_data(x)
