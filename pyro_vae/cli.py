@@ -161,7 +161,11 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--resume", action="store_true", help="continue the run in --run-dir from its checkpoint"
     )
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar, one line per epoch instead, even on a terminal (--quiet: nothing)",
+    )
     run.add_argument("--no-plots", action="store_true", help="skip the figures at the end")
     run.add_argument(
         "--config",
@@ -420,7 +424,7 @@ _DEFAULT_RUN_DIR = "PYRO_VAE_DEFAULT_RUN_DIR"
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from . import plots
+    from . import progress
     from .checkpoint import CONFIG
     from .train import train
 
@@ -435,10 +439,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     if not args.run_dir and config.train.devices * config.train.num_nodes > 1:
         os.environ.setdefault(_DEFAULT_RUN_DIR, str(run_dir))
-    result = train(config, run_dir, resume=args.resume, progress=not args.no_progress)
+    mode = "off" if args.quiet else "lines" if args.no_progress else "auto"
+    result = train(config, run_dir, resume=args.resume, progress=mode)
     if result.rank != 0:  # rank 0 draws and reports
         return 0
     if not args.no_plots:
+        from . import plots  # matplotlib only where figures are drawn
+
         plots.draw_all(result.model, result.dataset, result.history, run_dir)
     last = result.history[-1] if result.history else {}
     # models that select an epoch (M2, by validation accuracy) keep that epoch's weights: report it
@@ -449,8 +456,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         for k, v in last.items()
         if k.startswith(("test", "train")) and isinstance(v, float)
     )
-    print(f"run written to {run_dir} ({CONFIG}, checkpoint.pt, metrics.jsonl, figures/)")
-    if summary:
+    figures = "" if args.no_plots else ", figures/"
+    print(f"run written to {run_dir} ({CONFIG}, checkpoint.pt, metrics.jsonl{figures})")
+    if summary and not progress.outputs(mode)[1]:  # the epoch lines said it already
         chosen = " (selected by validation)" if "best_epoch" in last else ""
         print(f"epoch {last['epoch']}{chosen}: {summary}")
     return 0
@@ -838,7 +846,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        return COMMANDS[args.command](args)
+        from .progress import reporting
+
+        # evaluations report progress as the command's output allows (a bar or lines on stderr)
+        with reporting(not getattr(args, "quiet", False)):
+            return COMMANDS[args.command](args)
     except PyroVAEError as e:
         print(f"{_program()}: error: {e}", file=sys.stderr)
         return 2

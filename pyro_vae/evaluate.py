@@ -25,6 +25,7 @@ from .objectives.importance import (
     trace_log_weights,
 )
 from .objectives.kl import closed_form_kl, closed_form_kl_sites, per_dimension_kl
+from .progress import track
 
 
 @torch.no_grad()
@@ -193,8 +194,10 @@ def log_likelihood(
     model_fn, guide_fn, modules = _model_and_guide(model, guide, "log_likelihood")
     out = []
     per_point = max(1, x[0].numel()) if x.shape[0] else 1
+    batches = x.split(batch_size)
+    desc = f"log p(x), {num_samples} samples"
     with _evaluating(modules):
-        for xb in x.split(batch_size):
+        for xb in track(batches, total=len(batches), desc=desc):
             chunk = max(1, min(num_samples, max_elements // (xb.shape[0] * per_point)))
             acc = torch.full((xb.shape[0],), -math.inf, device=xb.device)
             done = 0

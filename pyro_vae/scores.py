@@ -44,7 +44,6 @@ import torch
 from pyro.poutine import Trace
 from pyro.poutine.util import site_is_subsample
 from torch import nn
-from tqdm.auto import tqdm
 
 from .checkpoint import file_mode
 from .errors import ConfigError, DataError
@@ -57,6 +56,7 @@ from .objectives.importance import (
     site_log_prob,
     trace_log_weights,
 )
+from .progress import current, reporting, track
 
 #: every score :func:`score` computes, in the order of its table's columns
 SCORES: tuple[str, ...] = (
@@ -138,6 +138,14 @@ def _as_data(model: Any, x: Any) -> torch.Tensor:
     if not torch.isfinite(x).all():
         raise DataError("the data contain NaN or infinite values; clean or impute them first")
     return x
+
+
+def _mode(progress: bool) -> str:
+    """The progress mode of a stage: that of the command (:func:`pyro_vae.progress.reporting`),
+    a bar where no command set one, nothing with ``progress=False``."""
+    if not progress:
+        return "off"
+    return current() if current() != "off" else "bar"
 
 
 def _check_reference(reference_log_px: Any) -> float:
@@ -467,7 +475,8 @@ def likelihood_regret(
     out = []
     batches = x.split(rows)
     with _evaluating(modules):
-        for b, xb in enumerate(tqdm(batches, desc="regret", disable=not progress, leave=False)):
+        tracked = track(batches, total=len(batches), desc="regret", mode=_mode(progress))
+        for b, xb in enumerate(tracked):
             offsets = _Offsets(encoders, xb.shape[0], xb.device)
             try:
                 guide = offsets.guide(guide_fn)
@@ -644,7 +653,8 @@ def score(
         parts: list[tuple[torch.Tensor, ...]] = []
         with _evaluating(modules):
             batches = x.split(rows)
-            for b, xb in enumerate(tqdm(batches, desc="elbo", disable=not progress, leave=False)):
+            tracked = track(batches, total=len(batches), desc="elbo", mode=_mode(progress))
+            for b, xb in enumerate(tracked):
                 with _seeded(_stage_seed(seed, "bound", b), xb.device):
                     parts.append(
                         _bound_terms(
@@ -660,7 +670,7 @@ def score(
         for i, name in enumerate(_BOUND_TERMS):
             out[name] = torch.cat([p[i] for p in parts])
     if "log_px" in need:
-        with _seeded(_stage_seed(seed, "log_px"), x.device):
+        with _seeded(_stage_seed(seed, "log_px"), x.device), reporting(_mode(progress)):
             out["log_px"] = log_likelihood(
                 model,
                 x,

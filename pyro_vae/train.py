@@ -12,7 +12,6 @@ from typing import Any
 import pyro
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import evaluate
 from .checkpoint import (
@@ -36,6 +35,8 @@ from .nn import network_precision
 from .objectives import objective_for
 from .optim import adam
 from .plan import Feed, TrainingPlan, UnsupervisedPlan
+from .progress import check_mode, epoch_line
+from .progress import outputs as progress_outputs
 from .runs import MODEL_TEXT, data_spec, load_run, resolve_device  # noqa: F401 (load_run: pyro_vae.train.load_run)
 
 #: options a resumed run may change: it can be trained for longer, moved to another device, take the
@@ -77,7 +78,7 @@ def train(
     run_dir: str | Path | None = None,
     *,
     resume: bool = False,
-    progress: bool = True,
+    progress: bool | str = True,
     dataset: Dataset | None = None,
     model: nn.Module | None = None,
 ) -> TrainResult:
@@ -87,6 +88,9 @@ def train(
     written there; ``resume=True`` continues from its checkpoint and gives the same result as an
     uninterrupted run on the same device.
 
+    ``progress``: ``True`` (``"auto"``) draws a bar where stderr is a terminal and prints one line
+    per epoch on stdout where stdout is not one; ``"bar"``, ``"lines"`` choose; ``False`` is silent.
+
     ``dataset`` and ``model`` replace those the configuration describes. A model that
     :func:`~pyro_vae.models.build_model` did not build from ``config.model`` is recorded in
     ``config.json`` as ``"custom:<module>.<class>"`` (with its structure in ``model.txt``), and the run
@@ -95,6 +99,7 @@ def train(
     """
     if run_dir is None and resume:
         raise ConfigError("resume needs the run directory to continue from")
+    check_mode(progress)
     config = config.validate(
         model_class=type(model) if model is not None else None, check_data=dataset is None
     )
@@ -123,7 +128,7 @@ def _train(
     config: RunConfig,
     run_dir: Path | None,
     resume: bool,
-    progress: bool,
+    progress: bool | str,
     dataset: Dataset | None,
     model: nn.Module | None,
     engine: Engine,
@@ -217,12 +222,9 @@ def _train(
     run_loggers = open_loggers(tcfg.loggers, run_dir, config, resume=resume) if writes else None
     status = "failed"
 
-    bar = tqdm(
-        total=(tcfg.epochs - start_epoch) * plan.steps_per_epoch,
-        disable=not progress or not engine.is_main,
-        unit="step",
-        dynamic_ncols=True,
-    )
+    # a bar on a terminal, one line per epoch elsewhere (progress.outputs); rank 0 only
+    show_bar, show_lines = progress_outputs(progress) if engine.is_main else (False, False)
+    bar = _bar(show_bar, (tcfg.epochs - start_epoch) * plan.steps_per_epoch)
     try:
         for epoch in range(start_epoch, tcfg.epochs):
             plan.begin_epoch(epoch)
@@ -267,6 +269,16 @@ def _train(
             bar.set_postfix_str(
                 f"epoch {epoch + 1}/{tcfg.epochs} test ELBO {record['test_elbo']:.2f}"
             )
+            if show_lines:
+                line = epoch_line(
+                    epoch + 1,
+                    tcfg.epochs,
+                    record["train_elbo"],
+                    record["test_elbo"],
+                    epoch_time,
+                    seen,
+                )
+                print(line, flush=True)
             rng = _rng_state(device)
             if engine.distributed:
                 rng["ranks"] = engine.gather(dict(rng))
@@ -307,6 +319,25 @@ def _train(
 
 #: rows of a streamed training set a model checks before training
 _CHECKED_ROWS = 4096
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix_str(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(show: bool, total: int) -> Any:
+    if not show:
+        return _NoBar()
+    from tqdm.auto import tqdm  # only where a bar is drawn
+
+    return tqdm(total=total, unit="step", dynamic_ncols=True)
 
 
 def json_line(record: dict[str, Any]) -> str:
