@@ -594,12 +594,33 @@ def _split(x: torch.Tensor, y: torch.Tensor | None, test_fraction: float) -> tup
     return x[tr], x[te], (y[tr] if y is not None else None), (y[te] if y is not None else None)
 
 
-def _digits(test_fraction: float) -> Dataset:
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8x8 digits: (pixels ``(1797, 64)`` in 0..16, labels), as
+    ``sklearn.datasets.load_digits`` reads them.
+
+    The CSV file scikit-learn ships is read directly where it is found, since importing
+    ``sklearn.datasets`` (all of scikit-learn and SciPy) takes seconds, more than the training of
+    a small model on it; elsewhere ``load_digits`` reads it."""
+    import gzip
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
+    for root in (spec.submodule_search_locations or []) if spec is not None else []:
+        path = Path(root) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            with gzip.open(path, "rt") as f:
+                data = np.loadtxt(f, delimiter=",")
+            return data[:, :-1], data[:, -1].astype(int)
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    x = torch.as_tensor(d.data, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
-    y = torch.as_tensor(d.target, dtype=torch.long)
+    return d.data, d.target
+
+
+def _digits(test_fraction: float) -> Dataset:
+    pixels, labels = digits_arrays()
+    x = torch.as_tensor(pixels, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
+    y = torch.as_tensor(labels, dtype=torch.long)
     xtr, xte, ytr, yte = _split(x, y, test_fraction)
     return Dataset("digits", xtr, xte, ytr, yte, num_classes=10)
 

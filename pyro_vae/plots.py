@@ -9,19 +9,46 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")  # headless: figures go to files, never to a window
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
+# matplotlib's Figure without pyplot: no global state, the Agg canvas, never a window, and a
+# second's less import than pyplot (which the serving commands would pay for every figure)
+from matplotlib.figure import Figure
 
-from .errors import ConfigError, PyroVAEError  # noqa: E402
-from .evaluate import batched  # noqa: E402
-from .models import Model  # noqa: E402
+from .errors import ConfigError, PyroVAEError
+from .evaluate import batched
+from .models import Model
 
 FIGURES = "figures"
+
+
+def make_grid(
+    images: torch.Tensor, nrow: int, padding: int = 1, pad_value: float = 1.0
+) -> torch.Tensor:
+    """``(3, H', W')``: ``images`` ``(N, C, H, W)`` tiled ``nrow`` to a row with ``padding``
+    pixels of ``pad_value`` between and around them, one channel repeated to three; the layout of
+    ``torchvision.utils.make_grid`` (whose import pulls in torchvision's model zoo and
+    ``torch._dynamo``, seconds for a grid of pixels)."""
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    n, c, h, w = images.shape
+    if n == 1:  # as torchvision: one image, unpadded
+        return images[0].clone()
+    cols = min(nrow, n)
+    rows = math.ceil(n / cols)
+    step_h, step_w = h + padding, w + padding
+    grid = images.new_full((c, rows * step_h + padding, cols * step_w + padding), pad_value)
+    for k in range(n):
+        y, x = divmod(k, cols)
+        top, left = y * step_h + padding, x * step_w + padding
+        grid[:, top : top + h, left : left + w] = images[k]
+    return grid
+
+
+def _subplots(figsize: tuple[float, float]) -> tuple[Figure, Any]:
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots()
 
 
 def _as_images(x: torch.Tensor) -> torch.Tensor | None:
@@ -44,7 +71,7 @@ def _save_grid(images: torch.Tensor, nrow: int, path: Path, title: str) -> Path 
     grid = make_grid(imgs.clamp(0, 1), nrow=nrow, padding=1, pad_value=1.0)
     cols, rows = min(nrow, imgs.shape[0]), math.ceil(imgs.shape[0] / nrow)
     # about half an inch per image, whatever its pixel size, so 8x8 digits and MNIST both read well
-    fig, ax = plt.subplots(
+    fig, ax = _subplots(
         figsize=(
             max(4.0, 0.5 * cols),
             0.5 * rows * grid.shape[1] / grid.shape[2] * cols / rows + 0.5,
@@ -58,11 +85,10 @@ def _save_grid(images: torch.Tensor, nrow: int, path: Path, title: str) -> Path 
     return _save(fig, path)
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
@@ -70,7 +96,7 @@ def training_curves(history: Sequence[dict[str, Any]], path: Path) -> Path | Non
     if not history:
         return None
     epochs = [r["epoch"] for r in history]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _subplots(figsize=(6, 4))
     ax.plot(epochs, [r["train_elbo"] for r in history], label="train ELBO")
     ax.plot(epochs, [r["test_elbo"] for r in history], label="test ELBO")
     for key, label in [
@@ -150,7 +176,7 @@ def latent_map(
         centred = z - z.mean(0)
         _, _, v = torch.linalg.svd(centred, full_matrices=False)
         xy, how = centred @ v[:2].T, "PCA of latent means"
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig, ax = _subplots(figsize=(6, 5))
     if labels is not None:
         lab = labels[: xy.shape[0]].cpu()
         sc = ax.scatter(
@@ -181,7 +207,7 @@ def kl_per_dimension(
     kl = stats["kl_per_dim"]
     if not kl:
         return None  # no latent site factorises per dimension
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.18 * len(kl) + 1.5), 3.5))
+    fig, ax = _subplots(figsize=(max(4.0, 0.18 * len(kl) + 1.5), 3.5))
     ax.bar(range(len(kl)), kl, color=["C0" if v > 0.01 else "C3" for v in kl])
     ax.set_xlabel("latent dimension")
     ax.set_ylabel("KL(q || p), nats per datum")
@@ -321,7 +347,7 @@ def traversal(
     grid = make_grid(imgs.clamp(0, 1), nrow=steps, padding=1, pad_value=1.0)
     h, w = imgs.shape[-2:]
     width = max(4.0, 0.5 * steps) + 1.5  # room for the row labels
-    fig, ax = plt.subplots(figsize=(width, (width - 1.5) * grid.shape[1] / grid.shape[2] + 0.8))
+    fig, ax = _subplots(figsize=(width, (width - 1.5) * grid.shape[1] / grid.shape[2] + 0.8))
     ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
     ax.set_yticks([1 + r * (h + 1) + (h - 1) / 2 for r in range(len(rows))])
     ax.set_yticklabels([f"dim {d}  KL {kl[d]:.2f}" for d in rows], fontsize=8)
