@@ -2,6 +2,7 @@
 
 from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from .data import Dataset, load_dataset
+from .describe import describe, rebuild
 from .errors import CheckpointError, ConfigError, DataError, PyroVAEError, TrainingDiverged
 from .evaluate import elbo, log_likelihood
 from .guides import GUIDES
@@ -37,9 +38,11 @@ __all__ = [
     "TrainResult",
     "TrainingDiverged",
     "build_model",
+    "describe",
     "elbo",
     "import_plugin",
     "log_likelihood",
+    "rebuild",
     "load_dataset",
     "load_run",
     "train",

@@ -18,6 +18,7 @@ from pyro.infer import ELBO, Trace_ELBO
 from torch import Tensor, nn
 
 from ..config import KL_OPTIONS, changed_fields
+from ..describe import Described
 from ..errors import ConfigError, DataError
 from ..registry import Registry
 
@@ -62,7 +63,7 @@ def unique_name(prefix: str) -> str:
     return prefix if n == 0 else f"{prefix}_{n}"
 
 
-class Model(nn.Module):
+class Model(Described, nn.Module):
     """Base class of pyro-vae's generative models.
 
     Subclasses implement the Pyro pair ``model(x=None, ..., *, size=None)`` / ``guide(x, ...)`` with a

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pyro.infer import JitTrace_ELBO, Trace_ELBO
 from pyro.util import warn_if_nan
 
+from ..describe import Described
 from .base import OBJECTIVES
 
 
@@ -22,7 +23,7 @@ def elbo(num_particles: int = 1, max_plate_nesting: int = 1) -> Trace_ELBO:
     )
 
 
-class JitTraceELBO(JitTrace_ELBO):
+class JitTraceELBO(Described, JitTrace_ELBO):
     """Pyro's :class:`~pyro.infer.JitTrace_ELBO` with ``differentiable_loss`` fixed.
 
     Pyro 1.9's returns ``loss + (surrogate - surrogate.detach())`` with ``loss`` itself
