@@ -157,6 +157,15 @@ def _describe_part(obj: Any, where: str) -> dict[str, Any]:
     return out
 
 
+def json_value(value: Any) -> Any:
+    """``value`` as JSON data where it can be written down (a part as its description), else a
+    placeholder naming its type."""
+    try:
+        return _value(value, "")
+    except NotDescribable:
+        return f"<{type(value).__qualname__}>"
+
+
 def _value(value: Any, where: str) -> Any:
     if value is None or isinstance(value, (bool, int, str)):
         return value
