@@ -1,5 +1,6 @@
 """pyro-vae: variational autoencoders as Pyro model/guide pairs."""
 
+from .api import load_run, train
 from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from .data import Dataset, load_dataset
 from .describe import describe, rebuild
@@ -12,7 +13,7 @@ from .objectives import OBJECTIVES
 from .plan import Feed, TrainingPlan
 from .plugins import import_plugin
 from .priors import PRIORS
-from .train import TrainResult, load_run, train
+from .train import TrainResult
 
 __version__ = "0.1.0"
 

@@ -85,6 +85,8 @@ class TrainResult:
     run_dir: Path | None = None
     #: this process's rank in a data-parallel run; only rank 0 writes the run directory
     rank: int = 0
+    #: the figures ``plots=True`` drew
+    figures: list[Path] = field(default_factory=list)
 
 
 def config_differences(a: RunConfig, b: RunConfig) -> list[tuple[str, str, Any, Any]]:
