@@ -81,7 +81,7 @@ def test_resume_with_changed_configuration_is_refused(tmp_path) -> None:
 def test_existing_run_is_not_overwritten(tmp_path) -> None:
     train(tiny_config(), tmp_path / "run", progress=False)
     before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
-    with pytest.raises(ConfigError, match="--resume"):
+    with pytest.raises(ConfigError, match=r"pass resume=True to continue it, overwrite=True to"):
         train(tiny_config(), tmp_path / "run", progress=False)
     assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
 
@@ -115,9 +115,9 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path) -> None:
 
 
 def test_bad_hyperparameters_are_named() -> None:
-    with pytest.raises(ConfigError, match="--batch-size must be a positive integer"):
+    with pytest.raises(ConfigError, match="^batch_size must be a positive integer"):
         train(tiny_config(batch_size=0), progress=False)
-    with pytest.raises(ConfigError, match="--lr must be positive"):
+    with pytest.raises(ConfigError, match="^lr must be positive"):
         train(tiny_config(lr=-1.0), progress=False)
     with pytest.raises(ConfigError, match="unknown objective"):
         train(tiny_config(objective="nope"), progress=False)
