@@ -168,8 +168,7 @@ def make_svi(
     step through :class:`~pyro_vae.fast.FastSVI` (the loss captured once per input signature and
     replayed or compiled; the same parameter updates, tests/test_fast.py), or in a run on Lightning
     Fabric (``--devices``, ``--precision``) through :class:`~pyro_vae.engine.FabricSVI`."""
-    from .config import FAST_MODES
-    from .engine import FabricSVI, current
+    from .engine import FAST_MODES, FabricSVI, current
 
     engine = current()
     if engine is not None and engine.fabric is not None:

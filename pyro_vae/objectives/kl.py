@@ -33,6 +33,9 @@ from .importance import DATA_PLATE, data_dim, subsample_scale
 if TYPE_CHECKING:
     from ..config import TrainConfig
 
+#: the training options of KL weighting, which apply to every objective (``--beta``, ...)
+KL_OPTIONS = ("beta", "kl_anneal", "kl_anneal_start", "free_bits")
+
 
 class LatentScale(Messenger):
     """Multiplies the ``scale`` of every unobserved sample site (model and guide) by ``scale``."""
@@ -315,6 +318,34 @@ def build_objective(
         return inner
     data_plate = options.get("data_plate", DATA_PLATE)
     return KLWeighted(inner, beta, kl_anneal, start, free_bits, data_plate)
+
+
+def objective_options(t: TrainConfig) -> dict[str, Any]:
+    """Refuse objective and KL-weighting settings no run can use; return ``t.objective_options``
+    typed from the objective's signature."""
+    if t.particles < 1:
+        raise ConfigError(f"--particles must be a positive integer, got {t.particles!r}")
+    if t.particles > 10**5:
+        raise ConfigError(f"--particles {t.particles} is larger than pyro-vae allows ({10**5})")
+    for name, value in (("--beta", t.beta), ("--free-bits", t.free_bits)):
+        if value < 0:
+            raise ConfigError(f"{name} must be at least 0, got {value!r}")
+    if t.kl_anneal < 0:
+        raise ConfigError(f"--kl-anneal must be a whole number of epochs >= 0, got {t.kl_anneal}")
+    if t.kl_anneal_start is not None:
+        if t.kl_anneal == 0:
+            raise ConfigError(
+                "--kl-anneal-start needs --kl-anneal EPOCHS, the length of the warm-up"
+            )
+        if t.kl_anneal_start < 0:
+            raise ConfigError(f"--kl-anneal-start must be at least 0, got {t.kl_anneal_start}")
+    for key in t.objective_options:
+        if key in KL_OPTIONS:
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(
+                f"{key} is a training option of its own ({flag}), not an objective option"
+            )
+    return OBJECTIVES.options(t.objective, t.objective_options)
 
 
 def objective_for(train: TrainConfig) -> ELBO:
