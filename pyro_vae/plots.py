@@ -15,6 +15,7 @@ import torch
 from .errors import ConfigError, PyroVAEError
 from .evaluate import batched
 from .images import _as_images, _save, _save_grid, make_grid, plt
+from .kernel import evaluating, seeded
 from .models.base import as_model
 
 FIGURES = "figures"
@@ -199,14 +200,7 @@ def traversal_latents(
     label models' ``[z, onehot(y)]`` is traversed (y stays the predicted label); the hierarchical
     VAE's traversed latent is z1. Random draws (prior quantiles, a flow guide's mean) use ``seed``.
     """
-    from .represent import (
-        _device,
-        _evaluating,
-        _positive_int,
-        _seeded,
-        latent_kl_per_dim,
-        prior_quantiles,
-    )
+    from .represent import _device, _positive_int, latent_kl_per_dim, prior_quantiles
 
     steps = _positive_int(steps, "steps")
     max_dims = _positive_int(max_dims, "max_dims")
@@ -218,7 +212,7 @@ def traversal_latents(
     kl = latent_kl_per_dim(model, x[:kl_points], seed=seed)
     rows = _traversal_dims(dims, kl, max_dims)
     device = _device(model, x)
-    with _evaluating(model), _seeded(seed):
+    with evaluating(model), seeded(seed):
         base = model.latent_mean(x[image : image + 1].to(device))  # (1, L): [z, onehot(y)] or z
         values = prior_quantiles(model, traversal_probs(steps), seed=seed)  # (steps, D)
     values = values.to(device=base.device, dtype=base.dtype)
@@ -234,10 +228,8 @@ def traversal_images(
 ) -> tuple[torch.Tensor, list[int], np.ndarray]:
     """:func:`traversal_latents` (same options) decoded with ``decode_mean``: the images
     ``(rows, steps, *x_shape)``, the dimension of each row and the KL of every dimension."""
-    from .represent import _evaluating
-
     v, rows, kl = traversal_latents(model, x, **options)
-    with _evaluating(model):
+    with evaluating(model):
         images = model.decode_mean(v.reshape(-1, v.shape[-1]))
     return images.reshape(*v.shape[:2], *images.shape[1:]), rows, kl
 

@@ -161,6 +161,10 @@ class Model(nn.Module):
         return self.q.prior_component(self.encoder(u))
 
 
+def _no_pair(*args: Any, **kwargs: Any) -> None:
+    raise ConfigError("this object has no Pyro model/guide pair; give it .model and .guide methods")
+
+
 class PyroPair(Model):
     """A Pyro model/guide pair that is not a :class:`Model`, wrapped once where it enters pyro-vae
     (:func:`as_model`), so that nothing below that boundary asks what it was given.
@@ -209,31 +213,45 @@ class PyroPair(Model):
             return self.parts[0].load_state_dict(state, strict=strict, assign=assign)
         return super().load_state_dict(state, strict=strict, assign=assign)
 
+    # an object that is not a Model may still have the methods a Model's representation uses
     def representation(self, x: Tensor) -> tuple[Tensor, Distribution | None, dict[str, Tensor]]:
-        raise ConfigError(
-            f"{type(self.source).__name__} is a plain model/guide pair: it has no latent_mean(x) "
-            "to represent data with; subclass pyro_vae.Model and define one"
-        )
+        latent_mean = getattr(self.source, "latent_mean", None)
+        if not callable(latent_mean):
+            raise ConfigError(
+                f"encode needs a model with latent_mean(x) (e.g. a pyro_vae VAE); got "
+                f"{type(self.source).__name__}"
+            )
+        encode = getattr(self.source, "encode", None)
+        return latent_mean(x), encode(x) if callable(encode) else None, {}
 
     def latent_prior(self) -> Distribution | None:
-        raise ConfigError(
-            f"{type(self.source).__name__} has no prior() to compare its latent with; give it one"
-        )
+        prior = getattr(self.source, "prior", None)
+        if not callable(prior):
+            raise ConfigError(
+                f"{type(self.source).__name__} has no prior() to compare its latent with; give it one"
+            )
+        return prior()
 
     def latent_prior_sample(self, n: int) -> Tensor:
-        return self.latent_prior()  # type: ignore[return-value]  # raises: there is none
+        return self.latent_prior().sample((n,))  # type: ignore[union-attr]
 
 
-def as_model(obj: Any, guide: Callable | None = None, *, caller: str = "train") -> Model:
+def as_model(
+    obj: Any, guide: Callable | None = None, *, caller: str = "train", pair: bool = True
+) -> Model:
     """``obj`` as a :class:`Model`: itself if it is one, else wrapped in a :class:`PyroPair`.
 
     ``obj`` is an object with ``model`` and ``guide`` methods (a VAE, any ``nn.Module`` or not), or,
     with ``guide``, a Pyro model function. The modules put in eval mode are ``obj`` and ``guide``
     where they are ``nn.Module``s and the modules that own them where they are bound methods
     (``vae.model``): plain functions have no train/eval mode, and are run as they are.
+    ``pair=False`` also takes an object without ``model``/``guide`` (a representation of data needs
+    only ``latent_mean``).
     """
     if guide is None and isinstance(obj, Model):
         return obj
+    if guide is None and not pair and not callable(getattr(obj, "guide", None)):
+        return PyroPair(_no_pair, _no_pair, [obj] if isinstance(obj, nn.Module) else [], obj)
     if guide is None:
         fns = getattr(obj, "model", None), getattr(obj, "guide", None)
         if not all(callable(f) for f in fns):

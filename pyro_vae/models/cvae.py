@@ -219,6 +219,17 @@ class CVAE(Model):
         )
         return score.argmax(0)
 
+    def representation(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, TorchDistribution, dict[str, torch.Tensor]]:
+        """The z part of ``latent_mean``'s ``[z, onehot(y)]`` and q(z|x, y), with y the model's own
+        prediction (returned as ``predicted_labels``): the labels a caller holds never enter q, so
+        the representation of a test image does not depend on its label (a probe on it would read
+        the answer)."""
+        y = self.predict(x)
+        mean = self.latent_mean(x, y)[..., : self.latent_dim]
+        return mean, self.encode(x, y), {"predicted_labels": y}
+
     def _labels_or_predicted(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         return self.predict(x) if y is None else y
 

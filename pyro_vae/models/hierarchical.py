@@ -134,6 +134,14 @@ class HierarchicalVAE(VAE):
         """
         return self.encode_top(self.q.mean(self.encoder(u)))
 
+    def latent_prior(self) -> None:
+        """None: z1's prior, the marginal of p(z2) p(z1|z2), has no density in closed form."""
+        return None
+
+    def latent_prior_sample(self, n: int) -> torch.Tensor:
+        """``n`` draws of z1 from p(z2) p(z1|z2)."""
+        return self.conditional_prior(self.prior().sample((n,))).sample()
+
     # -- conveniences --------------------------------------------------------------------------
     def sample(self, n: int) -> torch.Tensor:
         """Expected data for ``n`` draws of ``z2 ~ p(z2)``, ``z1 ~ p(z1|z2)``."""

@@ -13,6 +13,7 @@ hinge that turns the KL term into the floor of Kingma et al. (2016), eq. 15.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import math
 from collections.abc import Callable, Sequence
@@ -27,7 +28,9 @@ from pyro.poutine.util import site_is_subsample
 from pyro.util import warn_if_nan
 
 from ..errors import ConfigError
-from .base import OBJECTIVES
+from .base import OBJECTIVES, Objective, is_compiled
+from .base import eager as eager_objective
+from .base import set_epoch as set_objective_epoch
 from .importance import DATA_PLATE, data_dim, subsample_scale
 
 if TYPE_CHECKING:
@@ -179,7 +182,7 @@ def _data_points(site: dict[str, Any], data_plate: str) -> float:
     return b * subsample_scale(site, data_plate)
 
 
-class KLWeighted(ELBO):
+class KLWeighted(ELBO, Objective):
     r"""Any objective with its latent terms weighted by :math:`\beta_t` and an optional free-bits floor.
 
     - ``beta``: the weight on ``log p(z) - log q(z|x)`` of every latent site (beta-VAE, Higgins et al.
@@ -214,8 +217,7 @@ class KLWeighted(ELBO):
         self.free_bits = float(free_bits)
         self.data_plate = data_plate
         self.epoch = 0
-        self._jit = "Jit" in type(inner).__name__
-        if self.free_bits > 0 and self._jit:
+        if self.free_bits > 0 and self.compiled:
             raise ConfigError(
                 "--free-bits needs the latent distributions at every step, which a JIT-compiled "
                 "objective hides; use --objective elbo or meanfield"
@@ -229,17 +231,29 @@ class KLWeighted(ELBO):
             return self.kl_anneal_start + (self.beta - self.kl_anneal_start) * t
         return self.beta
 
+    @property
+    def compiled(self) -> bool:  # type: ignore[override]
+        return is_compiled(self.inner)
+
+    def eager(self) -> ELBO:
+        plain = eager_objective(self.inner)
+        if plain is self.inner:
+            return self
+        out = copy.copy(self)
+        out.inner = plain
+        return out
+
+    def capture_key(self) -> float:
+        return self.kl_weight
+
     def set_epoch(self, epoch: int) -> None:
         before = self.kl_weight
         self.epoch = int(epoch)
-        if self._jit and self.kl_weight != before:
+        if self.compiled and self.kl_weight != before:
             # a compiled objective baked the old weight in as a constant: recompile
             for attr in ("_loss_and_surrogate_loss", "_differentiable_loss"):
-                if hasattr(self.inner, attr):
-                    delattr(self.inner, attr)
-        hook = getattr(self.inner, "set_epoch", None)
-        if hook is not None:
-            hook(epoch)
+                self.inner.__dict__.pop(attr, None)
+        set_objective_epoch(self.inner, epoch)
 
     def _scaled(self) -> contextlib.AbstractContextManager:
         w = self.kl_weight

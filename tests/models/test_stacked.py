@@ -82,7 +82,7 @@ def test_first_stage_trains_m1_only_and_second_stage_m2_only() -> None:
     data = load_dataset(config.data)
     pyro.clear_param_store()
     torch.manual_seed(0)
-    m = StackedM2(data.x_shape, 10, latent_dim=6, hidden=(32,))
+    m = StackedM2(data.x_shape, 10, latent_dim=6, hidden=(32,), **config.model.model_options)
     optim = adam(1e-3)
     plan = m.training_plan(data, config, optim, build_objective("elbo"))
     feed = Feed(data, seed=0)
