@@ -147,3 +147,108 @@ if __name__ == "__main__":
     print(f"largest import cycle of {root}: {len(cycle)} modules")
     for name in sorted(cycle):
         print("  ", name)
+
+
+# -- dispatch by contract, not by type --------------------------------------------------------------
+def _concrete_model_classes() -> dict[str, str]:
+    """Registered model classes and their subclasses in the package: class name -> its module."""
+    from pyro_vae.models import MODELS
+
+    found: dict[str, str] = {}
+    todo = [MODELS.get(name) for name in MODELS.names()]
+    while todo:
+        cls = todo.pop()
+        if cls.__module__.startswith("pyro_vae.") and cls.__name__ not in found:
+            found[cls.__name__] = cls.__module__
+            todo.extend(cls.__subclasses__())
+    return found
+
+
+def _names_in(node: ast.AST) -> set[str]:
+    return {
+        n.id if isinstance(n, ast.Name) else n.attr
+        for n in ast.walk(node)
+        if isinstance(n, (ast.Name, ast.Attribute))
+    }
+
+
+def _mentions_class_name(node: ast.AST) -> bool:
+    return any(isinstance(n, ast.Attribute) and n.attr == "__name__" for n in ast.walk(node))
+
+
+def type_dispatch(root: Path = PACKAGE, concrete: dict[str, str] | None = None) -> list[str]:
+    """``module:line`` of every ``isinstance``/``issubclass`` on a concrete model class outside that
+    class's own module, and of every test of a class's ``__name__`` (a comparison, ``in``, or
+    ``startswith``/``endswith``) anywhere: dispatch that belongs in a contract."""
+    concrete = _concrete_model_classes() if concrete is None else concrete
+    out = []
+    for path in sorted(root.rglob("*.py")):
+        module = _module_name(path, root)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("isinstance", "issubclass")
+                and len(node.args) == 2
+            ):
+                for name in _names_in(node.args[1]) & set(concrete):
+                    if concrete[name] != module:
+                        out.append(f"{module}:{node.lineno} {node.func.id}(..., {name})")
+            if isinstance(node, ast.Compare) and _mentions_class_name(node):
+                out.append(f"{module}:{node.lineno} compares a class name")
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("startswith", "endswith")
+                and _mentions_class_name(node.func.value)
+            ):
+                out.append(f"{module}:{node.lineno} tests a class name")
+    return out
+
+
+#: hooks that were looked up with getattr and are contract methods now
+CONTRACT_METHODS = ("vamp_component", "set_epoch", "continue_at", "kl_weight")
+
+
+def getattr_hooks(root: Path = PACKAGE) -> list[str]:
+    """``module:line`` of every ``getattr``/``hasattr`` of a contract method by name."""
+    out = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("getattr", "hasattr")
+                and len(node.args) >= 2
+                and isinstance(node.args[1], ast.Constant)
+                and node.args[1].value in CONTRACT_METHODS
+            ):
+                out.append(f"{_module_name(path, root)}:{node.lineno} {node.args[1].value}")
+    return out
+
+
+def test_the_scan_finds_type_dispatch_and_hooks(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "m.py").write_text("class VAE: pass\ndef f(x): return isinstance(x, VAE)\n")
+    (pkg / "plots.py").write_text(
+        "from .m import VAE\n"
+        "def f(x, o):\n"
+        "    a = isinstance(x, (int, VAE))\n"
+        "    b = 'Jit' in type(o).__name__\n"
+        "    c = type(o).__name__.startswith('Jit')\n"
+        "    d = getattr(o, 'set_epoch', None)\n"
+        "    return f'{type(o).__name__}'\n"
+    )
+    found = type_dispatch(pkg, {"VAE": "pkg.m"})
+    assert [f.split(" ")[0] for f in found] == ["pkg.plots:3", "pkg.plots:4", "pkg.plots:5"]
+    assert getattr_hooks(pkg) == ["pkg.plots:6 set_epoch"]
+
+
+def test_no_dispatch_on_concrete_model_classes_or_class_names():
+    assert type_dispatch() == []
+
+
+def test_contract_methods_are_not_looked_up_as_optional_hooks():
+    assert getattr_hooks() == []
