@@ -87,7 +87,7 @@ def _encode_batch(
         scale, used = _stddev(q, scale_samples)
         if scale.shape != mean.shape:
             raise ConfigError(
-                f"{model.origin().__name__}.encode(x) gives a distribution of shape "
+                f"{type(model.recorded()).__name__}.encode(x) gives a distribution of shape "
                 f"{tuple(scale.shape)} but latent_mean(x) has shape {tuple(mean.shape)}; "
                 "encode must return q of the latent that latent_mean summarises"
             )

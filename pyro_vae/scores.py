@@ -189,7 +189,7 @@ def _chosen_scores(
         )
     if "regret" in scores and (guide is not None or not _has_encoder(model)):
         raise ConfigError(
-            f"likelihood regret re-fits the model's encoder, but {model.origin().__name__} has "
+            f"likelihood regret re-fits the model's encoder, but {type(model.recorded()).__name__} has "
             "no `encoder` module (a plain model/guide pair has none); drop 'regret'"
         )
     if "complexity" in scores and not _in_unit_interval(x):
@@ -396,7 +396,7 @@ def likelihood_regret(
     encoders = _encoders(model)
     if not encoders:
         raise ConfigError(
-            f"likelihood regret re-fits the model's encoder, but {model.origin().__name__} has "
+            f"likelihood regret re-fits the model's encoder, but {type(model.recorded()).__name__} has "
             "no `encoder` module; drop 'regret'"
         )
     rows = _rows_per_batch(x, num_samples, batch_size, max_elements)

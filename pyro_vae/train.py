@@ -37,6 +37,7 @@ from .nn import network_precision
 from .objectives import objective_for
 from .optim import adam
 from .plan import Feed, TrainingPlan
+from .runspec import DESCRIPTION_KEY, MODEL_JSON, custom_name, rebuild_model, record_model
 
 #: options a resumed run may change: it can be trained for longer, moved to another device, take the
 #: same steps by another route (--fast, --strategy, how the data are read), or log elsewhere
@@ -85,6 +86,8 @@ class TrainResult:
     run_dir: Path | None = None
     #: this process's rank in a data-parallel run; only rank 0 writes the run directory
     rank: int = 0
+    #: the figures ``plots=True`` drew
+    figures: list[Path] = field(default_factory=list)
 
 
 def config_differences(a: RunConfig, b: RunConfig) -> list[tuple[str, str, Any, Any]]:
@@ -158,13 +161,13 @@ def _train(
     model: Model | None,
     engine: Engine,
 ) -> TrainResult:
-    custom = model is not None and model.built_from != config.model
-    if custom:
-        config = config.replace(model={"model": custom_name(model)})
+    checkpoint = load_checkpoint(run_dir / CHECKPOINT) if resume else None
+    described = None  # a model object's description (pyro_vae.describe)
+    if model is not None and model.built_from != config.model:
+        legacy = checkpoint is not None and DESCRIPTION_KEY not in checkpoint
+        config, described = record_model(config, model.recorded(), legacy=legacy)
     tcfg = config.train
-    checkpoint = None
     if resume:
-        checkpoint = load_checkpoint(run_dir / CHECKPOINT)
         if tcfg.epochs < checkpoint["epoch"]:
             raise ConfigError(
                 f"--resume: the run in {run_dir} has trained {checkpoint['epoch']} epochs; "
@@ -198,6 +201,9 @@ def _train(
             f"--resume: the data differ from those the run in {run_dir} was trained on (the file "
             "changed, or another data set was passed); start a new run in another --run-dir"
         )
+    if model is None and checkpoint is not None and DESCRIPTION_KEY in checkpoint:
+        model = rebuild_model(checkpoint[DESCRIPTION_KEY], run_dir)
+        described = checkpoint[DESCRIPTION_KEY]
     model = model_for(config, data, model)
     # a streamed training set is checked on its first rows here, the rest as it streams (a NaN then
     # shows as a non-finite loss, which stops the run)
@@ -232,8 +238,10 @@ def _train(
     if writes:  # created and owned by run_directory()
         atomic_write_text(run_dir / CONFIG, config.to_json())
         atomic_write_text(run_dir / METRICS, "".join(json_line(r) for r in history))
-        if custom:
-            atomic_write_text(run_dir / MODEL_TEXT, f"{custom_name(model)}\n{model}\n")
+        if described is not None:
+            recorded = model.recorded()
+            atomic_write_text(run_dir / MODEL_TEXT, f"{custom_name(recorded)}\n{recorded}\n")
+            atomic_write_text(run_dir / MODEL_JSON, json.dumps(described, indent=2) + "\n")
     # the CSV log always, and --logger's; rank 0 only, as for every file of the run
     run_loggers = open_loggers(tcfg.loggers, run_dir, config, resume=resume) if writes else None
     status = "failed"
@@ -308,6 +316,7 @@ def _train(
                         plan=plan.state_dict(),
                         feed=feed.state_dict(),
                         data_fingerprint=data_id,
+                        **({DESCRIPTION_KEY: described} if described is not None else {}),
                     )
                 except Exception as e:  # the others must not wait for rank 0 in the next step
                     failure = e
@@ -343,12 +352,6 @@ def json_line(record: dict[str, Any]) -> str:
     if bad:
         clean["non_finite"] = bad
     return json.dumps(clean, allow_nan=False) + "\n"
-
-
-def custom_name(model: Model) -> str:
-    """How ``config.json`` names a model passed to :func:`train` as an object."""
-    cls = model.origin()
-    return f"custom:{cls.__module__}.{cls.__qualname__}"
 
 
 def _kept(run_dir: Path | None, epoch: int) -> str:
@@ -448,6 +451,8 @@ def load_run(
                 else "; pass the data set the run was trained on"
             )
         )
+    if model is None and DESCRIPTION_KEY in ckpt:
+        model = rebuild_model(ckpt[DESCRIPTION_KEY], run_dir)
     if model is None and config.model.model.startswith("custom:"):
         raise CheckpointError(
             f"the run in {run_dir} trained a model passed as an object "

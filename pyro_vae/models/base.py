@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from ..config import ModelConfig, changed_fields
+from ..describe import Described
 from ..errors import ConfigError, DataError
 from ..objectives.kl import KL_OPTIONS
 from ..registry import Registry
@@ -54,7 +55,7 @@ def unique_name(prefix: str) -> str:
     return prefix if n == 0 else f"{prefix}_{n}"
 
 
-class Model(nn.Module):
+class Model(Described, nn.Module):
     """Base class of pyro-vae's generative models.
 
     Subclasses implement the Pyro pair ``model(x=None, ..., *, size=None)`` / ``guide(x, ...)`` with a
@@ -126,9 +127,10 @@ class Model(nn.Module):
         return []
 
     # -- what evaluation, representations and figures ask of every model ---------------------------
-    def origin(self) -> type:
-        """The class a run names this model by (``custom:<module>.<class>``)."""
-        return type(self)
+    def recorded(self) -> Any:
+        """The object a run records and describes for this model: itself (a wrapped pair: the
+        object it wraps)."""
+        return self
 
     def store_prefix(self) -> str | None:
         """The prefix of this model's names in Pyro's parameter store (``"vae$$$"``), under which
@@ -196,8 +198,8 @@ class PyroPair(Model):
     def store_prefix(self) -> None:
         return None
 
-    def origin(self) -> type:
-        return type(self.source)
+    def recorded(self) -> Any:
+        return self.source
 
     def check_data(self, x: Tensor) -> None:
         if self.x_shape is not None:

@@ -5,6 +5,7 @@ import copy
 from pyro.infer import ELBO, JitTrace_ELBO, Trace_ELBO
 from pyro.util import warn_if_nan
 
+from ..describe import Described
 from .base import OBJECTIVES, Objective
 
 
@@ -24,7 +25,7 @@ def elbo(num_particles: int = 1, max_plate_nesting: int = 1) -> Trace_ELBO:
     )
 
 
-class JitTraceELBO(JitTrace_ELBO, Objective):
+class JitTraceELBO(Described, JitTrace_ELBO, Objective):
     """Pyro's :class:`~pyro.infer.JitTrace_ELBO` with ``differentiable_loss`` fixed.
 
     Pyro 1.9's returns ``loss + (surrogate - surrogate.detach())`` with ``loss`` itself

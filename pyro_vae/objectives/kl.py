@@ -27,6 +27,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from pyro.util import warn_if_nan
 
+from ..describe import Described
 from ..errors import ConfigError
 from .base import OBJECTIVES, Objective, is_compiled
 from .base import eager as eager_objective
@@ -182,7 +183,7 @@ def _data_points(site: dict[str, Any], data_plate: str) -> float:
     return b * subsample_scale(site, data_plate)
 
 
-class KLWeighted(ELBO, Objective):
+class KLWeighted(Described, ELBO, Objective):
     r"""Any objective with its latent terms weighted by :math:`\beta_t` and an optional free-bits floor.
 
     - ``beta``: the weight on ``log p(z) - log q(z|x)`` of every latent site (beta-VAE, Higgins et al.
