@@ -71,6 +71,13 @@ class Model(Described, nn.Module):
     The defaults here are those of an unsupervised model trained by the configured objective: the
     :class:`~pyro_vae.plan.UnsupervisedPlan`, the Monte Carlo ELBO for evaluation, no extra metrics
     or figures.
+
+    Evaluation, representations and figures ask a model, never its type: :meth:`representation`
+    (by default ``latent_mean``/``encode``), :meth:`latent_prior` and :meth:`latent_prior_sample`
+    (by default ``prior()``), :meth:`vamp_component` (by default through ``q`` and ``encoder``),
+    :meth:`store_prefix`, :meth:`check_options`. A model-specific case overrides one of them in that
+    model's own module. A Pyro pair that is not a ``Model`` is wrapped into one where it enters
+    pyro-vae (:func:`as_model`).
     """
 
     objectives: ClassVar[frozenset[str] | None] = None
