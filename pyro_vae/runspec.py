@@ -54,6 +54,9 @@ def model_record(model: nn.Module) -> tuple[dict[str, Any], dict[str, Any]]:
     if args is None:
         return section, description
     names = {f.name for f in dataclasses.fields(ModelConfig)}
+    own_options = MODELS.settable(
+        type(model)
+    )  # the model's own options (ModelConfig.model_options)
     for key, value in args.items():
         if key in _PARTS:
             registry = _PARTS[key]
@@ -71,8 +74,8 @@ def model_record(model: nn.Module) -> tuple[dict[str, Any], dict[str, Any]]:
         elif key.endswith("_options") and key[: -len("_options")] in _PARTS:
             if isinstance(args.get(key[: -len("_options")]), str):
                 section[key] = dict(value or {})
-        elif key == "latent_dim2":
-            section[key] = value or 0
+        elif key in own_options:
+            section.setdefault("model_options", {})[key] = json_value(value)
         elif key in names and key != "model" and isinstance(value, (int, float, str, tuple, list)):
             section[key] = tuple(value) if isinstance(value, list) else value
     return {k: v for k, v in section.items() if k in names}, description

@@ -15,6 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import evaluate
+from .build import model_for, validate
 from .checkpoint import (
     CHECKPOINT,
     CONFIG,
@@ -31,11 +32,11 @@ from .data import Dataset, fingerprint, load_dataset
 from .engine import Engine, engine_for, running, set_rank_seed
 from .errors import CheckpointError, ConfigError, TrainingDiverged, TrainingStopped
 from .loggers import open_loggers
-from .models import MODELS, Model, build_model
+from .models import MODELS, Model, as_model
 from .nn import network_precision
 from .objectives import objective_for
 from .optim import adam
-from .plan import Feed, TrainingPlan, UnsupervisedPlan
+from .plan import Feed, TrainingPlan
 from .runspec import DESCRIPTION_KEY, MODEL_JSON, custom_name, rebuild_model, record_model
 
 #: options a resumed run may change: it can be trained for longer, moved to another device, take the
@@ -122,28 +123,33 @@ def train(
     """
     if run_dir is None and resume:
         raise ConfigError("resume needs the run directory to continue from")
-    config = config.validate(
-        model_class=type(model) if model is not None else None, check_data=dataset is None
+    given = model
+    if model is not None:
+        model = as_model(model)  # a plain model/guide pair becomes a Model here, once
+    config = validate(
+        config, model_class=type(model) if model is not None else None, check_data=dataset is None
     )
     kind = type(model) if model is not None else MODELS.get(config.model.model)
     engine = engine_for(
-        config.train,
-        resolve_device(config.train.device),
-        partial_steps=not issubclass(kind, Model) or kind.partial_steps,
+        config.train, resolve_device(config.train.device), partial_steps=kind.partial_steps
     )
     engine.launch()  # under --devices N, Fabric starts the other processes here
     try:
         with running(engine):
             if run_dir is None:
-                return _train(config, None, resume, progress, dataset, model, engine)
-            if not engine.is_main:  # rank 0 owns and writes the run directory
-                return _train(config, Path(run_dir), resume, False, dataset, model, engine)
-            with run_directory(Path(run_dir), create=not resume) as owned:
-                return _train(config, owned, resume, progress, dataset, model, engine)
+                result = _train(config, None, resume, progress, dataset, model, engine)
+            elif not engine.is_main:  # rank 0 owns and writes the run directory
+                result = _train(config, Path(run_dir), resume, False, dataset, model, engine)
+            else:
+                with run_directory(Path(run_dir), create=not resume) as owned:
+                    result = _train(config, owned, resume, progress, dataset, model, engine)
     except BaseException:
         if engine.is_main and engine.distributed:
             engine.stop_others()
         raise
+    if given is not None:
+        result.model = given  # the object the caller passed, trained
+    return result
 
 
 def _train(
@@ -152,14 +158,14 @@ def _train(
     resume: bool,
     progress: bool,
     dataset: Dataset | None,
-    model: nn.Module | None,
+    model: Model | None,
     engine: Engine,
 ) -> TrainResult:
     checkpoint = load_checkpoint(run_dir / CHECKPOINT) if resume else None
     described = None  # a model object's description (pyro_vae.describe)
-    if model is not None and not (isinstance(model, Model) and model.built_from == config.model):
+    if model is not None and model.built_from != config.model:
         legacy = checkpoint is not None and DESCRIPTION_KEY not in checkpoint
-        config, described = record_model(config, model, legacy=legacy)
+        config, described = record_model(config, model.recorded(), legacy=legacy)
     tcfg = config.train
     if resume:
         if tcfg.epochs < checkpoint["epoch"]:
@@ -198,28 +204,22 @@ def _train(
     if model is None and checkpoint is not None and DESCRIPTION_KEY in checkpoint:
         model = rebuild_model(checkpoint[DESCRIPTION_KEY], run_dir)
         described = checkpoint[DESCRIPTION_KEY]
-    if model is None:
-        model = build_model(config.model, data.x_shape, data.num_classes)
-    if isinstance(model, Model):
-        # a streamed training set is checked on its first rows here, the rest as it streams (a NaN
-        # then shows as a non-finite loss, which stops the run)
-        model.check_data(
-            data.train if isinstance(data.train, torch.Tensor) else data.train[:_CHECKED_ROWS]
-        )
-        model.check_data(data.test)
+    model = model_for(config, data, model)
+    # a streamed training set is checked on its first rows here, the rest as it streams (a NaN then
+    # shows as a non-finite loss, which stops the run)
+    model.check_data(
+        data.train if isinstance(data.train, torch.Tensor) else data.train[:_CHECKED_ROWS]
+    )
+    model.check_data(data.test)
     model.to(device)
     data = data.to(device, loading=config.data.loading, workers=config.data.workers)
 
     optim = adam(tcfg.lr)
     objective = objective_for(tcfg)
-    plan: TrainingPlan = (
-        model.training_plan(data, config, optim, objective)
-        if isinstance(model, Model)
-        else UnsupervisedPlan(model, data, config, optim, objective)
-    )
+    plan = model.training_plan(data, config, optim, objective)
     if not isinstance(plan, TrainingPlan):
         raise TypeError(f"{type(model).__name__}.training_plan must return a TrainingPlan")
-    prefix = param_prefix(model)
+    prefix = model.store_prefix()
     feed = Feed(data, tcfg.seed, engine.rank, engine.world)
 
     start_epoch, history = 0, []
@@ -239,7 +239,8 @@ def _train(
         atomic_write_text(run_dir / CONFIG, config.to_json())
         atomic_write_text(run_dir / METRICS, "".join(json_line(r) for r in history))
         if described is not None:
-            atomic_write_text(run_dir / MODEL_TEXT, f"{custom_name(model)}\n{model}\n")
+            recorded = model.recorded()
+            atomic_write_text(run_dir / MODEL_TEXT, f"{custom_name(recorded)}\n{recorded}\n")
             atomic_write_text(run_dir / MODEL_JSON, json.dumps(described, indent=2) + "\n")
     # the CSV log always, and --logger's; rank 0 only, as for every file of the run
     run_loggers = open_loggers(tcfg.loggers, run_dir, config, resume=resume) if writes else None
@@ -360,12 +361,6 @@ def _kept(run_dir: Path | None, epoch: int) -> str:
     return "nothing was saved"
 
 
-def param_prefix(model: nn.Module) -> str | None:
-    """The prefix of a pyro-vae model's names in Pyro's parameter store (``"vae$$$"``); a model of
-    another kind names its parameters itself."""
-    return f"{model.name}$$$" if isinstance(model, Model) else None
-
-
 def _named(
     state: dict[str, Any], old: str | None, new: str | None, config: RunConfig | None = None
 ) -> dict[str, Any]:
@@ -458,16 +453,16 @@ def load_run(
         )
     if model is None and DESCRIPTION_KEY in ckpt:
         model = rebuild_model(ckpt[DESCRIPTION_KEY], run_dir)
-    if model is None:
-        if config.model.model.startswith("custom:"):
-            raise CheckpointError(
-                f"the run in {run_dir} trained a model passed as an object "
-                f"({config.model.model[7:]}, see {MODEL_TEXT}); rebuild it and reload with "
-                "pyro_vae.load_run(RUN, model=...)"
-            )
-        model = build_model(config.model, data.x_shape, data.num_classes)
+    if model is None and config.model.model.startswith("custom:"):
+        raise CheckpointError(
+            f"the run in {run_dir} trained a model passed as an object "
+            f"({config.model.model[7:]}, see {MODEL_TEXT}); rebuild it and reload with "
+            "pyro_vae.load_run(RUN, model=...)"
+        )
+    given = model
+    model = model_for(config, data, model)
     # a plan's selected epoch (M2's best validation accuracy) is the run's model; else the last epoch
     selected = ckpt.get("plan", {}).get("selected_model", ckpt["model"])
     load_model_state(model, selected, run_dir / CHECKPOINT)
     model.to(dev).eval()
-    return config, model, data.to(dev)
+    return config, given if given is not None else model, data.to(dev)

@@ -91,7 +91,7 @@ def files(tmp_path_factory) -> dict[str, str]:
 def _base(model: str, files: dict[str, str]) -> list[str]:
     argv = ["--dataset", files["data"], "--model", model, "--epochs", "2", "--batch-size", "16"]
     argv += ["--latent-dim", "2", "--hidden", "8"]
-    if "train.labels" in MODELS.get(model).options:
+    if "labels" in MODELS.parameters(model):
         argv += ["--labels", "6"]
     return argv
 

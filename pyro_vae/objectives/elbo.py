@@ -1,10 +1,12 @@
 from __future__ import annotations
 
-from pyro.infer import JitTrace_ELBO, Trace_ELBO
+import copy
+
+from pyro.infer import ELBO, JitTrace_ELBO, Trace_ELBO
 from pyro.util import warn_if_nan
 
 from ..describe import Described
-from .base import OBJECTIVES
+from .base import OBJECTIVES, Objective
 
 
 @OBJECTIVES.register("elbo")
@@ -23,7 +25,7 @@ def elbo(num_particles: int = 1, max_plate_nesting: int = 1) -> Trace_ELBO:
     )
 
 
-class JitTraceELBO(Described, JitTrace_ELBO):
+class JitTraceELBO(Described, JitTrace_ELBO, Objective):
     """Pyro's :class:`~pyro.infer.JitTrace_ELBO` with ``differentiable_loss`` fixed.
 
     Pyro 1.9's returns ``loss + (surrogate - surrogate.detach())`` with ``loss`` itself
@@ -36,6 +38,16 @@ class JitTraceELBO(Described, JitTrace_ELBO):
         loss = loss.detach()
         warn_if_nan(loss, "loss")
         return loss + (surrogate_loss - surrogate_loss.detach())
+
+    compiled = True
+
+    def eager(self) -> ELBO:
+        """A shallow copy as Pyro's :class:`~pyro.infer.Trace_ELBO`, the loss this one compiles."""
+        out = copy.copy(self)
+        out.__class__ = Trace_ELBO
+        for attr in ("_loss_and_surrogate_loss", "_differentiable_loss", "_loss_and_grads"):
+            out.__dict__.pop(attr, None)
+        return out
 
 
 @OBJECTIVES.register("jit-elbo")
