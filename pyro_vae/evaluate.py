@@ -45,18 +45,22 @@ __all__ = [
 
 @torch.no_grad()
 def elbo(
-    model: nn.Module,
+    model: Any,
     x: torch.Tensor,
     num_particles: int = 1,
     batch_size: int = 1024,
     objective: ELBO | None = None,
+    *,
+    guide: Callable | None = None,
 ) -> float:
     """The mean ELBO per data point (nats; higher is better), in batches, without gradients.
 
     ``model`` is anything with Pyro ``model(x)`` and ``guide(x)`` methods whose data plate is named
-    ``data``. ``objective`` defaults to the Monte Carlo ELBO with ``num_particles`` particles.
+    ``data``, or a Pyro model function given with its guide function (``guide=``), as for
+    :func:`log_likelihood`. ``objective`` defaults to the Monte Carlo ELBO with ``num_particles``
+    particles.
     """
-    model = as_model(model, caller="elbo")
+    model = as_model(model, guide, caller="elbo")
     if objective is None:
         objective = model.evaluation_objective(num_particles)  # e.g. M2 sums unknown labels out
     with evaluating(model):

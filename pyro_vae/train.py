@@ -36,6 +36,7 @@ from .models import MODELS, Model, as_model
 from .nn import network_precision
 from .objectives import objective_for
 from .optim import adam
+from .paramstore import OwnParameters
 from .plan import Feed, TrainingPlan
 from .runspec import DESCRIPTION_KEY, MODEL_JSON, custom_name, rebuild_model, record_model
 
@@ -259,7 +260,7 @@ def _train(
             t0 = time.perf_counter()
             total, seen = 0.0, 0
             # the networks autocast under --precision bf16-mixed: training steps only
-            with network_precision(engine.dtype):
+            with network_precision(engine.dtype), OwnParameters(model):
                 for step, (loss, size) in enumerate(plan.epoch(feed)):
                     if not math.isfinite(loss):
                         raise TrainingDiverged(
