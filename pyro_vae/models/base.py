@@ -83,11 +83,38 @@ class Model(Described, nn.Module):
     objectives: ClassVar[frozenset[str] | None] = None
     options: ClassVar[frozenset[str]] = KL_WEIGHTING
     partial_steps: ClassVar[bool] = False
-    x_shape: tuple[int, ...]
-    latent_dim: int
-    name: str
+    #: the shape of one datum, checked against the data (None: not checked)
+    x_shape: tuple[int, ...] | None = None
+    latent_dim: int | None = None
     #: the configuration :func:`build_model` built this model from (None: built by hand)
     built_from: ModelConfig | None = None
+
+    def __init__(
+        self,
+        x_shape: Sequence[int] | None = None,
+        latent_dim: int | None = None,
+        *,
+        name: str | None = None,
+    ) -> None:
+        super().__init__()
+        if x_shape is not None:
+            self.x_shape = tuple(int(s) for s in x_shape)
+        if latent_dim is not None:
+            self.latent_dim = latent_dim
+        if name is not None:
+            self.name = name
+
+    @property
+    def name(self) -> str:
+        """The model's name in Pyro's parameter store (``pyro.module(self.name, self)``): unique
+        per object (``tinyvae``, ``tinyvae_1``, ...) unless set."""
+        if "_store_name" not in self.__dict__:
+            self.__dict__["_store_name"] = unique_name(type(self).__name__.lower())
+        return self.__dict__["_store_name"]
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self.__dict__["_store_name"] = value
 
     @classmethod
     def from_config(
@@ -102,7 +129,7 @@ class Model(Described, nn.Module):
 
     def check_data(self, x: Tensor) -> None:
         """Fail early, with a message, on data this model cannot score."""
-        if tuple(x.shape[1:]) != tuple(self.x_shape):
+        if self.x_shape is not None and tuple(x.shape[1:]) != tuple(self.x_shape):
             raise DataError(
                 f"the model expects data of shape (N, {', '.join(map(str, self.x_shape))}) "
                 f"but got {tuple(x.shape)}"
