@@ -160,10 +160,12 @@ class Model(Described, nn.Module):
         """The latent a representation of ``x`` reads ("the traversed latent"): its point summary
         ``(N, D)``, q of it (``None``: the model has none), and extra per-example outputs.
 
-        By default ``latent_mean(x)`` and ``encode(x)``; a model whose ``latent_mean`` is more than
-        that latent (the label models' ``[z, onehot(y)]``) says so by overriding this.
+        By default ``latent_mean(x)`` and ``encode(x)`` (None for a model without ``encode``); a
+        model whose ``latent_mean`` is more than that latent (the label models' ``[z, onehot(y)]``)
+        says so by overriding this.
         """
-        return self.latent_mean(x), self.encode(x), {}
+        encode = getattr(self, "encode", None)  # a model need not say what q of its latent is
+        return self.latent_mean(x), encode(x) if callable(encode) else None, {}
 
     def latent_prior(self) -> Distribution | None:
         """The prior of the traversed latent where it has a density in closed form, else None (the
