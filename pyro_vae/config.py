@@ -151,21 +151,39 @@ class ModelConfig:
         aliases=tuple(
             (f"--{key.replace('_', '-')}", key, metavar, text)
             for key, metavar, text in (
-                ("latent_dim2", "D", "hvae: size of z2; m1m2: size of M2's z"),
-                ("labels", "N", "m2, m1m2: labelled training images (class-balanced, by --seed)"),
-                ("val_size", "N", "m2, m1m2: validation images held out of the unlabelled data"),
+                (
+                    "latent_dim2",
+                    "D",
+                    "hvae: size of z2 (default: half of --latent-dim); m1m2: size of M2's z "
+                    "(default: --latent-dim)",
+                ),
+                (
+                    "labels",
+                    "N",
+                    "m2, m1m2 (required): labelled training images (class-balanced, by --seed)",
+                ),
+                (
+                    "val_size",
+                    "N",
+                    "m2, m1m2: validation images held out of the unlabelled data (default: 10% of "
+                    "the training set, at most 5000)",
+                ),
                 (
                     "aux_weight",
                     "A",
-                    "m2, m1m2: alpha of the classification loss per labelled image",
+                    "m2, m1m2: alpha of the classification loss per labelled image (default: 50)",
                 ),
                 (
                     "labelled_every",
                     "K",
                     "m2, m1m2: a labelled batch after every K unlabelled ones (0: one labelled "
-                    "pass an epoch)",
+                    "pass an epoch) (default: 1)",
                 ),
-                ("m1_epochs", "N", "m1m2: epochs that fit M1 before M2 (default: half of them)"),
+                (
+                    "m1_epochs",
+                    "N",
+                    "m1m2: epochs that fit M1 before M2 (default: half of --epochs)",
+                ),
             )
         ),
     )

@@ -51,6 +51,7 @@ AUDIT: dict[str, tuple[list[str], list[str]]] = {
     "--aux-weight": ([], ["--aux-weight", "5"]),
     "--labelled-every": ([], ["--labelled-every", "0"]),
     "--m1-epochs": ([], ["--m1-epochs", "0"]),
+    "--model-opt": ([], ["--model-opt", "labelled_every=0"]),
     "--image-size": ([], ["--image-size", "4"]),
     "--image-mode": ([], ["--image-mode", "L"]),
     "--precision": ([], ["--precision", "bf16-mixed"]),

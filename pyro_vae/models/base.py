@@ -44,6 +44,17 @@ KL_WEIGHTING = MODEL_SPECIFIC
 _counters: dict[str, itertools.count] = {}
 
 
+#: sizes past this are typos (2**40 for 240), not experiments: refused before they become an
+#: allocation of terabytes
+MAX_SIZE = 2**16
+
+
+def check_size(flag: str, value: int) -> None:
+    """Refuse a layer or latent size larger than :data:`MAX_SIZE`."""
+    if value > MAX_SIZE:
+        raise ConfigError(f"{flag} {value} is larger than pyro-vae allows ({MAX_SIZE})")
+
+
 def unique_name(prefix: str) -> str:
     """``prefix``, then ``prefix_1``, ``prefix_2``, ...: one name per model object in this process.
 
@@ -176,10 +187,12 @@ class Model(Described, nn.Module):
         """The latent a representation of ``x`` reads ("the traversed latent"): its point summary
         ``(N, D)``, q of it (``None``: the model has none), and extra per-example outputs.
 
-        By default ``latent_mean(x)`` and ``encode(x)``; a model whose ``latent_mean`` is more than
-        that latent (the label models' ``[z, onehot(y)]``) says so by overriding this.
+        By default ``latent_mean(x)`` and ``encode(x)`` (None for a model without ``encode``); a
+        model whose ``latent_mean`` is more than that latent (the label models' ``[z, onehot(y)]``)
+        says so by overriding this.
         """
-        return self.latent_mean(x), self.encode(x), {}
+        encode = getattr(self, "encode", None)  # a model need not say what q of its latent is
+        return self.latent_mean(x), encode(x) if callable(encode) else None, {}
 
     def latent_prior(self) -> Distribution | None:
         """The prior of the traversed latent where it has a density in closed form, else None (the
@@ -381,9 +394,8 @@ def check_parts_config(m: ModelConfig) -> ModelConfig:
 
     if m.latent_dim < 1:
         raise ConfigError(f"--latent-dim must be a positive integer, got {m.latent_dim!r}")
-    for name, value in (("--latent-dim", m.latent_dim), ("--hidden", max(m.hidden, default=1))):
-        if value > 2**16:
-            raise ConfigError(f"{name} {value} is larger than pyro-vae allows ({2**16})")
+    check_size("--latent-dim", m.latent_dim)
+    check_size("--hidden", max(m.hidden, default=1))
     if not m.hidden or any(h < 1 for h in m.hidden):
         raise ConfigError(f"--hidden needs positive layer sizes, got {m.hidden!r}")
     NETWORKS.get(m.network)

@@ -12,7 +12,7 @@ from pyro.distributions import TorchDistribution
 from ..config import changed_fields
 from ..errors import ConfigError
 from ..plan import Feed, make_svi
-from .base import KL_WEIGHTING, MODELS, part_options, unique_name
+from .base import KL_WEIGHTING, MODELS, check_size, part_options, unique_name
 from .cvae import join
 from .m2 import M2, SemiSupervisedPlan
 from .vae import VAE, _plate_size
@@ -61,6 +61,7 @@ class StackedM2(M2):
 
     @classmethod
     def check_options(cls, options: dict[str, Any], config: RunConfig) -> None:
+        check_size("--latent-dim2", options.get("latent_dim2", 0))
         m1_epochs, epochs = options.get("m1_epochs"), config.train.epochs
         if m1_epochs is not None and not 0 <= m1_epochs < epochs:
             raise ConfigError(
@@ -102,6 +103,7 @@ class StackedM2(M2):
     ) -> None:
         if not isinstance(latent_dim2, int) or latent_dim2 < 0:
             raise ConfigError(f"--latent-dim2 must be 0 or a positive integer, got {latent_dim2!r}")
+        check_size("--latent-dim2", latent_dim2)
         super().__init__(
             (latent_dim,),
             num_classes,
