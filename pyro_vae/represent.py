@@ -120,8 +120,12 @@ def encode(
     scales: bool = True,
     scale_samples: int = SCALE_SAMPLES,
     seed: int | None = 0,
+    guide: Callable | None = None,
 ) -> dict[str, np.ndarray]:
     """The mean and standard deviation of q(z|x) for each example of ``x``, in the data's order.
+
+    ``model`` is a model object, or a Pyro model function given with its guide function
+    (``guide=``, as for :func:`~pyro_vae.evaluate.log_likelihood`), whose one latent site is read.
 
     Returns NumPy arrays:
 
@@ -146,7 +150,7 @@ def encode(
     """
     batch_size = _positive_int(batch_size, "batch_size")
     scale_samples = _positive_int(scale_samples, "scale_samples", low=2)
-    model = as_model(model, caller="encode", pair=False)
+    model = as_model(model, guide, caller="encode", pair=guide is not None)
     if not isinstance(x, torch.Tensor):
         raise DataError(f"encode needs the data as a torch.Tensor, got {type(x).__name__}")
     if x.ndim < 1 or x.shape[0] == 0:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -306,3 +307,18 @@ def test_elbo_takes_functions_with_guide_like_log_likelihood() -> None:
     assert by_object == by_functions
     with pytest.raises(pv.ConfigError, match="needs a callable Pyro model and guide"):
         pv.elbo(pair.model, x, guide=3)
+
+
+def test_encode_and_score_take_functions_with_guide_like_objects() -> None:
+    from pyro_vae.represent import encode
+    from pyro_vae.scores import score
+
+    pair = _Named()
+    x = torch.rand(16, 1, 8, 8)
+    enc = encode(pair.model, x, guide=pair.guide)
+    h = pair.enc(x.flatten(1)).detach()
+    torch.testing.assert_close(torch.as_tensor(enc["mean"]), h[:, :2])
+    torch.testing.assert_close(torch.as_tensor(enc["scale"]), h[:, 2:].exp())
+    by_functions = score(pair.model, x, guide=pair.guide, scores=["elbo"], elbo_samples=4)
+    by_object = score(pair, x, scores=["elbo"], elbo_samples=4)
+    np.testing.assert_array_equal(by_functions["elbo"], by_object["elbo"])

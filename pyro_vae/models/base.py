@@ -15,7 +15,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pyro import poutine
 from pyro.infer import ELBO, Trace_ELBO
+from pyro.poutine.util import site_is_subsample
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
@@ -68,6 +70,20 @@ def unique_name(prefix: str) -> str:
 
 class Model(Described, nn.Module):
     """Base class of pyro-vae's generative models.
+
+    A subclass defines (the README's ``TinyVAE`` is a complete one):
+
+    - ``model(x=None, *, size=None)`` and ``guide(x)``: the Pyro pair, each calling
+      ``pyro.module(self.name, self)`` and sampling inside ``pyro.plate("data", N)``;
+    - ``__init__`` calling ``super().__init__(x_shape, latent_dim)`` (both optional: ``x_shape`` is
+      the shape of one datum, checked against the data; ``name=`` fixes the name in Pyro's store,
+      unique per object by default); its arguments are recorded, so a run describes the model
+      (:func:`pyro_vae.describe`) and rebuilds it when the class is importable;
+    - ``from_config(config, x_shape, num_classes)``, only to be built by name (``--model``, after
+      ``@MODELS.register("name")``); its keyword arguments beyond the shared ones are its options;
+    - a docstring writing out its generative process.
+
+    It may override everything below.
 
     Subclasses implement the Pyro pair ``model(x=None, ..., *, size=None)`` / ``guide(x, ...)`` with a
     plate named ``data``, and :meth:`from_config`; they declare
@@ -265,6 +281,8 @@ class PyroPair(Model):
     # an object that is not a Model may still have the methods a Model's representation uses
     def representation(self, x: Tensor) -> tuple[Tensor, Distribution | None, dict[str, Tensor]]:
         latent_mean = getattr(self.source, "latent_mean", None)
+        if not callable(latent_mean) and self.guide_fn is not _no_pair:
+            return _guide_latent(self.guide_fn, x)
         if not callable(latent_mean):
             raise ConfigError(
                 f"encode needs a model with latent_mean(x) (e.g. a pyro_vae VAE); got "
@@ -283,6 +301,29 @@ class PyroPair(Model):
 
     def latent_prior_sample(self, n: int) -> Tensor:
         return self.latent_prior().sample((n,))  # type: ignore[union-attr]
+
+
+def _guide_latent(guide: Callable, x: Tensor) -> tuple[Tensor, Distribution, dict[str, Tensor]]:
+    """The representation a guide function gives ``x``: its one latent site's q, and q's mean
+    (the mean of 64 draws where q has none in closed form)."""
+    trace = poutine.trace(guide).get_trace(x)
+    latent = [
+        site
+        for site in trace.nodes.values()
+        if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
+    ]
+    if len(latent) != 1:
+        names = ", ".join(s["name"] for s in latent) or "none"
+        raise ConfigError(
+            f"a representation reads the one latent site of the guide, but it samples {names}; "
+            "pass an object with latent_mean(x) instead"
+        )
+    q = latent[0]["fn"]
+    try:
+        mean = q.mean
+    except NotImplementedError:
+        mean = q.sample((64,)).mean(0)
+    return mean, q, {}
 
 
 def as_model(
