@@ -90,7 +90,9 @@ def record_model(
     configuration must stay as it was.
     """
     section, description = model_record(model)
-    if legacy or arguments(model) is None:
+    if legacy:  # pyro-vae 0.1 named every model object by its class
+        return config.replace(model={"model": custom_name(model)}), description
+    if arguments(model) is None:
         return config.replace(model={"model": section["model"]}), description
     return dataclasses.replace(config, model=ModelConfig(**section)), description
 

@@ -322,3 +322,24 @@ def test_encode_and_score_take_functions_with_guide_like_objects() -> None:
     by_functions = score(pair.model, x, guide=pair.guide, scores=["elbo"], elbo_samples=4)
     by_object = score(pair, x, scores=["elbo"], elbo_samples=4)
     np.testing.assert_array_equal(by_functions["elbo"], by_object["elbo"])
+
+
+def test_a_run_recorded_before_descriptions_still_loads_with_model(tmp_path) -> None:
+    """Runs of model objects from before models described themselves name only the class; they
+    reload into model=, and without it the error says so."""
+    run = tmp_path / "run"
+    result = pv.train(pv.VAE((1, 8, 8), 2, hidden=(8,)), run_dir=run, **SMALL)
+    raw = torch.load(run / "checkpoint.pt", weights_only=True)
+    del raw["model_description"]
+    config = json.loads(raw["config"])
+    config["model"] = {"model": "custom:pyro_vae.models.vae.VAE"}  # what 0.1 wrote
+    raw["config"] = json.dumps(config)
+    torch.save(raw, run / "checkpoint.pt")
+    with pytest.raises(pv.CheckpointError, match=r"load_run\(RUN, model=\.\.\.\)"):
+        pv.load_run(run)
+    _, model, _ = pv.load_run(run, model=pv.VAE((1, 8, 8), 2, hidden=(8,)))
+    assert all(torch.equal(v, result.model.state_dict()[k]) for k, v in model.state_dict().items())
+    resumed = pv.train(
+        pv.VAE((1, 8, 8), 2, hidden=(8,)), run_dir=run, resume=True, **SMALL | {"epochs": 2}
+    )
+    assert [r["epoch"] for r in resumed.history] == [1, 2]
