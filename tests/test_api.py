@@ -97,25 +97,21 @@ class TwoLayerVAE(pv.VAE):
 '''
 
 
-def test_a_user_class_is_recorded_by_import_path_and_reloads(tmp_path) -> None:
+def test_a_user_class_is_recorded_by_import_path_and_reloads(tmp_path, monkeypatch) -> None:
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "usermodels.py").write_text(USER_MODULE)
     run = tmp_path / "run"
-    out = _run(
-        f"""
-        import pyro_vae as pv
+    with monkeypatch.context() as m:
+        m.syspath_prepend(str(tmp_path / "mine"))
         from usermodels import TwoLayerVAE
-        pv.train(TwoLayerVAE((1, 8, 8), 3, width=12), run_dir={str(run)!r}, epochs=1,
-                 batch_size=256, device="cpu", progress=False)
-        """,
-        tmp_path,
-        str(tmp_path / "mine"),
-    )
-    assert out.returncode == 0, out.stderr
+
+        pv.train(TwoLayerVAE((1, 8, 8), 3, width=12), run_dir=run, **SMALL)
+    sys.modules.pop("usermodels")  # as in a process that cannot import it
     spec = json.loads((run / "model.json").read_text())
     assert spec["class"] == "usermodels:TwoLayerVAE"
     assert spec["args"] == {"x_shape": [1, 8, 8], "latent_dim": 3, "width": 12}
-    assert json.loads((run / "config.json").read_text())["model"]["model"].startswith("custom:")
+    model = json.loads((run / "config.json").read_text())["model"]
+    assert model["model"] == "custom:usermodels.TwoLayerVAE" and model["latent_dim"] == 3
     out = _run(
         f"""
         import pyro_vae as pv
@@ -130,6 +126,8 @@ def test_a_user_class_is_recorded_by_import_path_and_reloads(tmp_path) -> None:
     # where the module is not importable, the error says so, and model= still works
     with pytest.raises(pv.CheckpointError, match=r"usermodels:TwoLayerVAE.*cannot be imported"):
         pv.load_run(run)
+    _, model, _ = pv.load_run(run, model=pv.VAE((1, 8, 8), 3, hidden=(12, 12)))
+    assert type(model) is pv.VAE
 
 
 def test_a_class_defined_in_a_script_is_named_at_reload(tmp_path) -> None:

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_vae import MODELS, PyroVAEError, train
+from pyro_vae import MODELS, PyroVAEError
 from pyro_vae.cli import options, train_config
+from pyro_vae.train import train  # what the command line runs: its errors name flags
 
 #: flag -> (context options, the option with a non-default value); the option is compared against
 #: the same run with the context alone
