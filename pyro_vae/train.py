@@ -116,11 +116,11 @@ def train(
     written there; ``resume=True`` continues from its checkpoint and gives the same result as an
     uninterrupted run on the same device.
 
-    ``dataset`` and ``model`` replace those the configuration describes. A model that
-    :func:`~pyro_vae.models.build_model` did not build from ``config.model`` is recorded in
-    ``config.json`` as ``"custom:<module>.<class>"`` (with its structure in ``model.txt``), and the run
-    is reloaded with ``load_run(run_dir, model=<the same architecture>)``. The data's fingerprint is
-    saved, so a run is never resumed or reloaded on other data than it was trained on.
+    ``dataset`` and ``model`` replace those the configuration describes. A model object is
+    recorded as what it is (:mod:`pyro_vae.runspec`): ``config.json``'s model section from its own
+    arguments, its description in the checkpoint and ``model.json``, from which ``load_run`` rebuilds
+    it. The data's fingerprint is saved, so a run is never resumed or reloaded on other data than it
+    was trained on. :func:`pyro_vae.train` is this in Python words.
     """
     if run_dir is None and resume:
         raise ConfigError("resume needs the run directory to continue from")
@@ -430,9 +430,10 @@ def load_run(
 ) -> tuple[RunConfig, nn.Module, Dataset]:
     """Rebuild a trained run's model and data set from its directory.
 
-    A run trained with a model object (``config.json`` names it ``"custom:..."``) is reloaded into
-    ``model``, a fresh object of the same architecture; a run trained on data passed in Python gets
-    them back through ``dataset``. Either is checked against what the run saved.
+    A run trained with a model object is rebuilt from the model's description (its class must be
+    importable here), or reloaded into ``model``, a fresh object of the same architecture; a run
+    trained on data passed in Python gets them back through ``dataset``. Either is checked against
+    what the run saved.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

@@ -93,3 +93,16 @@ def test_rebuild_only_calls_parts() -> None:
         pv.rebuild({"class": "no_such_module_xyz:Thing", "args": {}})
     with pytest.raises(pv.ConfigError, match="'class' entry"):
         pv.rebuild({"args": {}})
+
+
+@pytest.mark.parametrize("name", pv.OBJECTIVES.names())
+@pytest.mark.parametrize("beta", [1.0, 0.5])
+def test_every_objective_rebuilds_from_its_description(name, beta) -> None:
+    from pyro_vae.config import TrainConfig
+    from pyro_vae.objectives import objective_for
+
+    objective = objective_for(TrainConfig(objective=name, beta=beta, particles=2))
+    spec = json.loads(json.dumps(pv.describe(objective)))
+    again = pv.rebuild(spec)
+    assert type(again) is type(objective) and pv.describe(again) == spec
+    assert again.num_particles == objective.num_particles == 2

@@ -9,6 +9,10 @@ from ..describe import Described
 from .base import OBJECTIVES, Objective
 
 
+class MonteCarloELBO(Described, Trace_ELBO):
+    """Pyro's :class:`~pyro.infer.Trace_ELBO`, recording the arguments it was built with."""
+
+
 @OBJECTIVES.register("elbo")
 def elbo(num_particles: int = 1, max_plate_nesting: int = 1) -> Trace_ELBO:
     r"""The Monte Carlo ELBO (Kingma and Welling 2014; Rezende et al. 2014):
@@ -18,7 +22,7 @@ def elbo(num_particles: int = 1, max_plate_nesting: int = 1) -> Trace_ELBO:
     estimated with ``num_particles`` reparameterised samples drawn in one vectorised pass.
     Pyro's :class:`~pyro.infer.Trace_ELBO`.
     """
-    return Trace_ELBO(
+    return MonteCarloELBO(
         num_particles=num_particles,
         vectorize_particles=num_particles > 1,
         max_plate_nesting=max_plate_nesting,
