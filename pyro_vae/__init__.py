@@ -1,7 +1,9 @@
 """pyro-vae: variational autoencoders as Pyro model/guide pairs."""
 
+from .api import load_run, train
 from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from .data import Dataset, load_dataset
+from .describe import describe, rebuild
 from .errors import CheckpointError, ConfigError, DataError, PyroVAEError, TrainingDiverged
 from .evaluate import elbo, log_likelihood
 from .export import export, load
@@ -12,8 +14,8 @@ from .objectives import OBJECTIVES
 from .plan import Feed, TrainingPlan
 from .plugins import import_plugin
 from .priors import PRIORS
-from .runs import RunData, load_model, load_run
-from .train import TrainResult, train
+from .runs import RunData, load_model
+from .train import TrainResult
 
 __version__ = "0.1.0"
 
@@ -39,11 +41,13 @@ __all__ = [
     "TrainResult",
     "TrainingDiverged",
     "build_model",
+    "describe",
     "elbo",
     "export",
     "load",
     "import_plugin",
     "log_likelihood",
+    "rebuild",
     "load_dataset",
     "load_model",
     "load_run",

@@ -412,7 +412,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         base = RunConfig.from_json(text)
     else:
         base = RunConfig()
-    return _apply(base, overrides).validate()
+    from .build import validate
+
+    return validate(_apply(base, overrides))
 
 
 def train_config(argv: Sequence[str]) -> RunConfig:

@@ -24,16 +24,13 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from .checkpoint import atomic_write_bytes, atomic_write_text, file_mode, umask
 from .errors import CheckpointError, ConfigError
-
-if TYPE_CHECKING:
-    from .config import ModelConfig
 
 FORMAT = "pyro-vae-bundle"
 VERSION = 1
@@ -46,35 +43,34 @@ ONNX_RTOL = 1e-5
 
 
 def describe(model: nn.Module) -> dict[str, Any]:
-    """The architecture of ``model`` as JSON-ready data: the model configuration it was built from
-    (every part and option), the shape of one datum and the number of classes; :func:`rebuild`
-    turns it back into a model.
+    """The architecture of ``model`` as JSON-ready data: its description
+    (:func:`pyro_vae.describe`: the class and constructor arguments of the model and of every part
+    in it), the configuration section that names its parts and options, the shape of one datum and
+    the number of classes; :func:`rebuild` turns it back into a model."""
+    from .models.base import as_model
+    from .runspec import model_record
 
-    A model is described by the configuration :func:`~pyro_vae.models.build_model` recorded on it;
-    a model assembled by hand in Python is refused, since nothing records how to rebuild it.
-    """
-    from .models import Model
-
-    built_from = model.built_from if isinstance(model, Model) else None
-    if built_from is None:
-        raise ConfigError(
-            f"cannot export a {type(model).__name__} built by hand: a bundle rebuilds a model from "
-            "its configuration, so build it with pyro_vae.build_model or pyro_vae.train"
-        )
+    model = as_model(model)
+    section, description = model_record(model.recorded())
+    if "error" in description:
+        raise ConfigError(f"cannot export this model: {description['error']}")
     return {
-        "model": dataclasses.asdict(built_from),
-        "x_shape": [int(d) for d in model.x_shape],
+        "description": description,
+        "model": {k: _plain(v) for k, v in section.items()},
+        "x_shape": None if model.x_shape is None else [int(d) for d in model.x_shape],
         "num_classes": model.num_classes,
     }
 
 
-def rebuild(description: Mapping[str, Any]) -> nn.Module:
-    """The model :func:`describe` described, with freshly initialised weights."""
-    from .config import RunConfig
-    from .models import build_model
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
-    config: ModelConfig = RunConfig.from_dict({"model": dict(description["model"])}).model
-    return build_model(config, description["x_shape"], description["num_classes"])
+
+def rebuild(architecture: Mapping[str, Any]) -> nn.Module:
+    """The model :func:`describe` described, with freshly initialised weights."""
+    from .describe import rebuild as rebuild_part
+
+    return rebuild_part(architecture["description"])
 
 
 def distribution_parameters(d: Any) -> dict[str, torch.Tensor]:
@@ -204,6 +200,7 @@ def _card(info: dict[str, Any]) -> str:
     trained = info.get("trained") or {}
     data = info.get("data") or {}
     metrics = trained.get("metrics") or {}
+    arch = info["architecture"]["model"]
     lines = [
         f"# {info['name']}",
         "",
@@ -212,12 +209,11 @@ def _card(info: dict[str, Any]) -> str:
         "",
         "| | |",
         "|---|---|",
-        f"| model | `{info['architecture']['model']['model']}` "
-        f"(latent size {info['architecture']['model']['latent_dim']}) |",
-        f"| guide q(z\\|x) | `{info['architecture']['model']['guide']}` |",
-        f"| prior p(z) | `{info['architecture']['model']['prior']}` |",
+        f"| model | `{arch.get('model')}` (latent size {arch.get('latent_dim')}) |",
+        f"| guide q(z\\|x) | `{arch.get('guide', 'diagonal')}` |",
+        f"| prior p(z) | `{arch.get('prior', 'normal')}` |",
         f"| likelihood p(x\\|z) | `{info['likelihood']['name']}` |",
-        f"| datum shape | {tuple(info['architecture']['x_shape'])} |",
+        f"| datum shape | {tuple(info['architecture']['x_shape'] or ())} |",
         f"| classes | {info['architecture']['num_classes'] or 'none'} |",
         f"| trained on | {data.get('name', 'not recorded')} "
         + (
@@ -321,8 +317,6 @@ def export(
     The bundle is written beside ``directory`` and renamed into place, so an interrupted export
     leaves nothing half-written. Returns the bundle's path.
     """
-    from . import __version__
-
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise ConfigError(f"{directory} is a file; give a directory for the bundle")
@@ -338,12 +332,12 @@ def export(
         "format": FORMAT,
         "version": VERSION,
         "name": name or directory.resolve().name,
-        "pyro_vae_version": __version__,
+        "pyro_vae_version": _version(),
         "exported": datetime.date.today().isoformat(),
         "architecture": architecture,
         "likelihood": {
-            "name": architecture["model"]["likelihood"],
-            "options": architecture["model"]["likelihood_options"],
+            "name": architecture["model"].get("likelihood", "bernoulli"),
+            "options": architecture["model"].get("likelihood_options", {}),
         },
         "data": data,
         "trained": trained,
@@ -370,6 +364,15 @@ def export(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pyro-vae")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def read_info(directory: str | Path) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import torch
 from pyro.infer import ELBO, SVI
 
 from .errors import ConfigError
-from .objectives.kl import KLWeighted
+from .objectives.base import is_compiled, set_epoch
 
 if TYPE_CHECKING:
     from pyro.optim import PyroOptim
@@ -125,10 +125,7 @@ def world_size(config: RunConfig) -> int:
     return config.train.devices * config.train.num_nodes
 
 
-def schedule(objective: ELBO, epoch: int) -> None:
-    """Move an objective's schedule (KL annealing) to ``epoch``."""
-    if isinstance(objective, KLWeighted):
-        objective.set_epoch(epoch)
+schedule = set_epoch  # the objective's own schedule (KL annealing), moved to an epoch
 
 
 class Plan:
@@ -168,8 +165,7 @@ def make_svi(
     step through :class:`~pyro_vae.fast.FastSVI` (the loss captured once per input signature and
     replayed or compiled; the same parameter updates, tests/test_fast.py), or in a run on Lightning
     Fabric (``--devices``, ``--precision``) through :class:`~pyro_vae.engine.FabricSVI`."""
-    from .config import FAST_MODES
-    from .engine import FabricSVI, current
+    from .engine import FAST_MODES, FabricSVI, current
 
     engine = current()
     if engine is not None and engine.fabric is not None:
@@ -182,10 +178,7 @@ def make_svi(
     return FastSVI(model, guide, optim, objective, compile=FAST_MODES[mode])  # type: ignore[return-value]
 
 
-def is_jit(objective: ELBO) -> bool:
-    """Whether ``objective`` (or the objective it weights) is compiled, so needs one batch shape."""
-    inner = objective.inner if isinstance(objective, KLWeighted) else objective
-    return type(inner).__name__.startswith("Jit")
+is_jit = is_compiled  # whether the objective is traced once per batch shape
 
 
 class UnsupervisedPlan(Plan):

@@ -12,84 +12,13 @@ from typing import Any
 import numpy as np
 import torch
 
-# matplotlib's Figure without pyplot: no global state, the Agg canvas, never a window, and a
-# second's less import than pyplot (which the serving commands would pay for every figure)
-from matplotlib.figure import Figure
-
 from .errors import ConfigError, PyroVAEError
 from .evaluate import batched
-from .models import Model
+from .images import _as_images, _save, _save_grid, _subplots, make_grid
+from .kernel import evaluating, seeded
+from .models.base import as_model
 
 FIGURES = "figures"
-
-
-def make_grid(
-    images: torch.Tensor, nrow: int, padding: int = 1, pad_value: float = 1.0
-) -> torch.Tensor:
-    """``(3, H', W')``: ``images`` ``(N, C, H, W)`` tiled ``nrow`` to a row with ``padding``
-    pixels of ``pad_value`` between and around them, one channel repeated to three; the layout of
-    ``torchvision.utils.make_grid`` (whose import pulls in torchvision's model zoo and
-    ``torch._dynamo``, seconds for a grid of pixels)."""
-    if images.shape[1] == 1:
-        images = images.expand(-1, 3, -1, -1)
-    n, c, h, w = images.shape
-    if n == 1:  # as torchvision: one image, unpadded
-        return images[0].clone()
-    cols = min(nrow, n)
-    rows = math.ceil(n / cols)
-    step_h, step_w = h + padding, w + padding
-    grid = images.new_full((c, rows * step_h + padding, cols * step_w + padding), pad_value)
-    for k in range(n):
-        y, x = divmod(k, cols)
-        top, left = y * step_h + padding, x * step_w + padding
-        grid[:, top : top + h, left : left + w] = images[k]
-    return grid
-
-
-def _subplots(figsize: tuple[float, float]) -> tuple[Figure, Any]:
-    fig = Figure(figsize=figsize)
-    return fig, fig.subplots()
-
-
-def _as_images(x: torch.Tensor) -> torch.Tensor | None:
-    """``(N, C, H, W)`` images from data of any event shape, or ``None`` if they are not images."""
-    x = x.detach().float().cpu()
-    if x.ndim == 4:
-        return x
-    if x.ndim == 3:
-        return x.unsqueeze(1)
-    side = math.isqrt(x.shape[-1])
-    if x.ndim == 2 and side * side == x.shape[-1]:
-        return x.reshape(-1, 1, side, side)
-    return None
-
-
-def _save_grid(images: torch.Tensor, nrow: int, path: Path, title: str) -> Path | None:
-    imgs = _as_images(images)
-    if imgs is None:
-        return None
-    grid = make_grid(imgs.clamp(0, 1), nrow=nrow, padding=1, pad_value=1.0)
-    cols, rows = min(nrow, imgs.shape[0]), math.ceil(imgs.shape[0] / nrow)
-    # about half an inch per image, whatever its pixel size, so 8x8 digits and MNIST both read well
-    fig, ax = _subplots(
-        figsize=(
-            max(4.0, 0.5 * cols),
-            0.5 * rows * grid.shape[1] / grid.shape[2] * cols / rows + 0.5,
-        )
-    )
-    ax.imshow(
-        grid.permute(1, 2, 0).numpy(), interpolation="nearest"
-    )  # make_grid always returns 3 channels
-    ax.set_title(title, fontsize=10)
-    ax.axis("off")
-    return _save(fig, path)
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return path
 
 
 def training_curves(history: Sequence[dict[str, Any]], path: Path) -> Path | None:
@@ -271,14 +200,7 @@ def traversal_latents(
     label models' ``[z, onehot(y)]`` is traversed (y stays the predicted label); the hierarchical
     VAE's traversed latent is z1. Random draws (prior quantiles, a flow guide's mean) use ``seed``.
     """
-    from .represent import (
-        _device,
-        _evaluating,
-        _positive_int,
-        _seeded,
-        latent_kl_per_dim,
-        prior_quantiles,
-    )
+    from .represent import _device, _positive_int, latent_kl_per_dim, prior_quantiles
 
     steps = _positive_int(steps, "steps")
     max_dims = _positive_int(max_dims, "max_dims")
@@ -290,7 +212,7 @@ def traversal_latents(
     kl = latent_kl_per_dim(model, x[:kl_points], seed=seed)
     rows = _traversal_dims(dims, kl, max_dims)
     device = _device(model, x)
-    with _evaluating(model), _seeded(seed):
+    with evaluating(model), seeded(seed):
         base = model.latent_mean(x[image : image + 1].to(device))  # (1, L): [z, onehot(y)] or z
         values = prior_quantiles(model, traversal_probs(steps), seed=seed)  # (steps, D)
     values = values.to(device=base.device, dtype=base.dtype)
@@ -306,10 +228,8 @@ def traversal_images(
 ) -> tuple[torch.Tensor, list[int], np.ndarray]:
     """:func:`traversal_latents` (same options) decoded with ``decode_mean``: the images
     ``(rows, steps, *x_shape)``, the dimension of each row and the KL of every dimension."""
-    from .represent import _evaluating
-
     v, rows, kl = traversal_latents(model, x, **options)
-    with _evaluating(model):
+    with evaluating(model):
         images = model.decode_mean(v.reshape(-1, v.shape[-1]))
     return images.reshape(*v.shape[:2], *images.shape[1:]), rows, kl
 
@@ -386,8 +306,8 @@ def draw_all(
             written.append(traversal(model, x, out / "traversal.png"))
         except PyroVAEError as e:  # e.g. a custom model without encode(x) or prior()
             warnings.warn(f"no latent traversal figure for this model: {e}", stacklevel=2)
-        if isinstance(model, Model):  # models add their own (e.g. class-conditional grids)
-            written.extend(model.extra_figures(dataset, out))
+        # models add their own (e.g. class-conditional grids); a plain pair has none
+        written.extend(as_model(model).extra_figures(dataset, out))
     finally:
         model.train(was_training)
     return [p for p in written if p is not None]

@@ -152,10 +152,16 @@ def load_model(
 ) -> tuple[RunConfig, nn.Module, dict[str, Any]]:
     """A trained run's configuration, its model (on ``device``, in eval mode) and its checkpoint,
     from the run directory alone: no data are read (except for a run written before the checkpoint
-    recorded its data's shape, whose data are loaded and checked once to learn it)."""
+    recorded its data's shape, whose data are loaded and checked once to learn it).
+
+    A run trained with a model object is rebuilt from the model's description (its class must be
+    importable here), or reloaded into ``model``, a fresh object of the same architecture.
+    """
     import pyro
 
     from .models import build_model
+    from .models.base import as_model
+    from .runspec import DESCRIPTION_KEY, rebuild_model
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -164,23 +170,28 @@ def load_model(
     config: RunConfig = ckpt["config"]
     dev = resolve_device(device)
     pyro.set_rng_seed(config.train.seed)
+    if model is None and DESCRIPTION_KEY in ckpt:
+        model = rebuild_model(ckpt[DESCRIPTION_KEY], run_dir)
+    if model is None and config.model.model.startswith("custom:"):
+        raise CheckpointError(
+            f"the run in {run_dir} trained a model passed as an object "
+            f"({config.model.model[7:]}, see {MODEL_TEXT}); rebuild it and reload with "
+            "pyro_vae.load_run(RUN, model=...)"
+        )
+    given = model
     if model is None:
-        if config.model.model.startswith("custom:"):
-            raise CheckpointError(
-                f"the run in {run_dir} trained a model passed as an object "
-                f"({config.model.model[7:]}, see {MODEL_TEXT}); rebuild it and reload with "
-                "pyro_vae.load_run(RUN, model=...)"
-            )
         spec = _checked_spec(ckpt.get("data_spec"), run_dir / CHECKPOINT)
         if spec is None:  # a checkpoint older than data_spec: its data say what shape to build
             data = RunData(run_dir, config, ckpt, torch.device("cpu")).load()
             spec = {"shape": list(data.x_shape), "num_classes": data.num_classes}
         model = build_model(config.model, spec["shape"], spec["num_classes"])
+    else:
+        model = as_model(model)  # a plain model/guide pair is wrapped into a Model, once
     # a plan's selected epoch (M2's best validation accuracy) is the run's model; else the last epoch
     selected = ckpt.get("plan", {}).get("selected_model", ckpt["model"])
     load_model_state(model, selected, run_dir / CHECKPOINT)
     model.to(dev).eval()
-    return config, model, ckpt
+    return config, given if given is not None else model, ckpt
 
 
 def load_run(

@@ -167,7 +167,7 @@ def test_draw_all_skips_the_traversal_with_a_warning_for_a_model_without_encode(
 def test_make_grid_lays_out_images_as_torchvision_does() -> None:
     # plots draws its grids itself (torchvision's import costs seconds); same layout, same pixels
     tv = pytest.importorskip("torchvision.utils")
-    from pyro_vae.plots import make_grid
+    from pyro_vae.images import make_grid
 
     for shape, nrow in [
         ((5, 1, 8, 8), 3),
