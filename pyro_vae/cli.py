@@ -460,7 +460,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     figures = "" if args.no_plots else ", figures/"
     print(f"run written to {run_dir} ({CONFIG}, checkpoint.pt, metrics.jsonl{figures})")
-    if summary and not progress.outputs(mode)[1]:  # the epoch lines said it already
+    # the epoch lines said it already, unless an earlier epoch was selected
+    if summary and (not progress.outputs(mode)[1] or "best_epoch" in last):
         chosen = " (selected by validation)" if "best_epoch" in last else ""
         print(f"epoch {last['epoch']}{chosen}: {summary}")
     return 0

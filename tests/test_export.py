@@ -160,3 +160,18 @@ def test_onnx_is_refused_for_a_model_whose_encoder_takes_labels(tmp_path, capsys
         pv.export(result, tmp_path / "b", onnx=True)
     assert not (tmp_path / "b").exists()
     assert pv.load(pv.export(result, tmp_path / "plain")).num_classes == 10
+
+
+def test_a_model_built_by_hand_exports_and_loads(tmp_path):
+    model = pv.VAE((1, 8, 8), latent_dim=3, hidden=(16,), guide="lowrank", prior="vamp")
+    bundle = pv.export(model, tmp_path / "b")
+    loaded = pv.load(bundle)
+    assert type(loaded) is pv.VAE and type(loaded.q) is type(model.q)
+    a = model.state_dict()
+    assert all(torch.equal(a[k], v) for k, v in loaded.state_dict().items())
+    info = json.loads((bundle / "model.json").read_text())
+    assert info["architecture"]["model"]["prior"] == "vamp"
+    assert (
+        info["trained"] is None
+        and "| guide q(z\\|x) | `lowrank` |" in (bundle / "README.md").read_text()
+    )

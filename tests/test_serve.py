@@ -176,3 +176,37 @@ def test_run_files_follow_the_umask(tmp_path) -> None:
     for name in ("checkpoint.pt", "config.json", "metrics.jsonl"):
         mode = stat.S_IMODE((tmp_path / "run" / name).stat().st_mode)
         assert mode == 0o644, (name, oct(mode))
+
+
+def test_serving_commands_import_only_what_they_use(npz_run, tmp_path) -> None:
+    # not a timing test (benchmarks/bench_serve.py times them): which libraries a fresh process
+    # imports to sample and to encode, where torchvision's model zoo, torch._dynamo and
+    # scikit-learn cost seconds each
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    run, other = npz_run
+    script = (
+        "import sys\n"
+        "from pyro_vae.cli import main\n"
+        "assert main(sys.argv[1:]) == 0\n"
+        "heavy = ('torchvision', 'torch._dynamo', 'sklearn', 'lightning', 'lightning_fabric')\n"
+        "drawn = ('matplotlib',) if sys.argv[1] == 'encode' else ()\n"
+        "found = [m for m in heavy + drawn if m in sys.modules]\n"
+        "assert not found, found\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for argv in (
+        ["sample", str(run), "-n", "16", "--out", str(tmp_path / "s.png")],
+        ["encode", str(run), "--data", str(other), "--out", str(tmp_path / "e.npz")],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", script, *argv, "--quiet"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
