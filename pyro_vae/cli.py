@@ -504,11 +504,12 @@ def _rows(
         )
         label = Path(cfg.dataset).stem if name is None else name
         if split is None:
-            whole = load_rows(cfg)
+            source, whole = load_rows(cfg)
             if whole is not None:
                 x, y = whole
                 return Rows(x.to(device), None if y is None else y.to(device), f"{label}-all")
-        source = load_dataset(cfg)
+        else:
+            source = load_dataset(cfg)
     split = split or "test"
     x, y = (
         (source.train, source.train_labels)

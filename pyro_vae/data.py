@@ -500,24 +500,33 @@ def load_dataset(config: DataConfig) -> Dataset:
     :class:`~pyro_vae.streaming.RowSource` (nothing is read whole until :meth:`Dataset.to`); the
     registered data sets and .npz files are tensors. The data are checked by :meth:`Dataset.check`
     (a registered source may return anything)."""
+    return binarize(_load_checked(config), config.binarize)
+
+
+def _load_checked(config: DataConfig) -> Dataset:
     ds = dataset_source(config.dataset)(config)
     if not isinstance(ds, Dataset):
         raise DataError(
             f"the data set {config.dataset!r} loaded a {type(ds).__name__}, not a "
             "pyro_vae.data.Dataset; its loader must return one"
         )
-    return binarize(ds.check(), config.binarize)
+    return ds.check()
 
 
-def load_rows(config: DataConfig) -> tuple[torch.Tensor, torch.Tensor | None] | None:
-    """Every row of a data source that has no split of its own (a .npz with ``x``, a .npy file, an
-    image folder), in the source's order, with its labels; prepared as a test split is (binarized
-    with the fixed test seed under ``--binarize dynamic`` or ``static``). ``None`` for a source
-    that comes split (MNIST, a .npz with ``x_train`` and ``x_test``): choose a split of it."""
-    ds = dataset_source(config.dataset)(replace(config, binarize="none"))
-    if not isinstance(ds, Dataset) or ds.split_rows is None:
-        return None
-    ds.check()
+def load_rows(
+    config: DataConfig,
+) -> tuple[Dataset, None] | tuple[None, tuple[torch.Tensor, torch.Tensor | None]]:
+    """What a command that reads data (``score --data FILE``) reads, loading the source once:
+
+    * ``(None, (x, labels))``: every row of a source that has no split of its own (a .npz with
+      ``x``, a .npy file, an image folder), in the source's order, prepared as a test split is
+      (binarized with the fixed test seed under ``--binarize dynamic`` or ``static``);
+    * ``(dataset, None)``: the data set as :func:`load_dataset` gives it, for a source that comes
+      split (MNIST, a .npz with ``x_train`` and ``x_test``): choose a split of it.
+    """
+    ds = _load_checked(config)
+    if ds.split_rows is None:
+        return binarize(ds, config.binarize), None
     tr, te = ds.split_rows
     train = ds.train if isinstance(ds.train, torch.Tensor) else ds.train.materialize()
     x = torch.empty((len(tr) + len(te), *ds.x_shape), dtype=ds.test.dtype)
@@ -534,7 +543,7 @@ def load_rows(config: DataConfig) -> tuple[torch.Tensor, torch.Tensor | None] | 
                 f"the data range over [{lo:g}, {hi:g}]"
             )
         x = torch.bernoulli(x, generator=torch.Generator().manual_seed(_TEST_BINARIZATION_SEED))
-    return x, y
+    return None, (x, y)
 
 
 def fingerprint(ds: Dataset) -> str:
