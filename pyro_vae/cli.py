@@ -475,7 +475,9 @@ class Rows:
     x: Any
     labels: Any
     label: str
+    #: the data set the rows are a split of, and which split (None: every row of a file)
     source: Any = None
+    split: str | None = None
 
 
 def _rows(
@@ -518,7 +520,8 @@ def _rows(
     )
     if source.streaming and split == "train":  # a lazy training split: read it whole
         x = x.materialize()
-    return Rows(x.to(device), None if y is None else y.to(device), f"{label}-{split}", source)
+    labels = None if y is None else y.to(device)
+    return Rows(x.to(device), labels, f"{label}-{split}", source, split)
 
 
 def _limited(rows: Rows, limit: int | None) -> Rows:
@@ -562,7 +565,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     # the linear probe on the latent means: logistic regression with 100, 1000 and all training
     # labels of the same data set, scored on the evaluated rows (when the data have labels and a
     # training split other than the rows evaluated)
-    probe = args.probe and rows.source is not None and rows.label.endswith("-test")
+    probe = args.probe and rows.split == "test"
     result = {"run": str(args.run), "data": rows.label, "test_points": int(rows.x.shape[0])}
     result.update(
         report(

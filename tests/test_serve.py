@@ -168,12 +168,15 @@ def test_models_pickle_deepcopy_and_torch_save_to_the_same_log_px(name) -> None:
 
 
 def test_run_files_follow_the_umask(tmp_path) -> None:
+    from pyro_vae.scores import write_table
+
     old = os.umask(0o022)
     try:
         pv.train(tiny_config(epochs=1), tmp_path / "run", progress=False)
+        write_table({"log_px": np.zeros(3)}, tmp_path / "run" / "scores.csv")
     finally:
         os.umask(old)
-    for name in ("checkpoint.pt", "config.json", "metrics.jsonl"):
+    for name in ("checkpoint.pt", "config.json", "metrics.jsonl", "scores.csv"):
         mode = stat.S_IMODE((tmp_path / "run" / name).stat().st_mode)
         assert mode == 0o644, (name, oct(mode))
 
