@@ -175,3 +175,11 @@ def test_a_model_built_by_hand_exports_and_loads(tmp_path):
         info["trained"] is None
         and "| guide q(z\\|x) | `lowrank` |" in (bundle / "README.md").read_text()
     )
+
+
+def test_onnx_is_refused_for_a_flow_guide_and_nothing_is_left(tmp_path):
+    pytest.importorskip("onnx")
+    model = pv.VAE((1, 8, 8), latent_dim=2, hidden=(8,), guide="iaf")
+    with pytest.raises(pv.ConfigError, match="transformed distribution"):
+        pv.export(model, tmp_path / "b", onnx=True)
+    assert list(tmp_path.iterdir()) == []
