@@ -9,6 +9,7 @@ its ratio to the import of torch and Pyro. Targets (issue 19): sample and encode
 
     cd benchmarks && python bench_serve.py            # the digits model (8x8), CPU
     cd benchmarks && python bench_serve.py --rounds 5 # more rounds on a noisy machine
+    cd benchmarks && python bench_serve.py --before /path/to/older/checkout  # and its arms too
 
 The model is the default VAE trained for one epoch on scikit-learn's 8x8 digits (trained once,
 before the timing); ``encode`` encodes the run's own test split (360 images), which loads the
@@ -42,13 +43,22 @@ TARGETS = {
 
 def _run(cmd: list[str], env: dict[str, str], cwd: Path) -> float:
     t0 = time.perf_counter()
-    subprocess.run(cmd, env=env, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        cmd, env=env, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     return time.perf_counter() - t0
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="another checkout of pyro-vae (e.g. before this change): its sample and encode arms "
+        "too, on a run it trains itself",
+    )
     args = p.parse_args()
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     py = sys.executable
@@ -78,13 +88,35 @@ def main() -> None:
             "pyro-vae train --epochs 1 --no-plots": [*cli, "train", "--dataset", "digits"]
             + ["--epochs", "1", "--no-plots", "--quiet", "--run-dir", "again"],
         }
+        envs = {name: env for name in arms}
+        if args.before is not None:
+            old = dict(env, PYTHONPATH=str(args.before.resolve()))
+            old_run = work / "old-run"
+            subprocess.run(
+                [*cli, "train", "--dataset", "digits", "--epochs", "1", "--run-dir", str(old_run)]
+                + ["--no-plots", "--no-progress"],
+                env=old,
+                cwd=work,
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            before = {
+                "before: pyro-vae sample RUN -n 16": [*cli, "sample", str(old_run), "-n", "16"]
+                + ["--out", "s0.png"],
+                "before: pyro-vae encode RUN": [*cli, "encode", str(old_run), "--out", "e0.npz"],
+                "before: pyro-vae train --epochs 1 --no-plots": [*cli, "train", "--dataset"]
+                + ["digits", "--epochs", "1", "--no-plots", "--no-progress", "--run-dir", "again"],
+            }
+            arms.update(before)
+            envs.update({name: old for name in before})
         times: dict[str, list[float]] = {name: [] for name in arms}
         t_start = time.perf_counter()
         for r in range(args.rounds):
             order = list(arms) if r % 2 == 0 else list(reversed(arms))
             for name in order:
                 shutil.rmtree(work / "again", ignore_errors=True)
-                times[name].append(_run(arms[name], env, work))
+                times[name].append(_run(arms[name], envs[name], work))
         wall = time.perf_counter() - t_start
     finally:
         shutil.rmtree(work, ignore_errors=True)
