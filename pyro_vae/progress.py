@@ -34,8 +34,12 @@ def _isatty(stream: Any) -> bool:
 
 
 def _in_notebook() -> bool:
-    # tqdm.auto draws a widget there; stderr is no terminal, yet a bar is what fits
-    return "ipykernel" in sys.modules
+    """Whether this process is a Jupyter kernel: tqdm.auto draws a widget there; stderr is no
+    terminal, yet a bar is what fits. (A process that merely imported ipykernel, e.g. to run
+    notebooks, is not one.)"""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 def check_mode(mode: bool | str) -> str:

@@ -64,6 +64,7 @@ def test_the_bar_only_on_a_terminal(monkeypatch):
         def isatty(self):
             return self.tty
 
+    monkeypatch.setattr(progress, "_in_notebook", lambda: False)
     for err, out, expected in [
         (True, True, (True, False)),  # a terminal: the bar
         (True, False, (True, True)),  # pyro-vae train > log in a terminal: bar, lines in the log
@@ -96,6 +97,7 @@ def test_evaluate_shows_progress_on_stderr_and_keeps_stdout_for_results(
     tmp_path, capsys, monkeypatch
 ):
     monkeypatch.setattr(progress, "_MIN_INTERVAL", 0.0)
+    monkeypatch.setattr(progress, "_in_notebook", lambda: False)
     run = tmp_path / "run"
     argv = ["train", "--run-dir", str(run), "--epochs", "1", "--latent-dim", "2", "--hidden", "16"]
     assert main([*argv, "--no-plots", "--quiet"]) == 0
