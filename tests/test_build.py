@@ -41,7 +41,9 @@ def test_model_options_are_typed_from_the_signature_and_refused_where_unread() -
     assert train_config(["--model", "hvae", "--model-opt", "hidden2=8,4"]).model.model_options == {
         "hidden2": (8, 4)
     }
-    with pytest.raises(ConfigError, match=r"--m1-epochs \(--model-opt m1_epochs\) is not used by --model m2.* m1m2"):
+    with pytest.raises(
+        ConfigError, match=r"--m1-epochs \(--model-opt m1_epochs\) is not used by --model m2.* m1m2"
+    ):
         train_config(["--model", "m2", "--labels", "20", "--m1-epochs", "1"])
     with pytest.raises(ConfigError, match="--model-opt hidden2 is not used by --model vae"):
         train_config(["--model-opt", "hidden2=8"])
