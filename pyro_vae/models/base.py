@@ -401,7 +401,7 @@ def _flag(target: str) -> str:
 def _option_flag(key: str) -> str:
     """How the command line sets model option ``key``: its own flag where it has one."""
     aliases = {alias[1]: alias[0] for alias in _model_options_field().metadata.get("aliases", ())}
-    return aliases.get(key, f"--model-opt {key}")
+    return f"{aliases[key]} (--model-opt {key})" if key in aliases else f"--model-opt {key}"
 
 
 def _model_options_field() -> Any:
