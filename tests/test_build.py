@@ -42,7 +42,7 @@ def test_model_options_are_typed_from_the_signature_and_refused_where_unread() -
         "hidden2": (8, 4)
     }
     with pytest.raises(
-        ConfigError, match=r"--m1-epochs \(--model-opt m1_epochs\) is not used by --model m2.* m1m2"
+        ConfigError, match=r"--m1-epochs is not used by --model m2.* m1m2 \(--model-opt m1_epochs"
     ):
         train_config(["--model", "m2", "--labels", "20", "--m1-epochs", "1"])
     with pytest.raises(ConfigError, match="--model-opt hidden2 is not used by --model vae"):

@@ -401,7 +401,7 @@ def _flag(target: str) -> str:
 def _option_flag(key: str) -> str:
     """How the command line sets model option ``key``: its own flag where it has one."""
     aliases = {alias[1]: alias[0] for alias in _model_options_field().metadata.get("aliases", ())}
-    return f"{aliases[key]} (--model-opt {key})" if key in aliases else f"--model-opt {key}"
+    return aliases.get(key, f"--model-opt {key}")
 
 
 def _model_options_field() -> Any:
@@ -417,10 +417,13 @@ def model_options(cls: type[Model], config: ModelConfig) -> dict[str, Any]:
     for key in config.model_options:
         if key not in takes and key not in SHARED_ARGUMENTS:
             takers = [n for n in MODELS if key in MODELS.parameters(n)]
+            flag = _option_flag(key)
+            notes = [f"--model-opt {key}"] if flag != f"--model-opt {key}" else []
+            notes += [f"{what} takes {', '.join(takes)}"] if takes else []
             raise ConfigError(
-                f"{_option_flag(key)} is not used by {what}; it is an option of "
+                f"{flag} is not used by {what}; it is an option of "
                 f"{', '.join(takers) or 'no registered model'}"
-                + (f" ({what} takes {', '.join(takes)})" if takes else "")
+                + (f" ({'; '.join(notes)})" if notes else "")
             )
     return MODELS.options_of(cls, config.model_options, what)
 
