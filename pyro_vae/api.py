@@ -22,6 +22,8 @@ from .checkpoint import CHECKPOINT, CONFIG, METRICS, load_checkpoint, run_direct
 from .config import SECTIONS, DataConfig, ModelConfig, RunConfig, TrainConfig
 from .data import Dataset
 from .errors import ConfigError, PyroVAEError
+from .evaluate import elbo as _elbo
+from .evaluate import log_likelihood as _log_likelihood
 from .train import TrainResult
 from .train import load_run as _load_run
 from .train import train as _train_run
@@ -263,6 +265,8 @@ def _remove_run(run: Path) -> None:
 
 
 load_run = speaks_python(_load_run)
+elbo = speaks_python(_elbo)
+log_likelihood = speaks_python(_log_likelihood)
 
 
 def documented(cls: type) -> type:

@@ -341,3 +341,20 @@ def test_a_run_recorded_before_descriptions_still_loads_with_model(tmp_path) -> 
         pv.VAE((1, 8, 8), 2, hidden=(8,)), run_dir=run, resume=True, **SMALL | {"epochs": 2}
     )
     assert [r["epoch"] for r in resumed.history] == [1, 2]
+
+
+def test_elbo_takes_an_object_that_is_not_a_module() -> None:
+    net = _Named()
+
+    class Pair:  # model and guide as methods of a plain object
+        def model(self, x):
+            return net.model(x)
+
+        def guide(self, x):
+            return net.guide(x)
+
+    x = torch.rand(16, 1, 8, 8)
+    pyro.set_rng_seed(2)
+    plain = pv.elbo(Pair(), x, num_particles=3)
+    pyro.set_rng_seed(2)
+    assert plain == pv.elbo(net, x, num_particles=3)
