@@ -22,6 +22,7 @@ import functools
 import importlib
 import inspect
 import math
+import numbers
 from collections.abc import Mapping
 from typing import Any
 
@@ -169,6 +170,10 @@ def json_value(value: Any) -> Any:
 def _value(value: Any, where: str) -> Any:
     if value is None or isinstance(value, (bool, int, str)):
         return value
+    if isinstance(value, numbers.Integral):  # a NumPy integer
+        return int(value)
+    if isinstance(value, numbers.Real):
+        value = float(value)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise NotDescribable(f"{where} is {value}, which JSON cannot hold")
