@@ -12,6 +12,7 @@ import functools
 import os
 import re
 import shutil
+import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,10 +34,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: flags of the command line that are not configuration fields -> their Python words
 _COMMAND_WORDS = {
     "--resume": "resume=True",
-    "--run-dir": "run_dir",
-    "--config": "config",
+    "--run-dir": "run_dir={}",
+    "--config": "config={}",
     "--no-progress": "progress=False",
-    "--import": "pyro_vae.import_plugin",
+    "--import": "pyro_vae.import_plugin({})",
 }
 #: words after a flag that are English, not its value
 _NOT_VALUES = frozenset(
@@ -48,8 +49,6 @@ _NOT_VALUES = frozenset(
 @functools.cache
 def _flag_words() -> dict[str, tuple[str, str | None, type | None]]:
     """flag -> (Python argument, key inside a dict argument or None, the argument's type)."""
-    import typing
-
     out: dict[str, tuple[str, str | None, type | None]] = {}
     for kind in SECTIONS.values():
         hints = typing.get_type_hints(kind)
@@ -77,14 +76,16 @@ def python_words(message: str) -> str:
 
     def replace(m: re.Match[str]) -> str:
         flag, value = m.group(1), m.group(3)
-        if value is not None and (value.lower() in _NOT_VALUES or value.endswith(",")):
+        if value is not None and value.lower() in _NOT_VALUES:
             value = None
         tail = "" if value is not None else (m.group(2) or "") + (m.group(3) or "")
         if flag in _COMMAND_WORDS:
             word = _COMMAND_WORDS[flag]
-            if value is not None and "=" not in word:
-                return f"{word}={_python_value(value)}"
-            return word + (f" {value}" if value is not None else "") + tail
+            if "{}" not in word:
+                return word + (f" {value}" if value is not None else "") + tail
+            if value is None:
+                return word.replace("={}", "").replace("({})", "") + tail
+            return word.format(_python_value(value))
         if flag not in words:
             return m.group(0)
         name, key, tp = words[flag]
@@ -102,8 +103,6 @@ def python_words(message: str) -> str:
 
 
 def typing_is_dict(tp: Any) -> bool:
-    import typing
-
     return typing.get_origin(tp) is dict or tp is dict
 
 
@@ -273,8 +272,6 @@ def documented(cls: type) -> type:
     """Append to ``cls``'s docstring one line per field, from the field's metadata: its type,
     default, what it means and the command line's flag for it, so ``help(cls)`` documents every
     field."""
-    import typing
-
     hints = typing.get_type_hints(cls)
     lines = ["", "Fields (keyword arguments; the command line's flag in brackets):", ""]
     for f in dataclasses.fields(cls):

@@ -225,6 +225,8 @@ def test_the_old_call_order_still_works(tmp_path) -> None:
         ("has trained 3 epochs; --epochs 2 would go back", "3 epochs; epochs=2 would go back"),
         ("pass --resume to continue it", "pass resume=True to continue it"),
         ("choose another --run-dir", "choose another run_dir"),
+        ("import it with --import MODULE", "import it with pyro_vae.import_plugin(MODULE)"),
+        ("--run-dir runs/x is a file", "run_dir='runs/x' is a file"),
         ("set it with --guide-opt rank=VALUE", "set it with guide_options={'rank': VALUE}"),
         ("pass --flows 3", "pass guide_options={'num_flows': 3}"),
         ("use --device cpu", "use device='cpu'"),
