@@ -112,6 +112,8 @@ def test_a_user_class_is_recorded_by_import_path_and_reloads(tmp_path, monkeypat
     assert spec["args"] == {"x_shape": [1, 8, 8], "latent_dim": 3, "width": 12}
     model = json.loads((run / "config.json").read_text())["model"]
     assert model["model"] == "custom:usermodels.TwoLayerVAE" and model["latent_dim"] == 3
+    assert model["hidden"] == [12, 12]  # what it gave pv.VAE's constructor
+    assert model["model_options"] == {"width": 12}
     out = _run(
         f"""
         import pyro_vae as pv
