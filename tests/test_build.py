@@ -146,3 +146,22 @@ def test_a_run_of_pyro_vae_0_1_loads_and_resumes(tmp_path) -> None:
     assert loaded.model.model_options == {"labels": 30} and model.num_labelled == 30
     resumed = train_run(config.replace(train={"epochs": 2}), run, resume=True, progress=False)
     assert [r["epoch"] for r in resumed.history] == [1, 2]
+
+
+def test_the_evaluation_kernel_restores_each_modules_mode_and_the_random_state() -> None:
+    from pyro_vae.kernel import chunks, evaluating, seeded
+
+    vae = VAE((1, 4, 4), 2, hidden=(8,))
+    vae.decoder.eval()  # a mode of its own, which an evaluation must give back
+    with evaluating(vae):
+        assert not vae.training and not vae.encoder.training and not torch.is_grad_enabled()
+    assert vae.training and vae.encoder.training and not vae.decoder.training
+    torch.manual_seed(1)
+    expected = torch.rand(3)
+    torch.manual_seed(1)
+    with seeded(5):
+        a = torch.rand(3)
+    assert torch.equal(torch.rand(3), expected)  # the caller's stream goes on undisturbed
+    with seeded(5):
+        assert torch.equal(torch.rand(3), a)
+    assert list(chunks(10, 4)) == [4, 4, 2]
