@@ -21,7 +21,7 @@ from torch import nn
 
 from .checkpoint import CHECKPOINT, CONFIG, METRICS, load_checkpoint, run_directory
 from .config import SECTIONS, DataConfig, ModelConfig, RunConfig, TrainConfig
-from .data import Dataset
+from .data import DATASETS, Dataset
 from .errors import ConfigError, PyroVAEError
 from .evaluate import elbo as _elbo
 from .evaluate import log_likelihood as _log_likelihood
@@ -171,7 +171,11 @@ def train(
     same result as an uninterrupted run) or ``overwrite=True`` (replace it). ``plots=True`` draws
     the figures into ``run_dir/figures``. The old call ``train(config, run_dir, ...)`` still works.
     """
-    if isinstance(data, (str, os.PathLike)) and isinstance(model_or_config, RunConfig):
+    if (
+        isinstance(data, (str, os.PathLike))
+        and isinstance(model_or_config, RunConfig)
+        and not _names_data(data)
+    ):
         if run_dir is not None:
             raise ConfigError("run_dir is given twice: as the second argument and as run_dir=")
         run_dir, data = data, None  # train(config, run_dir): the order before data= existed
@@ -251,6 +255,13 @@ def train(
 
         result.figures = figures.draw_all(result.model, result.dataset, result.history, run)
     return result
+
+
+def _names_data(data: str | os.PathLike) -> bool:
+    """Whether a string names a data set (a registered one, a .npz/.npy file or ``folder:PATH``)
+    rather than a run directory, in the old call ``train(config, run_dir)``."""
+    text = os.fspath(data)
+    return text in DATASETS or text.endswith((".npz", ".npy")) or text.startswith("folder:")
 
 
 def _remove_run(run: Path) -> None:

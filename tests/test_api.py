@@ -218,6 +218,8 @@ def test_the_old_call_order_still_works(tmp_path) -> None:
     config = pv.RunConfig(train=pv.TrainConfig(epochs=1, batch_size=256, device="cpu"))
     result = pv.train(config, tmp_path / "run", progress=False)
     assert result.run_dir == tmp_path / "run" and (tmp_path / "run" / "config.json").exists()
+    result = pv.train(config, "digits", progress=False)  # a data set's name is data
+    assert result.run_dir is None and result.config.data.dataset == "digits"
 
 
 @pytest.mark.parametrize(
