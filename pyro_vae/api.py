@@ -183,6 +183,9 @@ def train(
         raise ConfigError("the model is given twice: as the first argument and as model=")
     if dataset is not None and data is not None:
         raise ConfigError("the data are given twice: as data= and as dataset=")
+    for name, flag in (("overwrite", overwrite), ("resume", resume), ("plots", plots)):
+        if not isinstance(flag, bool):
+            raise ConfigError(f"{name} must be True or False, got {flag!r}")
     if resume and overwrite:
         raise ConfigError("resume=True continues the run, overwrite=True replaces it: pass one")
     if plots and run_dir is None:

@@ -174,6 +174,10 @@ def test_no_run_directory_writes_nothing(tmp_path, monkeypatch) -> None:
     assert result.run_dir is None and list(tmp_path.iterdir()) == []
     with pytest.raises(pv.ConfigError, match=r"takes no option nope; its training options are"):
         pv.train(vae, nope=1, **SMALL)
+    with pytest.raises(pv.ConfigError, match=r"^overwrite must be True or False, got 'yes'"):
+        pv.train(vae, overwrite="yes", **SMALL)
+    with pytest.raises(pv.ConfigError, match=r"resume=True continues the run, overwrite=True"):
+        pv.train(vae, run_dir=tmp_path / "r", resume=True, overwrite=True, **SMALL)
 
 
 def test_keyword_options_replace_the_configurations(tmp_path) -> None:
