@@ -1,11 +1,10 @@
 """pyro-vae: variational autoencoders as Pyro model/guide pairs."""
 
-from .api import load_run, train
+from .api import elbo, load_run, log_likelihood, train
 from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from .data import Dataset, load_dataset
 from .describe import describe, rebuild
 from .errors import CheckpointError, ConfigError, DataError, PyroVAEError, TrainingDiverged
-from .evaluate import elbo, log_likelihood
 from .export import export, load
 from .guides import GUIDES
 from .likelihoods import LIKELIHOODS

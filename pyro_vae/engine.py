@@ -249,7 +249,7 @@ def engine_for(t: TrainConfig, device: torch.device, *, partial_steps: bool = Tr
 
     ``partial_steps``: some steps of the model's plan leave parameters unused (M2's classifier
     step), which DDP must look for after every forward pass (:attr:`pyro_vae.Model.partial_steps`).
-    The options themselves are checked by :meth:`RunConfig.validate` (:func:`check_engine_options`).
+    The options themselves are checked by :func:`pyro_vae.build.validate` (:func:`check_engine_options`).
     """
     world = t.devices * t.num_nodes
     dtype = torch.bfloat16 if t.precision == "bf16-mixed" else None

@@ -125,9 +125,6 @@ def world_size(config: RunConfig) -> int:
     return config.train.devices * config.train.num_nodes
 
 
-schedule = set_epoch  # the objective's own schedule (KL annealing), moved to an epoch
-
-
 class Plan:
     """Defaults for a :class:`TrainingPlan`: no state, no extra metrics, the last epoch's weights."""
 
@@ -136,7 +133,7 @@ class Plan:
 
     def begin_epoch(self, epoch: int) -> None:
         if self.objective is not None:
-            schedule(self.objective, epoch)
+            set_epoch(self.objective, epoch)  # the objective's own schedule (KL annealing)
 
     def epoch(self, feed: Feed) -> Iterator[tuple[float, int]]:
         raise NotImplementedError
@@ -178,9 +175,6 @@ def make_svi(
     return FastSVI(model, guide, optim, objective, compile=FAST_MODES[mode])  # type: ignore[return-value]
 
 
-is_jit = is_compiled  # whether the objective is traced once per batch shape
-
-
 class UnsupervisedPlan(Plan):
     """Every training image once per epoch in shuffled batches, one SVI step on each.
 
@@ -201,7 +195,9 @@ class UnsupervisedPlan(Plan):
         self.n = n = data.train.shape[0]
         world = world_size(config)
         per_process = -(-n // world)
-        self.steps_per_epoch = per_process // b if is_jit(objective) else num_batches(n, b, world)
+        self.steps_per_epoch = (
+            per_process // b if is_compiled(objective) else num_batches(n, b, world)
+        )
         if self.steps_per_epoch < 1:
             raise ConfigError(
                 f"--batch-size {b} is larger than the {per_process} training points of each of the "

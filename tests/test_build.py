@@ -41,7 +41,9 @@ def test_model_options_are_typed_from_the_signature_and_refused_where_unread() -
     assert train_config(["--model", "hvae", "--model-opt", "hidden2=8,4"]).model.model_options == {
         "hidden2": (8, 4)
     }
-    with pytest.raises(ConfigError, match=r"--m1-epochs is not used by --model m2.* m1m2"):
+    with pytest.raises(
+        ConfigError, match=r"--m1-epochs is not used by --model m2.* m1m2 \(--model-opt m1_epochs"
+    ):
         train_config(["--model", "m2", "--labels", "20", "--m1-epochs", "1"])
     with pytest.raises(ConfigError, match="--model-opt hidden2 is not used by --model vae"):
         train_config(["--model-opt", "hidden2=8"])
@@ -117,3 +119,49 @@ def test_a_plain_pair_is_wrapped_once_and_trains_as_itself(tmp_path) -> None:
     assert any(not torch.equal(before[k], v) for k, v in plain.state_dict().items())
     with pytest.raises(ConfigError, match="needs an object with .model and .guide"):
         as_model(nn.Linear(2, 2))
+
+
+def test_a_run_of_pyro_vae_0_1_loads_and_resumes(tmp_path) -> None:
+    """A run directory whose config.json and checkpoint hold the model options where pyro-vae 0.1
+    wrote them (train.labels, ...) loads, and resumes, as the same run."""
+    from pyro_vae.train import load_run
+    from pyro_vae.train import train as train_run
+
+    config = RunConfig(
+        data=DataConfig("digits"),
+        model=ModelConfig("m2", latent_dim=2, hidden=(16,), model_options={"labels": 30}),
+        train=TrainConfig(epochs=1, batch_size=128, device="cpu"),
+    )
+    run = tmp_path / "run"
+    train_run(config, run, progress=False)
+    payload = torch.load(run / "checkpoint.pt", weights_only=True)
+    old = json.loads(payload["config"])
+    del old["model"]["model_options"]
+    old["model"]["latent_dim2"] = 0
+    old["train"].update(labels=30, val_size=None, aux_weight=None, labelled_every=1, m1_epochs=None)
+    payload["config"] = json.dumps(old)
+    torch.save(payload, run / "checkpoint.pt")
+    (run / "config.json").write_text(json.dumps(old))
+    loaded, model, _ = load_run(run)
+    assert loaded.model.model_options == {"labels": 30} and model.num_labelled == 30
+    resumed = train_run(config.replace(train={"epochs": 2}), run, resume=True, progress=False)
+    assert [r["epoch"] for r in resumed.history] == [1, 2]
+
+
+def test_the_evaluation_kernel_restores_each_modules_mode_and_the_random_state() -> None:
+    from pyro_vae.kernel import chunks, evaluating, seeded
+
+    vae = VAE((1, 4, 4), 2, hidden=(8,))
+    vae.decoder.eval()  # a mode of its own, which an evaluation must give back
+    with evaluating(vae):
+        assert not vae.training and not vae.encoder.training and not torch.is_grad_enabled()
+    assert vae.training and vae.encoder.training and not vae.decoder.training
+    torch.manual_seed(1)
+    expected = torch.rand(3)
+    torch.manual_seed(1)
+    with seeded(5):
+        a = torch.rand(3)
+    assert torch.equal(torch.rand(3), expected)  # the caller's stream goes on undisturbed
+    with seeded(5):
+        assert torch.equal(torch.rand(3), a)
+    assert list(chunks(10, 4)) == [4, 4, 2]

@@ -444,10 +444,13 @@ def model_options(cls: type[Model], config: ModelConfig) -> dict[str, Any]:
     for key in config.model_options:
         if key not in takes and key not in SHARED_ARGUMENTS:
             takers = [n for n in MODELS if key in MODELS.parameters(n)]
+            flag = _option_flag(key)
+            notes = [f"--model-opt {key}"] if flag != f"--model-opt {key}" else []
+            notes += [f"{what} takes {', '.join(takes)}"] if takes else []
             raise ConfigError(
-                f"{_option_flag(key)} is not used by {what}; it is an option of "
+                f"{flag} is not used by {what}; it is an option of "
                 f"{', '.join(takers) or 'no registered model'}"
-                + (f" ({what} takes {', '.join(takes)})" if takes else "")
+                + (f" ({'; '.join(notes)})" if notes else "")
             )
     return MODELS.options_of(cls, config.model_options, what)
 
