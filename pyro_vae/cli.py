@@ -357,7 +357,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write the run's model as a bundle a stranger can use without the run or its "
         "data: model.safetensors (weights), model.json (architecture, data shape, likelihood), "
         "README.md (model card); load it with pyro_vae.load(DIR).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     q.add_argument("run", type=Path, help="run directory written by `pyro-vae train`")
     q.add_argument("directory", type=Path, help="the bundle's directory (new or empty)")
@@ -368,7 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
         "p(x|z)'s parameters), checked with onnxruntime; needs pip install 'pyro-vae[export]'",
     )
     q.add_argument("--overwrite", action="store_true", help="replace a bundle already there")
-    q.add_argument("--name", default=None, help="the model card's title (default: DIRECTORY)")
+    q.add_argument(
+        "--name", default=None, help="the model card's title (default: the directory's name)"
+    )
     _add_common(q)
 
     q = run_parser(
