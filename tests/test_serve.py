@@ -213,3 +213,18 @@ def test_serving_commands_import_only_what_they_use(npz_run, tmp_path) -> None:
             timeout=300,
         )
         assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_run_written_before_the_data_spec_loads_through_its_data(tmp_path) -> None:
+    pv.train(tiny_config(epochs=1), tmp_path / "run", progress=False)
+    path = tmp_path / "run" / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["data_spec"]["shape"] == [1, 8, 8] and ckpt["data_spec"]["num_classes"] == 10
+    del ckpt["data_spec"]
+    torch.save(ckpt, path)
+    _, model, _ = pv.load_run(tmp_path / "run")  # the digits say what shape to build
+    assert model.x_shape == (1, 8, 8)
+    ckpt["data_spec"] = {"shape": [1, 0, 8], "num_classes": None}
+    torch.save(ckpt, path)
+    with pytest.raises(pv.CheckpointError, match="data_spec"):
+        pv.load_run(tmp_path / "run")
