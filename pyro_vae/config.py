@@ -128,6 +128,11 @@ class ModelConfig:
     model: str = option("vae", "generative model", metavar="NAME", choices="model")
     latent_dim: int = option(20, "size of z", metavar="D")
     network: str = option("mlp", "encoder/decoder family", metavar="NAME", choices="network")
+    network_options: dict[str, Any] = option(
+        factory=dict,
+        help="network option, e.g. channels=64 blocks=2 (resnet) or layers=6 (pixelcnn)",
+        flags=("--network-opt",),
+    )
     hidden: tuple[int, ...] = option(
         (400,), "hidden layer sizes of the encoder (the decoder mirrors them)", metavar="H"
     )
@@ -398,6 +403,7 @@ class RunConfig:
                 "guide_options": GUIDES.options(m.guide, m.guide_options),
                 "prior_options": PRIORS.options(m.prior, m.prior_options),
                 "likelihood_options": LIKELIHOODS.options(m.likelihood, m.likelihood_options),
+                "network_options": NETWORKS.options(m.network, m.network_options),
             },
             train={"objective_options": OBJECTIVES.options(t.objective, t.objective_options)},
         )

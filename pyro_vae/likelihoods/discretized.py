@@ -132,9 +132,7 @@ class DiscretizedLogistic(TorchDistribution):
     @property
     def mean(self) -> torch.Tensor:
         """The exact mean of the discretized variable: sum over levels of level x mass."""
-        return _level_moment(
-            lambda x: log_bin_mass(x, self.loc, self.log_scale, self.bits), self.bits
-        )
+        return _level_mean(self.loc, self.log_scale, self.bits)
 
     @property
     def mode(self) -> torch.Tensor:
@@ -147,18 +145,17 @@ class DiscretizedLogistic(TorchDistribution):
         return candidates.gather(0, mass.argmax(0, keepdim=True)).squeeze(0)
 
 
-def _level_moment(log_mass, bits: int) -> torch.Tensor:  # noqa: ANN001
-    """``sum_k level_k P(level_k)``, ``log_mass(level)`` giving log P elementwise (levels in a chunked
-    loop, so memory stays that of one level)."""
+def _level_mean(loc: torch.Tensor, log_scale: torch.Tensor, bits: int) -> torch.Tensor:
+    """The mean of the discretized logistic, ``sum_k level_k P(level_k)``, as the sum of its
+    exceedances ``(1/top) sum_{k >= 1} P(X >= level_k)`` (one sigmoid per level; levels in chunks)."""
     top = _levels(bits) - 1
-    total = None
-    for k in range(top + 1):
-        level = k / top
-        if level == 0:
-            continue
-        term = level * torch.exp(log_mass(torch.tensor(level)))
-        total = term if total is None else total + term
-    return total
+    inv = torch.exp(-log_scale.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX))
+    total = torch.zeros_like(loc)
+    edges = (torch.arange(1, top + 1, dtype=loc.dtype, device=loc.device) - 0.5) / top
+    for chunk in edges.split(64):
+        lower = chunk.reshape(-1, *([1] * loc.dim()))
+        total = total + torch.sigmoid(inv * (loc - lower)).sum(0)
+    return total / top
 
 
 class DiscretizedLogisticMixture(TorchDistribution):
@@ -319,9 +316,7 @@ class DiscretizedLogisticMixture(TorchDistribution):
                 loc = loc + self.coeffs.select(cdim, pair) * channels[j].unsqueeze(kdim + 1)
                 pair += 1
             scale = self.log_scales.select(cdim, c)
-            per_k = _level_moment(
-                lambda x, m=loc, s=scale: log_bin_mass(x, m, s, self.bits), self.bits
-            )
+            per_k = _level_mean(loc, scale, self.bits)
             channels.append((per_k * weights).sum(kdim + 1))
         return torch.stack(channels, cdim)
 

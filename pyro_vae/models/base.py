@@ -176,6 +176,7 @@ def part_options(config: ModelConfig) -> dict[str, Any]:
     """The constructor keywords every model shares: its networks, guide, prior and likelihood."""
     return dict(
         network=config.network,
+        network_options=config.network_options,
         hidden=config.hidden,
         activation=config.activation,
         guide=config.guide,
