@@ -222,7 +222,7 @@ def test_every_model_gets_every_score(build) -> None:
     # the VampPrior calls the encoder on its 5 pseudo-inputs inside the model: an offset applied
     # there (batch of 7) would fail on shapes; M1+M2 re-fits both its encoders
     model = build()
-    x = torch.rand(7, 1, 4, 4)
+    x = torch.rand(7, 1, 4, 4).round()  # binary: the Bernoulli is a code length, complexity applies
     before = _state(model)
     out = score(model, x, num_samples=20, regret_steps=5, reference_log_px=[-10.0, -12.0])
     assert list(out) == list(SCORES)
