@@ -552,6 +552,10 @@ def cmd_score(args: argparse.Namespace) -> int:
     )
     names = [s for s in scores.SCORES if reference is not None or s != "typicality"]
     x = prepared(args.data, args.data_split)
+    refused = scores.complexity_refused(model, None, x)
+    if refused is not None:
+        names.remove("complexity")
+        print(f"pyro-vae: no complexity score: {refused}", file=sys.stderr)
     table = scores.score(model, x, scores=tuple(names), **options)
     label = f"{args.data or Path(config.data.dataset).stem}-{args.data_split}"
     out = args.out or Path(args.run) / "scores" / f"{Path(label).name}.csv"

@@ -184,7 +184,7 @@ def _chosen_scores(
         chosen = [s for s in SCORES if s != "typicality" or has_reference]
         if guide is not None or not _has_encoder(model):
             chosen.remove("regret")
-        if not _in_unit_interval(x) or _not_quantized(model, guide, x) is not None:
+        if not _in_unit_interval(x) or complexity_refused(model, guide, x) is not None:
             chosen.remove("complexity")
         return chosen
     if isinstance(scores, str):
@@ -210,7 +210,7 @@ def _chosen_scores(
             f"[{float(x.min()):g}, {float(x.max()):g}]; rescale them to [0, 1] or drop 'complexity'"
         )
     if "complexity" in scores:
-        reason = _not_quantized(model, guide, x)
+        reason = complexity_refused(model, guide, x)
         if reason is not None:
             raise ConfigError(
                 f"the complexity score subtracts a compressor's code length from -log p(x), which "
@@ -219,8 +219,9 @@ def _chosen_scores(
     return [s for s in SCORES if s in scores]
 
 
-def _not_quantized(model: Any, guide: Callable | None, x: torch.Tensor) -> str | None:
-    """Why -log p(x) is not a code length of ``x`` (:func:`pyro_vae.units.quantized_dims`), or None."""
+def complexity_refused(model: Any, guide: Callable | None, x: torch.Tensor) -> str | None:
+    """Why the complexity score does not apply to ``model`` on ``x``: -log p(x) is not a code length
+    of the quantized data (:func:`pyro_vae.units.quantized_dims`); None when it applies."""
     from .units import NotQuantized, quantized_dims
 
     try:

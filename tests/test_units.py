@@ -66,3 +66,47 @@ def test_a_density_or_grey_bernoulli_reports_no_bits_per_dim() -> None:
     with pytest.raises(NotQuantized, match="not all values"):
         quantized_dims(five.model, x)
     assert quantized_dims(five.model, torch.randint(0, 32, (3, 1, 4, 4)).float() / 31) == 16
+
+
+@pytest.fixture(scope="module")
+def eight_bit_file(tmp_path_factory) -> str:
+    import numpy as np
+
+    g = np.random.default_rng(0)
+    ramp = np.linspace(0, 1, 8)[None, None, :, None]
+    x = (g.random((60, 1, 8, 8)) * ramp * 255).astype(np.uint8)
+    path = tmp_path_factory.mktemp("data") / "eight_bit.npz"
+    np.savez(path, x=x)
+    return str(path)
+
+
+def test_the_cli_trains_evaluates_and_scores_in_bits(eight_bit_file, tmp_path, capsys) -> None:
+    import json
+
+    from pyro_vae.cli import main
+
+    run = str(tmp_path / "run")
+    argv = ["train", "--run-dir", run, "--dataset", eight_bit_file, "--no-progress"]
+    tiny = ["--epochs", "1", "--latent-dim", "2", "--hidden", "8", "--batch-size", "16"]
+    opts = ["--likelihood", "logistic-mixture", "--likelihood-opt", "components=2"]
+    net = ["--network", "resnet", "--network-opt", "channels=4", "blocks=1"]
+    assert main([*argv, *tiny, *opts, *net]) == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["model"]["network_options"] == {"channels": 4, "blocks": 1}
+    capsys.readouterr()
+    assert main(["evaluate", run, "--json", "--nll-samples", "4", "--no-probe"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["test_log_likelihood_bpd"] == pytest.approx(
+        -result["test_log_likelihood"] / (64 * math.log(2))
+    )
+    assert main(["score", run, "--nll-samples", "4", "--regret-steps", "1", "--json"]) == 0
+    assert "complexity" in capsys.readouterr().out
+
+    gauss = str(tmp_path / "gauss")
+    argv = ["train", "--run-dir", gauss, "--dataset", eight_bit_file, "--no-progress"]
+    assert main([*argv, *tiny, "--likelihood", "gaussian"]) == 0
+    capsys.readouterr()
+    assert main(["score", gauss, "--nll-samples", "4", "--regret-steps", "1", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "no complexity score: p(x|z) is Normal, a density" in captured.err
+    assert '"complexity"' not in captured.out
