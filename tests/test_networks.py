@@ -4,6 +4,7 @@ autoregressive PixelCNN decoder (causality, normalisation, pixel-by-pixel sampli
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -121,3 +122,30 @@ def test_generation_uses_the_pixels_already_drawn() -> None:
     for k, seen in enumerate(calls):
         flat = seen.reshape(3, 4)
         assert (flat[:, k:] == 0).all()
+
+
+@pytest.mark.parametrize("network", ["resnet", "pixelcnn"])
+def test_free_bits_and_kl_warm_up_train_the_image_networks(network) -> None:
+    from pyro_vae import DataConfig, ModelConfig, RunConfig, TrainConfig, train
+    from pyro_vae.data import Dataset
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (40, 1, 6, 6), generator=g).float() / 255
+    data = Dataset("eight-bit", x[:32], x[32:])
+    config = RunConfig(
+        data=DataConfig("digits"),
+        model=ModelConfig(
+            latent_dim=3,
+            hidden=(8,),
+            network=network,
+            network_options={"channels": 4},
+            likelihood="discretized-logistic",
+        ),
+        train=TrainConfig(
+            epochs=2, batch_size=16, device="cpu", free_bits=0.5, kl_anneal=2, kl_anneal_start=0.1
+        ),
+    )
+    result = train(config, progress=False, dataset=data)
+    assert all(
+        math.isfinite(r["train_elbo"]) and math.isfinite(r["test_elbo"]) for r in result.history
+    )
