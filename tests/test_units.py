@@ -110,3 +110,19 @@ def test_the_cli_trains_evaluates_and_scores_in_bits(eight_bit_file, tmp_path, c
     captured = capsys.readouterr()
     assert "no complexity score: p(x|z) is Normal, a density" in captured.err
     assert '"complexity"' not in captured.out
+
+
+def test_the_training_curves_get_a_bits_per_dimension_axis(tmp_path, monkeypatch) -> None:
+    from pyro_vae import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    history = [{"epoch": 1, "train_elbo": -900.0, "test_elbo": -880.0}]
+    plots.training_curves(history, tmp_path / "a.png", dims=784)
+    plots.training_curves(history, tmp_path / "b.png")
+    with_bits, without = (f.get_axes()[0] for f in figures)
+    assert without.child_axes == []
+    (right,) = with_bits.child_axes
+    assert right.get_ylabel() == "bits per dimension (lower is better)"
+    # the axis maps -880 nats over 784 dims to 880 / (784 ln 2) bits
+    assert right._functions[0](-880.0) == pytest.approx(880 / (784 * math.log(2)))

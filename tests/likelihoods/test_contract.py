@@ -85,3 +85,18 @@ def test_discrete_bins_is_declared(name) -> None:
     like = build(name, (1, 2, 2))
     bins = like.discrete_bins
     assert bins is None or (isinstance(bins, int) and bins >= 2)
+
+
+@pytest.mark.parametrize("name", LIKELIHOODS.names())
+def test_discrete_bins_agrees_with_the_support(name) -> None:
+    """``discrete_bins`` (the declaration) and the distribution's support (what bits per dimension
+    and the complexity score read from a model's trace) say the same thing."""
+    like = build(name, (1, 2, 2))
+    support = like(torch.zeros(like.out_shape)).support
+    assert support.is_discrete == (like.discrete_bins is not None)
+    if like.discrete_bins is not None:
+        bins = like.discrete_bins
+        on = torch.arange(4.0).reshape(1, 2, 2) % bins / (bins - 1)
+        assert bool(support.check(on))
+        off = torch.full((1, 2, 2), 0.5 / (bins - 1))  # half way between two levels
+        assert not bool(support.check(off))
