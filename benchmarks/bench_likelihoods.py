@@ -11,9 +11,9 @@ For 8-bit MNIST and Fashion-MNIST (``--binarize none``: pixels k/255), four VAEs
 - ``pixelcnn``: residual conv encoder, PixelCNN decoder (gated masked convolutions conditioned on z),
   mixture of 5 discretized logistics.
 
-Free bits (``--free-bits`` nats per latent, Kingma et al. 2016) against posterior collapse, for the
-models named by ``--free-bits-arms`` (default the PixelCNN). Training objective only: every number
-reported is the plain ELBO or log p(x).
+Free bits (``--free-bits`` nats per latent, Kingma et al. 2016) and KL warm-up (``--kl-anneal``)
+against posterior collapse, for the models named by ``--free-bits-arms`` (default the PixelCNN).
+Training objective only: every number reported is the plain ELBO or log p(x).
 
 Per model: test bits/dim from the ELBO and from log p(x) by importance sampling (K samples), active
 units (Burda et al. 2016), a grid of samples x ~ p(x|z), z ~ p(z) (PixelCNN: drawn pixel by pixel).
@@ -96,7 +96,11 @@ def fit(arm: str, data, args):
     if arm in DEQUANTIZED:
         train_x, test_x = dequantize(train_x, 1), dequantize(test_x, 2)
     ds = replace(data, train=train_x, test=test_x, train_labels=None, test_labels=None)
-    extra = {"free_bits": args.free_bits} if arm in args.free_bits_arms else {}
+    extra = {}
+    if arm in args.free_bits_arms:
+        extra = {"free_bits": args.free_bits}
+        if args.kl_anneal:
+            extra.update(kl_anneal=args.kl_anneal, kl_anneal_start=0.1)
     config = RunConfig(
         data=DataConfig(data.name),
         model=ModelConfig(latent_dim=20, **ARMS[arm]),
@@ -142,8 +146,9 @@ def main() -> None:
         nargs="*",
         default=["pixelcnn"],
         choices=list(ARMS),
-        help="the models trained with --free-bits",
+        help="the models trained with --free-bits (and --kl-anneal)",
     )
+    p.add_argument("--kl-anneal", type=int, default=0, help="KL warm-up epochs, from weight 0.1")
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     p.add_argument("--datasets", nargs="+", default=["mnist", "fashion-mnist"])
     p.add_argument("--threads", type=int, default=1)
