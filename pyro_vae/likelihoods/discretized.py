@@ -55,7 +55,8 @@ def log_bin_mass(
 
 
 def _sample_logistic(loc: torch.Tensor, log_scale: torch.Tensor, bits: int) -> torch.Tensor:
-    u = torch.rand_like(loc).clamp(1e-6, 1 - 1e-6)
+    """Inverse-CDF draws, quantized; u = 0 gives -inf, which the first level takes (no NaN)."""
+    u = torch.rand_like(loc)
     scale = torch.exp(log_scale.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX))
     return quantize(loc + scale * (torch.log(u) - torch.log1p(-u)), bits)
 
