@@ -8,7 +8,10 @@ decoder to a context map; gated masked convolutions
 first convolution's mask hides the centre pixel (type A), later ones may read their own position
 (type B), whose features already exclude it; 1x1 convolutions keep that.
 
-Scoring is one pass (teacher forcing); generation draws pixel by pixel, H x W passes.
+Scoring is one pass (teacher forcing); generation draws pixel by pixel, H x W passes. A stack of
+single masked convolutions has the original PixelCNN's blind spot (pixels up and to the right are
+reached late or not at all); the exactness of p(x | z) does not depend on it, only how much of the
+past each pixel sees.
 """
 
 from __future__ import annotations
