@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from .describe import Described
 from .errors import ConfigError
 from .registry import Registry
 
@@ -80,7 +81,7 @@ def mlp(sizes: Sequence[int], act: str = "relu", final_activation: bool = False)
     return nn.Sequential(*layers)
 
 
-class MLPEncoder(nn.Module):
+class MLPEncoder(Described, nn.Module):
     """Flatten the event dimensions, then ``hidden`` dense layers, each followed by ``act``."""
 
     def __init__(
@@ -97,7 +98,7 @@ class MLPEncoder(nn.Module):
         return run_network(self.net, x.flatten(-len(self.x_shape)))
 
 
-class Decoder(nn.Module):
+class Decoder(Described, nn.Module):
     """The decoder contract: ``forward(z)`` maps latents ``(..., in_dim)`` to the likelihood's
     parameters, and :meth:`distribution` gives p(x | z) from them.
 
@@ -157,7 +158,7 @@ def _conv_shape(x_shape: Sequence[int]) -> tuple[int, int, int]:
     return x_shape[0], x_shape[1], x_shape[2]
 
 
-class ConvEncoder(nn.Module):
+class ConvEncoder(Described, nn.Module):
     """Two stride-2 4x4 convolutions (32, 64 channels) then a dense layer of ``hidden[-1]`` units."""
 
     def __init__(

@@ -20,6 +20,7 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 
 from pyro_vae import GUIDES, LIKELIHOODS, MODELS, OBJECTIVES, PRIORS, VAE, ConfigError, train
+from pyro_vae.build import validate
 from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from pyro_vae.data import Dataset
 from pyro_vae.models import MODEL_SPECIFIC, Model
@@ -95,8 +96,7 @@ def config_for(
     likelihood: str = "bernoulli",
     network: str = "mlp",
 ) -> RunConfig:
-    cls = MODELS.get(model)
-    train_opts = {"labels": 6, "val_size": 6} if "train.labels" in cls.options else {}
+    model_opts = {"labels": 6, "val_size": 6} if "labels" in MODELS.parameters(model) else {}
     particles = 2 if objective in ("iwae", "renyi", "dreg") else 1
     return RunConfig(
         data=DataConfig("digits"),
@@ -112,6 +112,7 @@ def config_for(
             likelihood_options=_small(LIKELIHOODS, likelihood),
             network=network,
             network_options=_small(NETWORKS, network),
+            model_options=model_opts,
         ),
         train=TrainConfig(
             epochs=2,
@@ -119,7 +120,6 @@ def config_for(
             objective=objective,
             particles=particles,
             device="cpu",
-            **train_opts,
         ),
     )
 
@@ -183,7 +183,7 @@ def test_objectives_a_model_does_not_train_with_are_refused(name) -> None:
     with pytest.raises(
         ConfigError, match=rf"--model {name} trains with --objective .*, not {refused}"
     ):
-        config.validate()
+        validate(config)
 
 
 def test_two_models_in_one_process_both_learn_with_plain_svi() -> None:
