@@ -258,6 +258,3 @@ class Networks:
 NETWORKS: Registry[Networks] = Registry("network", base=Networks)
 NETWORKS.register("mlp")(lambda: Networks(MLPEncoder, MLPDecoder))
 NETWORKS.register("conv")(lambda: Networks(ConvEncoder, ConvDecoder))
-
-# registered on import: the residual and autoregressive families live in their own modules
-from . import pixelcnn, resnet  # noqa: E402, F401
