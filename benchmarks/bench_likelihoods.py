@@ -44,8 +44,8 @@ from machine import cpu_model  # benchmarks/machine.py: scripts run from this fo
 import pyro_vae
 from pyro_vae import DataConfig, ModelConfig, RunConfig, TrainConfig, load_dataset, train
 from pyro_vae.evaluate import report
+from pyro_vae.images import _save_grid
 from pyro_vae.nn import observation
-from pyro_vae.plots import _save_grid
 from pyro_vae.scores import detection_metrics, score
 from pyro_vae.units import LN2
 
