@@ -214,8 +214,10 @@ def complexity_refused(model: Any, guide: Callable | None, x: torch.Tensor) -> s
     of the quantized data (:func:`pyro_vae.units.quantized_dims`); None when it applies."""
     from .units import NotQuantized, quantized_dims
 
+    model = as_model(model, guide, caller="score")
+    x = _as_data(model, x)  # data the model cannot score at all fail here, in one line
     try:
-        quantized_dims(as_model(model, guide, caller="score").model, x)
+        quantized_dims(model.model, x)
     except NotQuantized as e:
         return str(e)
     return None
