@@ -1,5 +1,7 @@
 """pyro-vae: variational autoencoders as Pyro model/guide pairs."""
 
+# the residual and autoregressive network families register themselves with NETWORKS
+from . import pixelcnn, resnet  # noqa: F401
 from .api import elbo, load_run, log_likelihood, train
 from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from .data import Dataset, load_dataset

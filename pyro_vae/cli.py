@@ -683,6 +683,11 @@ def cmd_score(args: argparse.Namespace) -> int:
     )
     names = [s for s in scores.SCORES if reference is not None or s != "typicality"]
     rows = _limited(_rows(args, config, data, device, args.data, args.data_split), args.limit)
+    refused = scores.complexity_refused(model, None, rows.x)
+    if refused is not None:
+        names.remove("complexity")
+        if not args.quiet:
+            print(f"pyro-vae: note: no complexity score: {refused}", file=sys.stderr)
     table = scores.score(model, rows.x, scores=tuple(names), progress=progress, **options)
     out = args.out or Path(args.run) / "scores" / f"{Path(rows.label).name}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)

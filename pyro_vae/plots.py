@@ -21,7 +21,11 @@ from .models.base import as_model
 FIGURES = "figures"
 
 
-def training_curves(history: Sequence[dict[str, Any]], path: Path) -> Path | None:
+def training_curves(
+    history: Sequence[dict[str, Any]], path: Path, dims: int | None = None
+) -> Path | None:
+    """The bounds per epoch in nats; with ``dims`` (data dimensions under a likelihood of the
+    quantized data, :func:`pyro_vae.units.quantized_dims`) a second axis in bits per dimension."""
     if not history:
         return None
     epochs = [r["epoch"] for r in history]
@@ -37,6 +41,12 @@ def training_curves(history: Sequence[dict[str, Any]], path: Path) -> Path | Non
             ax.plot(*zip(*pts), label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel("nats per datum (higher is better)")
+    if dims is not None:
+        from .units import LN2
+
+        scale = dims * LN2
+        right = ax.secondary_yaxis("right", functions=(lambda v: -v / scale, lambda b: -b * scale))
+        right.set_ylabel("bits per dimension (lower is better)")
     ax.set_title("Training curves")
     ax.legend()
     ax.grid(alpha=0.3)
@@ -281,6 +291,15 @@ def traversal(
     return _save(fig, path)
 
 
+def _quantized_dims(model: Any, x: torch.Tensor) -> int | None:
+    from .units import NotQuantized, quantized_dims
+
+    try:
+        return quantized_dims(model.model, x)
+    except NotQuantized:
+        return None
+
+
 def draw_all(
     model: Any,
     dataset: Any,
@@ -293,8 +312,8 @@ def draw_all(
     was_training = model.training
     model.eval()
     try:
-        written = [training_curves(history, out / "training_curves.png")]
         x = dataset.test
+        written = [training_curves(history, out / "training_curves.png", _quantized_dims(model, x))]
         written.append(reconstructions(model, x, out / "reconstructions.png"))
         written.append(samples(model, out / "samples.png"))
         written.append(interpolation(model, x, out / "interpolation.png"))

@@ -78,10 +78,11 @@ SCORES: tuple[str, ...] = (
 #:   class, AUROC 0.24, and, with the Bernoulli likelihood, for uniform noise, 0.19; with a Gaussian
 #:   likelihood noise got the larger rate, 0.98).
 #: - ``complexity`` (+1): Serra et al.'s S(x) is a log-likelihood ratio of the compressor against the
-#:   model; large when the model explains x worse than its complexity would suggest. It needs a
-#:   likelihood that is a density of the pixel values (``gaussian``, ``continuous-bernoulli``): the
-#:   ``bernoulli`` cross-entropy of grey levels is not on the compressor's scale, and there it ranked
-#:   uniform noise below digits (AUROC 0.14, against 1.0 with a Gaussian likelihood).
+#:   model; large when the model explains x worse than its complexity would suggest. Both are code
+#:   lengths of the quantized data only under a likelihood that is a distribution over them
+#:   (``discretized-logistic``, ``logistic-mixture``; ``bernoulli`` on binary data): it is refused
+#:   for the others (a density is off by a constant per dimension; the ``bernoulli`` cross-entropy of
+#:   grey levels ranked uniform noise below digits, AUROC 0.14).
 #: - ``regret`` (+1): Xiao et al.: the amortised encoder is far from the best posterior for an input
 #:   it was not trained on, so re-fitting gains much.
 #: - ``typicality`` (+1): the distance of -log p(x) from the typical set's entropy estimate.
@@ -181,7 +182,8 @@ def _chosen_scores(
         chosen = [s for s in SCORES if s != "typicality" or has_reference]
         if guide is not None or not _has_encoder(model):
             chosen.remove("regret")
-        if not _in_unit_interval(x):
+        # ``model`` is already a Model here (a plain pair wrapped with its guide)
+        if not _in_unit_interval(x) or complexity_refused(model, None, x) is not None:
             chosen.remove("complexity")
         return chosen
     if isinstance(scores, str):
@@ -206,7 +208,28 @@ def _chosen_scores(
             f"the complexity score quantises pixels in [0, 1] to 8 bits, but the data range over "
             f"[{float(x.min()):g}, {float(x.max()):g}]; rescale them to [0, 1] or drop 'complexity'"
         )
+    if "complexity" in scores:
+        reason = complexity_refused(model, None, x)
+        if reason is not None:
+            raise ConfigError(
+                f"the complexity score subtracts a compressor's code length from -log p(x), which "
+                f"is a code length only under a likelihood of the quantized data: {reason}"
+            )
     return [s for s in SCORES if s in scores]
+
+
+def complexity_refused(model: Any, guide: Callable | None, x: torch.Tensor) -> str | None:
+    """Why the complexity score does not apply to ``model`` on ``x``: -log p(x) is not a code length
+    of the quantized data (:func:`pyro_vae.units.quantized_dims`); None when it applies."""
+    from .units import NotQuantized, quantized_dims
+
+    model = as_model(model, guide, caller="score")
+    x = _as_data(model, x)  # data the model cannot score at all fail here, in one line
+    try:
+        quantized_dims(model.model, x)
+    except NotQuantized as e:
+        return str(e)
+    return None
 
 
 # -- random numbers ---------------------------------------------------------------------------------
@@ -546,8 +569,8 @@ def score(
       :math:`p_0(x) \propto 2^{-L(x)}`, against the model. In nats: ``-log_px - L(x) ln 2``; larger
       is more anomalous (the model explains x worse than a generic compressor does). The paper
       divides by the number of dimensions, which for data of one shape changes no ranking. Needs
-      data in [0, 1], and a likelihood that is a density of the pixel values (see
-      :data:`ANOMALY_SIGN`).
+      data in [0, 1], and a likelihood that is a distribution over the quantized data (see
+      :data:`ANOMALY_SIGN` and :func:`pyro_vae.units.quantized_dims`).
     - ``regret``: likelihood regret (:func:`likelihood_regret`) with ``elbo_samples`` draws,
       ``regret_steps`` Adam steps of learning rate ``regret_lr`` on per-example encoder offsets.
       Needs a model object with an ``encoder``.

@@ -400,6 +400,7 @@ SHARED_ARGUMENTS = (
     "num_classes",
     "latent_dim",
     "network",
+    "network_options",
     "hidden",
     "activation",
     "encoder",
@@ -479,6 +480,7 @@ def check_parts_config(m: ModelConfig) -> ModelConfig:
         guide_options=GUIDES.options(m.guide, m.guide_options),
         prior_options=PRIORS.options(m.prior, m.prior_options),
         likelihood_options=LIKELIHOODS.options(m.likelihood, m.likelihood_options),
+        network_options=NETWORKS.options(m.network, m.network_options),
     )
 
 
@@ -524,6 +526,7 @@ def part_options(config: ModelConfig) -> dict[str, Any]:
     """The constructor keywords every model shares: its networks, guide, prior and likelihood."""
     return dict(
         network=config.network,
+        network_options=config.network_options,
         hidden=config.hidden,
         activation=config.activation,
         guide=config.guide,
