@@ -1,10 +1,14 @@
 """pyro-vae: variational autoencoders as Pyro model/guide pairs."""
 
+# the residual and autoregressive network families register themselves with NETWORKS
+from . import pixelcnn, resnet  # noqa: F401
+from .api import elbo, load_run, log_likelihood, train
 from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from .data import Dataset, load_dataset
+from .describe import describe, rebuild
 from .disentangle import disentanglement
 from .errors import CheckpointError, ConfigError, DataError, PyroVAEError, TrainingDiverged
-from .evaluate import elbo, log_likelihood
+from .export import export, load
 from .guides import GUIDES
 from .likelihoods import LIKELIHOODS
 from .models import MODELS, VAE, Model, build_model
@@ -12,7 +16,8 @@ from .objectives import OBJECTIVES
 from .plan import Feed, TrainingPlan
 from .plugins import import_plugin
 from .priors import PRIORS
-from .train import TrainResult, load_run, train
+from .runs import RunData, load_model
+from .train import TrainResult
 
 __version__ = "0.1.0"
 
@@ -39,10 +44,16 @@ __all__ = [
     "TrainingDiverged",
     "build_model",
     "disentanglement",
+    "describe",
     "elbo",
+    "export",
+    "load",
     "import_plugin",
     "log_likelihood",
+    "rebuild",
     "load_dataset",
+    "load_model",
     "load_run",
+    "RunData",
     "train",
 ]

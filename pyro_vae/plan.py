@@ -14,7 +14,7 @@ import torch
 from pyro.infer import ELBO, SVI
 
 from .errors import ConfigError
-from .objectives.kl import KLWeighted
+from .objectives.base import is_compiled, set_epoch, unwrapped
 
 if TYPE_CHECKING:
     from pyro.optim import PyroOptim
@@ -125,12 +125,6 @@ def world_size(config: RunConfig) -> int:
     return config.train.devices * config.train.num_nodes
 
 
-def schedule(objective: ELBO, epoch: int) -> None:
-    """Move an objective's schedule (KL annealing) to ``epoch``."""
-    if isinstance(objective, KLWeighted):
-        objective.set_epoch(epoch)
-
-
 class Plan:
     """Defaults for a :class:`TrainingPlan`: no extra metrics, the last epoch's weights, and the
     objective's own state (a FactorVAE discriminator) as the plan's state.
@@ -148,14 +142,14 @@ class Plan:
         from .objectives import AuxiliaryStep
 
         loss = self.svi.step(*args)
-        inner = unweighted(self.objective) if self.objective is not None else None
+        inner = unwrapped(self.objective) if self.objective is not None else None
         if isinstance(inner, AuxiliaryStep):
             inner.auxiliary_step(self.model.model, self.model.guide, *args)
         return loss
 
     def begin_epoch(self, epoch: int) -> None:
         if self.objective is not None:
-            schedule(self.objective, epoch)
+            set_epoch(self.objective, epoch)  # the objective's own schedule (KL annealing)
 
     def epoch(self, feed: Feed) -> Iterator[tuple[float, int]]:
         raise NotImplementedError
@@ -166,13 +160,13 @@ class Plan:
     def state_dict(self) -> dict[str, Any]:
         from .objectives import AuxiliaryStep
 
-        inner = unweighted(self.objective) if self.objective is not None else None
+        inner = unwrapped(self.objective) if self.objective is not None else None
         return {"objective": inner.state_dict()} if isinstance(inner, AuxiliaryStep) else {}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         from .objectives import AuxiliaryStep
 
-        inner = unweighted(self.objective) if self.objective is not None else None
+        inner = unwrapped(self.objective) if self.objective is not None else None
         if isinstance(inner, AuxiliaryStep) and "objective" in state:
             inner.load_state_dict(state["objective"])
 
@@ -191,8 +185,7 @@ def make_svi(
     step through :class:`~pyro_vae.fast.FastSVI` (the loss captured once per input signature and
     replayed or compiled; the same parameter updates, tests/test_fast.py), or in a run on Lightning
     Fabric (``--devices``, ``--precision``) through :class:`~pyro_vae.engine.FabricSVI`."""
-    from .config import FAST_MODES
-    from .engine import FabricSVI, current
+    from .engine import FAST_MODES, FabricSVI, current
 
     engine = current()
     if engine is not None and engine.fabric is not None:
@@ -205,18 +198,13 @@ def make_svi(
     return FastSVI(model, guide, optim, objective, compile=FAST_MODES[mode])  # type: ignore[return-value]
 
 
-def unweighted(objective: ELBO) -> ELBO:
-    """The objective itself, or the one :class:`KLWeighted` weights."""
-    return objective.inner if isinstance(objective, KLWeighted) else objective
-
-
 def prepare(objective: ELBO, n: int, world: int) -> None:
     """Tell an objective what it needs to know of the training set before the first step: its
     size N (:class:`~pyro_vae.objectives.NeedsDataSize`); an objective that trains a part of its
     own (:class:`~pyro_vae.objectives.AuxiliaryStep`) runs in one process only."""
     from .objectives import AuxiliaryStep, NeedsDataSize
 
-    inner = unweighted(objective)
+    inner = unwrapped(objective)
     if isinstance(inner, NeedsDataSize):
         inner.set_data_size(n)
     if isinstance(inner, AuxiliaryStep) and world > 1:
@@ -224,11 +212,6 @@ def prepare(objective: ELBO, n: int, world: int) -> None:
             "this objective trains a part of its own (a discriminator) that data-parallel "
             "training does not share between processes; train it with --devices 1"
         )
-
-
-def is_jit(objective: ELBO) -> bool:
-    """Whether ``objective`` (or the objective it weights) is compiled, so needs one batch shape."""
-    return type(unweighted(objective)).__name__.startswith("Jit")
 
 
 class UnsupervisedPlan(Plan):
@@ -253,7 +236,9 @@ class UnsupervisedPlan(Plan):
         world = world_size(config)
         prepare(objective, n, world)
         per_process = -(-n // world)
-        self.steps_per_epoch = per_process // b if is_jit(objective) else num_batches(n, b, world)
+        self.steps_per_epoch = (
+            per_process // b if is_compiled(objective) else num_batches(n, b, world)
+        )
         if self.steps_per_epoch < 1:
             raise ConfigError(
                 f"--batch-size {b} is larger than the {per_process} training points of each of the "

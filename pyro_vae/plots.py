@@ -9,68 +9,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")  # headless: figures go to files, never to a window
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
-
-from .errors import ConfigError, PyroVAEError  # noqa: E402
-from .evaluate import batched  # noqa: E402
-from .models import Model  # noqa: E402
+from .errors import ConfigError, PyroVAEError
+from .evaluate import batched
+from .images import _as_images, _save, _save_grid, _subplots, make_grid
+from .kernel import evaluating, seeded
+from .models.base import as_model
 
 FIGURES = "figures"
 
 
-def _as_images(x: torch.Tensor) -> torch.Tensor | None:
-    """``(N, C, H, W)`` images from data of any event shape, or ``None`` if they are not images."""
-    x = x.detach().float().cpu()
-    if x.ndim == 4:
-        return x
-    if x.ndim == 3:
-        return x.unsqueeze(1)
-    side = math.isqrt(x.shape[-1])
-    if x.ndim == 2 and side * side == x.shape[-1]:
-        return x.reshape(-1, 1, side, side)
-    return None
-
-
-def _save_grid(images: torch.Tensor, nrow: int, path: Path, title: str) -> Path | None:
-    imgs = _as_images(images)
-    if imgs is None:
-        return None
-    grid = make_grid(imgs.clamp(0, 1), nrow=nrow, padding=1, pad_value=1.0)
-    cols, rows = min(nrow, imgs.shape[0]), math.ceil(imgs.shape[0] / nrow)
-    # about half an inch per image, whatever its pixel size, so 8x8 digits and MNIST both read well
-    fig, ax = plt.subplots(
-        figsize=(
-            max(4.0, 0.5 * cols),
-            0.5 * rows * grid.shape[1] / grid.shape[2] * cols / rows + 0.5,
-        )
-    )
-    ax.imshow(
-        grid.permute(1, 2, 0).numpy(), interpolation="nearest"
-    )  # make_grid always returns 3 channels
-    ax.set_title(title, fontsize=10)
-    ax.axis("off")
-    return _save(fig, path)
-
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def training_curves(history: Sequence[dict[str, Any]], path: Path) -> Path | None:
+def training_curves(
+    history: Sequence[dict[str, Any]], path: Path, dims: int | None = None
+) -> Path | None:
+    """The bounds per epoch in nats; with ``dims`` (data dimensions under a likelihood of the
+    quantized data, :func:`pyro_vae.units.quantized_dims`) a second axis in bits per dimension."""
     if not history:
         return None
     epochs = [r["epoch"] for r in history]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _subplots(figsize=(6, 4))
     ax.plot(epochs, [r["train_elbo"] for r in history], label="train ELBO")
     ax.plot(epochs, [r["test_elbo"] for r in history], label="test ELBO")
     for key, label in [
@@ -82,6 +41,12 @@ def training_curves(history: Sequence[dict[str, Any]], path: Path) -> Path | Non
             ax.plot(*zip(*pts), label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel("nats per datum (higher is better)")
+    if dims is not None:
+        from .units import LN2
+
+        scale = dims * LN2
+        right = ax.secondary_yaxis("right", functions=(lambda v: -v / scale, lambda b: -b * scale))
+        right.set_ylabel("bits per dimension (lower is better)")
     ax.set_title("Training curves")
     ax.legend()
     ax.grid(alpha=0.3)
@@ -150,7 +115,7 @@ def latent_map(
         centred = z - z.mean(0)
         _, _, v = torch.linalg.svd(centred, full_matrices=False)
         xy, how = centred @ v[:2].T, "PCA of latent means"
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig, ax = _subplots(figsize=(6, 5))
     if labels is not None:
         lab = labels[: xy.shape[0]].cpu()
         sc = ax.scatter(
@@ -181,7 +146,7 @@ def kl_per_dimension(
     kl = stats["kl_per_dim"]
     if not kl:
         return None  # no latent site factorises per dimension
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.18 * len(kl) + 1.5), 3.5))
+    fig, ax = _subplots(figsize=(max(4.0, 0.18 * len(kl) + 1.5), 3.5))
     ax.bar(range(len(kl)), kl, color=["C0" if v > 0.01 else "C3" for v in kl])
     ax.set_xlabel("latent dimension")
     ax.set_ylabel("KL(q || p), nats per datum")
@@ -245,14 +210,7 @@ def traversal_latents(
     label models' ``[z, onehot(y)]`` is traversed (y stays the predicted label); the hierarchical
     VAE's traversed latent is z1. Random draws (prior quantiles, a flow guide's mean) use ``seed``.
     """
-    from .represent import (
-        _device,
-        _evaluating,
-        _positive_int,
-        _seeded,
-        latent_kl_per_dim,
-        prior_quantiles,
-    )
+    from .represent import _device, _positive_int, latent_kl_per_dim, prior_quantiles
 
     steps = _positive_int(steps, "steps")
     max_dims = _positive_int(max_dims, "max_dims")
@@ -264,7 +222,7 @@ def traversal_latents(
     kl = latent_kl_per_dim(model, x[:kl_points], seed=seed)
     rows = _traversal_dims(dims, kl, max_dims)
     device = _device(model, x)
-    with _evaluating(model), _seeded(seed):
+    with evaluating(model), seeded(seed):
         base = model.latent_mean(x[image : image + 1].to(device))  # (1, L): [z, onehot(y)] or z
         values = prior_quantiles(model, traversal_probs(steps), seed=seed)  # (steps, D)
     values = values.to(device=base.device, dtype=base.dtype)
@@ -280,10 +238,8 @@ def traversal_images(
 ) -> tuple[torch.Tensor, list[int], np.ndarray]:
     """:func:`traversal_latents` (same options) decoded with ``decode_mean``: the images
     ``(rows, steps, *x_shape)``, the dimension of each row and the KL of every dimension."""
-    from .represent import _evaluating
-
     v, rows, kl = traversal_latents(model, x, **options)
-    with _evaluating(model):
+    with evaluating(model):
         images = model.decode_mean(v.reshape(-1, v.shape[-1]))
     return images.reshape(*v.shape[:2], *images.shape[1:]), rows, kl
 
@@ -321,7 +277,7 @@ def traversal(
     grid = make_grid(imgs.clamp(0, 1), nrow=steps, padding=1, pad_value=1.0)
     h, w = imgs.shape[-2:]
     width = max(4.0, 0.5 * steps) + 1.5  # room for the row labels
-    fig, ax = plt.subplots(figsize=(width, (width - 1.5) * grid.shape[1] / grid.shape[2] + 0.8))
+    fig, ax = _subplots(figsize=(width, (width - 1.5) * grid.shape[1] / grid.shape[2] + 0.8))
     ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
     ax.set_yticks([1 + r * (h + 1) + (h - 1) / 2 for r in range(len(rows))])
     ax.set_yticklabels([f"dim {d}  KL {kl[d]:.2f}" for d in rows], fontsize=8)
@@ -333,6 +289,15 @@ def traversal(
     ax.set_xlabel("prior quantile of the traversed dimension")
     ax.set_title(f"latent traversals of test image {image} (rows: dimensions by KL)", fontsize=10)
     return _save(fig, path)
+
+
+def _quantized_dims(model: Any, x: torch.Tensor) -> int | None:
+    from .units import NotQuantized, quantized_dims
+
+    try:
+        return quantized_dims(model.model, x)
+    except NotQuantized:
+        return None
 
 
 def draw_all(
@@ -347,8 +312,8 @@ def draw_all(
     was_training = model.training
     model.eval()
     try:
-        written = [training_curves(history, out / "training_curves.png")]
         x = dataset.test
+        written = [training_curves(history, out / "training_curves.png", _quantized_dims(model, x))]
         written.append(reconstructions(model, x, out / "reconstructions.png"))
         written.append(samples(model, out / "samples.png"))
         written.append(interpolation(model, x, out / "interpolation.png"))
@@ -360,8 +325,8 @@ def draw_all(
             written.append(traversal(model, x, out / "traversal.png"))
         except PyroVAEError as e:  # e.g. a custom model without encode(x) or prior()
             warnings.warn(f"no latent traversal figure for this model: {e}", stacklevel=2)
-        if isinstance(model, Model):  # models add their own (e.g. class-conditional grids)
-            written.extend(model.extra_figures(dataset, out))
+        # models add their own (e.g. class-conditional grids); a plain pair has none
+        written.extend(as_model(model).extra_figures(dataset, out))
     finally:
         model.train(was_training)
     return [p for p in written if p is not None]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from pyro_vae import dsprites
+from pyro_vae.build import validate
 from pyro_vae.config import DataConfig, RunConfig
 from pyro_vae.data import load_dataset
 from pyro_vae.errors import ConfigError, DataError
@@ -66,9 +67,11 @@ def test_images_binary_deterministic_inside_the_frame_and_moving_with_their_fact
 
 
 def test_dsprites_data_set_option_split_and_factor_sampler():
-    c = RunConfig(
-        data=DataConfig(dataset="dsprites", dataset_options={"size": "300", "test_size": "100"})
-    ).validate()
+    c = validate(
+        RunConfig(
+            data=DataConfig(dataset="dsprites", dataset_options={"size": "300", "test_size": "100"})
+        )
+    )
     ds = load_dataset(c.data)
     assert tuple(ds.train.shape) == (300, 1, 64, 64) and tuple(ds.test.shape) == (100, 1, 64, 64)
     f = ds.factors.test_factors
@@ -79,11 +82,11 @@ def test_dsprites_data_set_option_split_and_factor_sampler():
     g = source.sample_factors(7, rng)
     assert (source.factors[source.index_of(g)] == g).all()
     with pytest.raises(ConfigError, match="takes no option 'sz'"):
-        RunConfig(data=DataConfig(dataset="dsprites", dataset_options={"sz": 3})).validate()
+        validate(RunConfig(data=DataConfig(dataset="dsprites", dataset_options={"sz": 3})))
     with pytest.raises(ConfigError, match="size must lie"):
         load_dataset(DataConfig(dataset="dsprites", dataset_options={"size": 10**7}))
     with pytest.raises(ConfigError, match="takes no"):
-        RunConfig(data=DataConfig(dataset="digits", dataset_options={"size": 3})).validate()
+        validate(RunConfig(data=DataConfig(dataset="digits", dataset_options={"size": 3})))
 
 
 def test_npz_with_factors(tmp_path):

@@ -18,7 +18,7 @@ from torch import nn
 from ..errors import ConfigError, DataError
 from ..guides import GUIDES, AmortizedGuide
 from ..likelihoods import LIKELIHOODS, Likelihood
-from ..nn import NETWORKS
+from ..nn import NETWORKS, observation, observation_mean
 from ..nn import activation as activation_layer
 from ..plan import Feed, Plan, make_svi, num_batches, prepare, world_size
 from ..priors import PRIORS, Prior
@@ -88,6 +88,7 @@ class CVAE(Model):
         latent_dim: int = 20,
         *,
         network: str = "mlp",
+        network_options: Mapping[str, Any] | None = None,
         hidden: Sequence[int] = (400,),
         activation: str = "relu",
         guide: str | AmortizedGuide = "diagonal",
@@ -111,9 +112,18 @@ class CVAE(Model):
         self.num_classes = int(num_classes)
         # one name per object in Pyro's global parameter store, so two models never share parameters
         self.name = name if name is not None else unique_name(type(self).__name__.lower())
-        nets = NETWORKS.build(network)
+        self.likelihood = LIKELIHOODS.resolve(
+            likelihood, x_shape=self.x_shape, **(likelihood_options or {})
+        )
+        nets = NETWORKS.build(network, **(network_options or {}))
         self.encoder = nets.encoder(self.x_shape, hidden, activation)
-        self.decoder = nets.decoder(latent_dim + self.num_classes, self.x_shape, hidden, activation)
+        self.decoder = nets.decoder(
+            latent_dim + self.num_classes,
+            self.x_shape,
+            hidden,
+            activation,
+            self.likelihood.out_shape,
+        )
         feature_dim = self.encoder.feature_dim
         self.join = nn.Sequential(
             nn.Linear(feature_dim + self.num_classes, feature_dim), activation_layer(activation)
@@ -122,9 +132,6 @@ class CVAE(Model):
             guide, feature_dim=feature_dim, latent_dim=latent_dim, **(guide_options or {})
         )
         self.prior = PRIORS.resolve(prior, latent_dim=latent_dim, **(prior_options or {}))
-        self.likelihood = LIKELIHOODS.resolve(
-            likelihood, x_shape=self.x_shape, **(likelihood_options or {})
-        )
         check_parts(self.q, self.prior, feature_dim, latent_dim)
         # p(y): uniform; a buffer so that it follows the model's device and dtype
         self.register_buffer("y_logits", torch.zeros(self.num_classes))
@@ -134,7 +141,13 @@ class CVAE(Model):
     def from_config(
         cls, config: ModelConfig, x_shape: Sequence[int], num_classes: int | None
     ) -> CVAE:
-        return cls(x_shape, num_classes, latent_dim=config.latent_dim, **part_options(config))
+        return cls(
+            x_shape,
+            num_classes,
+            latent_dim=config.latent_dim,
+            **part_options(config),
+            **config.model_options,
+        )
 
     # -- Pyro -------------------------------------------------------------------------------------
     def _register(self, *parts: str) -> None:
@@ -169,7 +182,9 @@ class CVAE(Model):
         with pyro.plate("data", n):
             z = pyro.sample("z", self.prior())
             y = pyro.sample("y", self.label_prior(), obs=y)
-            pyro.sample("x", self.likelihood(self.decoder(join(z, self.one_hot(y)))), obs=x)
+            pyro.sample(
+                "x", observation(self.decoder, self.likelihood, join(z, self.one_hot(y))), obs=x
+            )
 
     def label_guide(self, x: torch.Tensor) -> TorchDistribution:
         """q(y|x) for unlabelled data: uniform here, a classifier in M2."""
@@ -207,11 +222,22 @@ class CVAE(Model):
         h = self.features(x, labels)  # (K, N, F)
         z = self.q.mean(h)
         score = (
-            self.likelihood(self.decoder(join(z, self.one_hot(labels)))).log_prob(x)
+            observation(self.decoder, self.likelihood, join(z, self.one_hot(labels))).log_prob(x)
             + self.prior().log_prob(z)
             - self.q(h).log_prob(z)
         )
         return score.argmax(0)
+
+    def representation(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, TorchDistribution, dict[str, torch.Tensor]]:
+        """The z part of ``latent_mean``'s ``[z, onehot(y)]`` and q(z|x, y), with y the model's own
+        prediction (returned as ``predicted_labels``): the labels a caller holds never enter q, so
+        the representation of a test image does not depend on its label (a probe on it would read
+        the answer)."""
+        y = self.predict(x)
+        mean = self.latent_mean(x, y)[..., : self.latent_dim]
+        return mean, self.encode(x, y), {"predicted_labels": y}
 
     def _labels_or_predicted(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         return self.predict(x) if y is None else y
@@ -227,10 +253,10 @@ class CVAE(Model):
 
     def decode(self, v: torch.Tensor) -> TorchDistribution:
         """p(x | z, y) for ``v = [z, onehot(y)]`` (any soft label mixes the classes)."""
-        return self.likelihood(self.decoder(v))
+        return observation(self.decoder, self.likelihood, v)
 
     def decode_mean(self, v: torch.Tensor) -> torch.Tensor:
-        return self.likelihood.mean(self.decoder(v))
+        return observation_mean(self.decoder, self.likelihood, v)
 
     def conditional_mean(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The expected datum for latents ``z`` and integer labels ``y`` (broadcast)."""
@@ -299,7 +325,7 @@ class CVAE(Model):
 @torch.no_grad()
 def conditional_samples(model: CVAE, path: Path, styles: int = 10, seed: int = 0) -> Path | None:
     """One row per class, one column per style z: the same z decoded with every label."""
-    from ..plots import _save_grid
+    from ..images import _save_grid
 
     z = _prior_draws(model, styles, seed)
     labels = torch.arange(model.num_classes, device=z.device).unsqueeze(-1)  # (K, 1)
@@ -325,7 +351,7 @@ def style_transfer(
     model: CVAE, x: torch.Tensor, labels: torch.Tensor | None, path: Path, n: int = 8
 ) -> Path | None:
     """Each row: a test image, then its style z (inferred with its label) decoded with every label."""
-    from ..plots import _save_grid
+    from ..images import _save_grid
 
     x = x[:n]
     y = labels[:n] if labels is not None else None
