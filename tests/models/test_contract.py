@@ -139,9 +139,7 @@ def config_for(
 @pytest.mark.parametrize(
     ("model", "guide", "prior", "objective", "likelihood", "network"), pairwise_runs()
 )
-def test_every_pair_of_choices_trains(
-    model, guide, prior, objective, likelihood="bernoulli", network="mlp"
-) -> None:
+def test_every_pair_of_choices_trains(model, guide, prior, objective, likelihood, network) -> None:
     pyro.set_rng_seed(0)
     data = tiny_data()
     config = config_for(model, guide, prior, objective, likelihood, network)
