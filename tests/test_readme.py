@@ -90,8 +90,12 @@ def test_the_python_section_runs_as_written_and_its_model_meets_the_contract(
         cls = namespace["TinyVAE"]
         assert MODELS.get("tiny-vae") is cls
         contract.test_every_model_declares_its_contract("tiny-vae")
-        contract.test_every_pair_of_choices_trains("tiny-vae", "diagonal", "normal", "elbo")
-        contract.test_every_pair_of_choices_trains("tiny-vae", "diagonal", "normal", "iwae")
+        contract.test_every_pair_of_choices_trains(
+            "tiny-vae", "diagonal", "normal", "elbo", "bernoulli", "mlp"
+        )
+        contract.test_every_pair_of_choices_trains(
+            "tiny-vae", "diagonal", "normal", "iwae", "bernoulli", "mlp"
+        )
     finally:
         MODELS._factories.pop("tiny-vae", None)
     assert (tmp_path / "runs" / "digits" / "figures").is_dir()
