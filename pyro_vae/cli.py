@@ -409,12 +409,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"run written to {run_dir} ({CONFIG}, checkpoint.pt, metrics.jsonl, figures/)")
     if summary:
         chosen = " (selected by validation)" if "best_epoch" in last else ""
+        if "labels_used" in last:
+            summary += f", labels used {last['labels_used']}"
         print(f"epoch {last['epoch']}{chosen}: {summary}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .checkpoint import CHECKPOINT, load_checkpoint
     from .evaluate import report
+    from .models import Model
     from .train import load_run
 
     _positive("--particles", args.particles)
@@ -431,6 +435,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         else data.test_labels[: args.limit]
     )
     result = {"run": str(args.run), "test_points": int(x.shape[0])}
+    probe_x, probe_y = (data.train, data.train_labels) if args.probe else (None, None)
+    if probe_y is not None and bool((probe_y < 0).any()):  # the probe fits labelled rows only
+        keep = (probe_y >= 0).nonzero().squeeze(-1)
+        probe_x, probe_y = data.rows(keep), probe_y[keep]
+    if isinstance(model, Model):  # e.g. the labels a semi-supervised run used, and how it selected
+        plan_state = load_checkpoint(Path(args.run) / CHECKPOINT).get("plan", {})
+        result.update(model.run_summary(config, plan_state, data))
     result.update(
         report(
             model,
@@ -441,8 +452,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             iwae_samples=args.iwae_samples,
             # the linear probe on the latent means: logistic regression with 100, 1000 and all
             # training labels, scored on the test set (when the data have labels)
-            train_x=data.train if args.probe else None,
-            train_labels=data.train_labels if args.probe else None,
+            train_x=probe_x,
+            train_labels=probe_y,
         )
     )
     if args.json:

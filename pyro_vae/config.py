@@ -154,6 +154,9 @@ class ModelConfig:
         "hvae: size of z2 (0: half of --latent-dim); m1m2: size of M2's z (0: --latent-dim)",
         metavar="D",
     )
+    aux_dim: int = option(
+        0, "adgm, sdgm: size of the auxiliary latent a (0: --latent-dim)", metavar="D"
+    )
 
 
 @dataclass(frozen=True)
@@ -222,11 +225,18 @@ class TrainConfig:
     labels: int = option(
         0, "m2, m1m2: labelled training images (class-balanced, chosen by --seed)", metavar="N"
     )
+    val_labels: int = option(
+        0,
+        "m2, m1m2, adgm, sdgm: labels of the budget kept out of training to pick the reported "
+        "epoch (0: the last epoch is reported)",
+        metavar="M",
+    )
     val_size: int | None = option(
-        None,
-        "m2, m1m2: validation images held out of the unlabelled data",
+        0,
+        "m2, m1m2, adgm, sdgm: validation images beyond the label budget whose labels pick the "
+        "reported epoch (counted in the labels used; None in an old run: 10% of the training "
+        "set, at most 5000)",
         metavar="N",
-        default_help="10% of the training set, at most 5000",
     )
     aux_weight: float | None = option(
         None,
@@ -333,6 +343,7 @@ class RunConfig:
         for name, value, cap in [
             ("--latent-dim", m.latent_dim, 2**16),
             ("--latent-dim2", m.latent_dim2, 2**16),
+            ("--aux-dim", m.aux_dim, 2**16),
             ("--hidden", max(m.hidden, default=1), 2**16),
             ("--particles", t.particles, 10**5),
             ("--eval-particles", t.eval_particles, 10**5),
@@ -341,12 +352,18 @@ class RunConfig:
         ]:
             if value > cap:
                 raise ConfigError(f"{name} {value} is larger than pyro-vae allows ({cap})")
-        if m.latent_dim2 < 0:
-            raise ConfigError(f"--latent-dim2 must be 0 or positive, got {m.latent_dim2}")
+        if m.latent_dim2 < 0 or m.aux_dim < 0:
+            raise ConfigError(
+                f"--latent-dim2 and --aux-dim must be 0 or positive, got {m.latent_dim2}, {m.aux_dim}"
+            )
         if not 0 <= t.seed < 2**32:
             raise ConfigError(f"--seed must lie in 0..{2**32 - 1}, got {t.seed}")
-        if t.labels < 0 or (t.val_size is not None and t.val_size < 0) or t.labelled_every < 0:
-            raise ConfigError("--labels, --val-size and --labelled-every must not be negative")
+        if min(t.labels, t.val_labels, t.labelled_every) < 0 or (
+            t.val_size is not None and t.val_size < 0
+        ):
+            raise ConfigError(
+                "--labels, --val-labels, --val-size and --labelled-every must not be negative"
+            )
         if t.m1_epochs is not None and not 0 <= t.m1_epochs < t.epochs:
             raise ConfigError(
                 f"--m1-epochs must lie in 0..{t.epochs - 1} (M2 needs at least one of the "

@@ -10,7 +10,7 @@ and unlabelled batches, M1+M2's two stages) lives in that model, not in the trai
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 MODEL_SPECIFIC: frozenset[str] = frozenset(
     {
         "model.latent_dim2",
+        "model.aux_dim",
         "train.labels",
+        "train.val_labels",
         "train.val_size",
         "train.aux_weight",
         "train.labelled_every",
@@ -120,6 +122,13 @@ class Model(nn.Module):
 
     def evaluate_extra(self, x: Tensor, labels: Tensor | None) -> dict[str, float]:
         """Metrics beyond the bounds (e.g. M2's test accuracy)."""
+        return {}
+
+    def run_summary(
+        self, config: RunConfig, plan_state: Mapping[str, Any], dataset: Dataset
+    ) -> dict[str, Any]:
+        """What a trained run's plan did that its scores depend on, for ``evaluate`` (e.g. M2's
+        labels used and how its epoch was selected); ``plan_state`` is the checkpoint's."""
         return {}
 
     def extra_figures(self, dataset: Dataset, out_dir: Path) -> list[Path]:
