@@ -132,8 +132,10 @@ def test_m2_with_50_labels_beats_a_classifier_trained_on_the_50_labels_alone() -
     data = load_dataset(DataConfig("digits"))
     m2_acc, sup_acc = [], []
     for seed in range(3):
-        # selected, as the baseline, with validation labels beyond the budget (counted in the labels used)
-        cfg = m2_config(labels=50, epochs=20, seed=seed, val_size=default_val_size(data.train.shape[0]))
+        # selected, as the baseline is, with validation labels beyond the budget (counted)
+        cfg = m2_config(
+            labels=50, epochs=20, seed=seed, val_size=default_val_size(data.train.shape[0])
+        )
         r = train(cfg, dataset=data, progress=False)
         m2_acc.append(r.model.accuracy(data.test, data.test_labels))
         n = data.train.shape[0]
