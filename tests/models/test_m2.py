@@ -251,7 +251,7 @@ def test_m2_needs_labels_and_vae_refuses_them(tmp_path: Path, capsys) -> None:
         == 2
     )
     assert (
-        "--labels is not used by --model vae; it is an option of m1m2, m2"
+        "--labels is not used by --model vae; it is an option of adgm, m1m2, m2, sdgm"
         in capsys.readouterr().err
     )
 
