@@ -217,6 +217,34 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_options(p)
     _add_common(p)
 
+    p = sub.add_parser(
+        "semi-supervised",
+        help="compare semi-supervised models over label budgets and labelled subsets",
+        description="Train every (model, label budget, labelled subset) run into OUT/runs/, then "
+        "write OUT/results.csv (one row per run, labels used counted) and OUT/accuracy.png. "
+        "Rerun the same command to continue after a stop; --shard I/N splits the runs between "
+        "processes. The train options apply to every run (model-specific ones to the models "
+        "that take them).",
+    )
+    _add_train_options(p)
+    e = p.add_argument_group("experiment options")
+    e.add_argument("--out", type=Path, required=True, metavar="DIR", help="the experiment's folder")
+    e.add_argument("--models", nargs="+", default=["m2"], metavar="NAME", help="default: m2")
+    e.add_argument(
+        "--budgets",
+        nargs="+",
+        type=int,
+        default=[],
+        metavar="N",
+        help="label budgets (class-balanced subsets); omit for data with -1 labels (own split)",
+    )
+    e.add_argument("--subsets", type=int, default=3, help="labelled subsets (seeds 0..N-1)")
+    e.add_argument(
+        "--train-subset", type=int, default=0, help="train on a fixed random N images (0: all)"
+    )
+    e.add_argument("--shard", default="0/1", metavar="I/N", help="train every N-th run from I")
+    _add_common(p)
+
     def run_parser(name: str, help_text: str) -> argparse.ArgumentParser:
         q = sub.add_parser(
             name,
@@ -412,6 +440,51 @@ def cmd_train(args: argparse.Namespace) -> int:
         if "labels_used" in last:
             summary += f", labels used {last['labels_used']}"
         print(f"epoch {last['epoch']}{chosen}: {summary}")
+    return 0
+
+
+def cmd_semi_supervised(args: argparse.Namespace) -> int:
+    from .config import RunConfig
+    from .semi_supervised import FIGURE, RESULTS, parse_shard, semi_supervised, summarise
+
+    for flag, target, instead in (
+        ("--model", "model.model", "--models"),
+        ("--labels", "train.labels", "--budgets"),
+        ("--seed", "train.seed", "--subsets (a subset's seed is its run's)"),
+    ):
+        if hasattr(args, target):
+            raise ConfigError(f"the experiment sets {flag} for each run; pass {instead} instead")
+    if args.run_dir is not None or args.resume:
+        raise ConfigError(
+            "the experiment's runs live in --out DIR/runs; rerun the same command to continue"
+        )
+    _positive("--subsets", args.subsets)
+    if args.train_subset < 0:
+        raise ConfigError(f"--train-subset must be 0 (all) or positive, got {args.train_subset}")
+    overrides = {o.target: getattr(args, o.target) for o in options() if hasattr(args, o.target)}
+    base = RunConfig()
+    if args.config is not None:
+        if not args.config.is_file():
+            raise ConfigError(f"no config file at {args.config}")
+        base = RunConfig.from_json(args.config.read_text())
+    base = RunConfig.from_dict(_apply(base, overrides).to_dict())  # typed; checked per run
+    rows = semi_supervised(
+        base,
+        args.out,
+        models=args.models,
+        budgets=args.budgets,
+        subsets=args.subsets,
+        train_subset=args.train_subset,
+        shard=parse_shard(args.shard),
+        progress=not args.no_progress,
+    )
+    print(f"{len(rows)} runs in {args.out / RESULTS}, figure {args.out / FIGURE}")
+    for s in summarise(rows):
+        accs = ", ".join(f"{100 * a:.2f}" for a in s["accuracies"])
+        print(
+            f"{s['model']:>6}  {s['labels_used']:>6} labels  {100 * s['mean']:6.2f} ± "
+            f"{100 * s['sd']:.2f}%  ({s['subsets']} subsets: {accs})"
+        )
     return 0
 
 
@@ -645,6 +718,7 @@ COMMANDS = {
     "traverse": cmd_traverse,
     "train": cmd_train,
     "evaluate": cmd_evaluate,
+    "semi-supervised": cmd_semi_supervised,
     "sample": cmd_figure,
     "reconstruct": cmd_figure,
     "interpolate": cmd_figure,
