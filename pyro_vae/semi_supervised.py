@@ -7,7 +7,7 @@ in its own run directory under ``OUT/runs/``, writes each finished run's row to 
 
 It resumes: a finished run is never trained again, and a run stopped part-way continues from its last
 checkpoint (with the same result as an uninterrupted one), so killing the experiment and starting it
-again with the same arguments loses at most an epoch. Processes share the work with ``shard=(i, n)``
+again with the same arguments loses at most an epoch; a larger ``--epochs`` extends every run. Processes share the work with ``shard=(i, n)``
 (``--shard i/n``): process ``i`` trains every ``n``-th run, each in its own locked run directory,
 and every process rewrites the table from all rows present.
 
@@ -143,12 +143,12 @@ def semi_supervised(
     mine = runs[index::count]
     for i, (name, budget, seed) in enumerate(mine):
         run_dir = out / "runs" / run_name(name, budget, seed)
-        if (run_dir / RESULT).exists():
-            continue
         config = _for_model(base, name).replace(
             model={"model": name}, train={"labels": budget or 0, "seed": seed}
         )
         config = config.validate(check_data=dataset is None and not train_subset)
+        if _finished(run_dir, config.train.epochs):
+            continue
         if log:
             log(f"[{i + 1}/{len(mine)}] {run_name(name, budget, seed)}: training")
         row = _one_run(config, run_dir, data, progress)
@@ -160,6 +160,14 @@ def semi_supervised(
             )
         gather(out)  # after every run: a stopped experiment keeps its table
     return gather(out)
+
+
+def _finished(run_dir: Path, epochs: int) -> bool:
+    """Whether the run has its row for ``epochs`` epochs (a larger ``--epochs`` extends it)."""
+    try:
+        return json.loads((run_dir / RESULT).read_text())["epochs"] == epochs
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def _check_specific(base: RunConfig, models: Sequence[str]) -> None:
@@ -293,6 +301,9 @@ def plot_accuracy(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
         dots = [(r["labels_used"], 100 * r["test_accuracy"]) for r in rows if r["model"] == model]
         ax.scatter(*zip(*dots), s=10, alpha=0.4, color=line[0].get_color())
     ax.set_xscale("log")
+    ticks = sorted({s["labels_used"] for s in stats})
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
     ax.set_xlabel("labels used (training + validation)")
     ax.set_ylabel("test accuracy (%)")
     n = max(s["subsets"] for s in stats)

@@ -254,6 +254,12 @@ class SDGM(ADGM):
 
     skip = True
 
+    @classmethod
+    def from_config(
+        cls, config: ModelConfig, x_shape: Sequence[int], num_classes: int | None
+    ) -> SDGM:
+        return super().from_config(config, x_shape, num_classes)  # type: ignore[return-value]
+
 
 MODELS.register("adgm")(ADGM)
 MODELS.register("sdgm")(SDGM)
