@@ -30,7 +30,7 @@ from typing import Any
 import pyro
 import torch
 
-from .checkpoint import CHECKPOINT, atomic_write_text, load_checkpoint
+from .checkpoint import CHECKPOINT, atomic_write_bytes, atomic_write_text, load_checkpoint
 from .config import RunConfig, changed_fields, default_of
 from .data import UNLABELLED, Dataset, load_dataset
 from .errors import ConfigError, DataError
@@ -312,7 +312,8 @@ def plot_accuracy(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    # atomically: processes sharing the experiment redraw it
+    atomic_write_bytes(path, lambda f: fig.savefig(f, dpi=120, format="png"))
     plt.close(fig)
     return path
 
