@@ -166,3 +166,17 @@ def test_an_old_run_selected_with_extra_labels_says_so(tmp_path: Path, capsys) -
     out = json.loads(capsys.readouterr().out)
     assert out["labels_used"] == 30 + 143 and out["extra_val_labels"] == 143
     assert "selected with 143 validation labels beyond the 30-label budget" in out["note"]
+
+
+def test_files_with_minus_one_labels(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 4)).astype(np.float32)
+    y = np.where(np.arange(40) < 12, np.arange(40) % 3, -1)
+    np.savez(tmp_path / "xy.npz", x=x, y=y)
+    data = load_dataset(DataConfig(str(tmp_path / "xy.npz"), test_fraction=0.25))
+    # the test set comes from the 12 labelled rows; every unlabelled row trains
+    assert data.test.shape[0] == 3 and bool((data.test_labels >= 0).all())
+    assert data.train.shape[0] == 37 and data.num_labelled == 9
+    np.savez(tmp_path / "bad.npz", x_train=x, y_train=y, x_test=x[:5], y_test=y[-5:])
+    with pytest.raises(DataError, match="only training rows may be unlabelled"):
+        load_dataset(DataConfig(str(tmp_path / "bad.npz")))

@@ -67,6 +67,7 @@ def stacked_config(epochs: int = 3, m1_epochs: int = 1, seed: int = 0) -> RunCon
             seed=seed,
             device="cpu",
             labels=50,
+            val_labels=10,  # selection by 10 of the 50 labels
         ),
     )
 
