@@ -16,7 +16,7 @@ from pyro.distributions import TorchDistribution
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 from torch import nn
 
-from ..errors import ConfigError, DataError
+from ..errors import CheckpointError, ConfigError, DataError
 from ..plan import Feed, Plan, make_svi, num_batches, world_size
 from .base import MODELS, part_options
 from .cvae import CVAE, check_labels, snapshot
@@ -499,6 +499,12 @@ class SemiSupervisedPlan(Plan):
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state and "labels_used" not in state:
+            raise CheckpointError(
+                "this run was trained by an earlier pyro-vae, which split the labels differently "
+                "(and selected with validation labels beyond its budget); evaluate it, and start "
+                "a new run to train further"
+            )
         self.best_epoch = int(state.get("best_epoch", 0))
         self.best_val_accuracy = float(state.get("best_val_accuracy", -1.0))
         self.epochs_done = int(state.get("epochs_done", 0))

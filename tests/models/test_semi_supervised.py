@@ -15,7 +15,7 @@ from pyro_vae import MODELS, DataConfig, ModelConfig, RunConfig, TrainConfig, lo
 from pyro_vae.checkpoint import CHECKPOINT
 from pyro_vae.cli import main
 from pyro_vae.data import UNLABELLED, Dataset
-from pyro_vae.errors import DataError
+from pyro_vae.errors import CheckpointError, DataError
 from pyro_vae.models import m2 as m2_module
 from pyro_vae.optim import adam
 
@@ -166,6 +166,9 @@ def test_an_old_run_selected_with_extra_labels_says_so(tmp_path: Path, capsys) -
     out = json.loads(capsys.readouterr().out)
     assert out["labels_used"] == 30 + 143 and out["extra_val_labels"] == 143
     assert "selected with 143 validation labels beyond the 30-label budget" in out["note"]
+    # its split is not this version's: it is not continued
+    with pytest.raises(CheckpointError, match="trained by an earlier pyro-vae"):
+        train(small("m2", epochs=2, labels=30, val_size=None), run, resume=True, progress=False)
 
 
 def test_files_with_minus_one_labels(tmp_path: Path) -> None:
