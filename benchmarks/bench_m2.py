@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         train_subset=args.train_subset,
         shard=parse_shard(args.shard),
     )
-    print(f"\n{args.dataset}: test accuracy (%) of the reported model, mean ± sd over subsets; ")
-    print(f"this process {(time.perf_counter() - t0) / 60:.1f} min, table from {args.out}")
+    print(f"\n{args.dataset}: test accuracy (%) of the reported model, mean ± sd over subsets")
+    print(f"this process: {(time.perf_counter() - t0) / 60:.1f} min; the table: {args.out}")
     n_images = {r["train_images"] for r in rows}
     print(f"training images: {', '.join(map(str, sorted(n_images)))}; epochs {args.epochs}")
     print(f"{'model':>6}  {'labels used':>11}  {'mean':>6}  {'sd':>5}  {'subsets':<26}  anchors")
