@@ -238,9 +238,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="label budgets (class-balanced subsets); omit for data with -1 labels (own split)",
     )
-    e.add_argument("--subsets", type=int, default=3, help="labelled subsets (seeds 0..N-1)")
     e.add_argument(
-        "--train-subset", type=int, default=0, help="train on a fixed random N images (0: all)"
+        "--subsets", type=int, default=3, metavar="N", help="labelled subsets (seeds 0..N-1)"
+    )
+    e.add_argument(
+        "--train-subset",
+        type=int,
+        default=0,
+        metavar="N",
+        help="train on a fixed random N images (0: all)",
     )
     e.add_argument("--shard", default="0/1", metavar="I/N", help="train every N-th run from I")
     _add_common(p)

@@ -223,7 +223,10 @@ class TrainConfig:
         1, "samples per data point for the per-epoch test ELBO", metavar="K"
     )
     labels: int = option(
-        0, "m2, m1m2: labelled training images (class-balanced, chosen by --seed)", metavar="N"
+        0,
+        "m2, m1m2, adgm, sdgm: labelled training images (class-balanced, chosen by --seed; not "
+        "with -1 labels, which mark the unlabelled rows)",
+        metavar="N",
     )
     val_labels: int = option(
         0,
@@ -240,13 +243,14 @@ class TrainConfig:
     )
     aux_weight: float | None = option(
         None,
-        "m2, m1m2: alpha of the classification loss per labelled image",
+        "m2, m1m2, adgm, sdgm: alpha of the classification loss per labelled image",
         metavar="A",
         default_help="50",
     )
     labelled_every: int = option(
         1,
-        "m2, m1m2: a labelled batch after every k unlabelled ones (0: one labelled pass an epoch)",
+        "m2, m1m2, adgm, sdgm: a labelled batch after every k unlabelled ones (0: one labelled "
+        "pass an epoch)",
         metavar="K",
     )
     m1_epochs: int | None = option(
