@@ -30,10 +30,16 @@ from typing import Any
 import pyro
 import torch
 
-from .checkpoint import CHECKPOINT, atomic_write_bytes, atomic_write_text, load_checkpoint
+from .checkpoint import (
+    CHECKPOINT,
+    CONFIG,
+    atomic_write_bytes,
+    atomic_write_text,
+    load_checkpoint,
+)
 from .config import RunConfig, changed_fields, default_of
 from .data import UNLABELLED, Dataset, load_dataset
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, PyroVAEError
 from .models import MODEL_SPECIFIC, MODELS, Model
 
 RESULTS = "results.csv"
@@ -147,7 +153,7 @@ def semi_supervised(
             model={"model": name}, train={"labels": budget or 0, "seed": seed}
         )
         config = config.validate(check_data=dataset is None and not train_subset)
-        if _finished(run_dir, config.train.epochs):
+        if _finished(run_dir, config, data):
             continue
         if log:
             log(f"[{i + 1}/{len(mine)}] {run_name(name, budget, seed)}: training")
@@ -162,12 +168,24 @@ def semi_supervised(
     return gather(out)
 
 
-def _finished(run_dir: Path, epochs: int) -> bool:
-    """Whether the run has its row for ``epochs`` epochs (a larger ``--epochs`` extends it)."""
+def _finished(run_dir: Path, config: RunConfig, data: Dataset) -> bool:
+    """Whether the run has its row for ``config`` (a larger ``--epochs`` extends it); a run there
+    with other options or data is refused, never reported as this one."""
+    from .train import RESUMABLE_CHANGES, config_differences
+
     try:
-        return json.loads((run_dir / RESULT).read_text())["epochs"] == epochs
-    except (OSError, ValueError, KeyError, TypeError):
+        row = json.loads((run_dir / RESULT).read_text())
+        saved = RunConfig.from_json((run_dir / CONFIG).read_text())
+    except (OSError, ValueError, PyroVAEError):
         return False
+    changed = [d for d in config_differences(saved, config) if d[:2] not in RESUMABLE_CHANGES]
+    if changed or row.get("train_images") != data.train.shape[0]:
+        listing = "; ".join(f"{s}.{k}: {old!r} -> {new!r}" for s, k, old, new in changed)
+        raise ConfigError(
+            f"{run_dir} holds a run of this experiment with other options or data "
+            f"({listing or 'another training set'}); use another --out for another experiment"
+        )
+    return row.get("epochs") == config.train.epochs
 
 
 def _check_specific(base: RunConfig, models: Sequence[str]) -> None:

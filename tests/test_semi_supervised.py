@@ -111,6 +111,10 @@ def test_a_damaged_table_is_rebuilt_and_more_epochs_extend_the_runs(tmp_path: Pa
     assert extended[0]["epochs"] == 3 and len(extended) == 1
     metrics = (tmp_path / "runs" / "m2-labels20-subset0" / "metrics.jsonl").read_text()
     assert [json.loads(line)["epoch"] for line in metrics.splitlines()] == [1, 2, 3]
+    # another experiment in the same folder is refused, not reported as this one
+    other = longer.replace(model={"hidden": (8,)})
+    with pytest.raises(ConfigError, match=r"other options or data \(model.hidden"):
+        semi_supervised(other, tmp_path, models=("m2",), budgets=(20,), subsets=1, log=None)
 
 
 def test_data_with_minus_one_labels_bring_their_own_budget(tmp_path: Path) -> None:
