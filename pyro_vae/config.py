@@ -234,6 +234,12 @@ class TrainConfig:
         "epoch (0: the last epoch is reported)",
         metavar="M",
     )
+    patience: int = option(
+        0,
+        "m2, m1m2, adgm, sdgm: stop once the validation accuracy has not improved for N epochs "
+        "(0: never; needs --val-labels or --val-size)",
+        metavar="N",
+    )
     val_size: int | None = option(
         0,
         "m2, m1m2, adgm, sdgm: validation images beyond the label budget whose labels pick the "
@@ -366,7 +372,8 @@ class RunConfig:
             t.val_size is not None and t.val_size < 0
         ):
             raise ConfigError(
-                "--labels, --val-labels, --val-size and --labelled-every must not be negative"
+                "--labels, --val-labels, --val-size, --patience and --labelled-every must not be "
+                "negative"
             )
         if t.m1_epochs is not None and not 0 <= t.m1_epochs < t.epochs:
             raise ConfigError(

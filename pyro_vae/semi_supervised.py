@@ -59,6 +59,7 @@ COLUMNS = (
     "test_elbo",
     "epochs",
     "selected_epoch",
+    "stopped_early",
     "seconds",
 )
 #: the fixed seed of a training subset (``train_subset``): every run of an experiment sees the same
@@ -185,7 +186,9 @@ def _finished(run_dir: Path, config: RunConfig, data: Dataset) -> bool:
             f"{run_dir} holds a run of this experiment with other options or data "
             f"({listing or 'another training set'}); use another --out for another experiment"
         )
-    return row.get("epochs") == config.train.epochs
+    epochs = row.get("epochs", 0)
+    # a run stopped early (--patience) stays stopped however many epochs are asked for
+    return epochs == config.train.epochs or (bool(row.get("stopped_early")) and epochs > 0)
 
 
 def _check_specific(base: RunConfig, models: Sequence[str]) -> None:
@@ -239,6 +242,7 @@ def _one_run(config: RunConfig, run_dir: Path, data: Dataset, progress: bool) ->
         "test_elbo": float(test_elbo),
         "epochs": len(history),
         "selected_epoch": int(history[-1].get("best_epoch", len(history))) if history else 0,
+        "stopped_early": int(len(history) < config.train.epochs),
         "seconds": sum(h["epoch_time"] for h in history),
     }
     atomic_write_text(run_dir / RESULT, json.dumps(row, indent=1) + "\n")
@@ -270,7 +274,7 @@ def gather(out_dir: str | Path) -> list[dict[str, Any]]:
 def read_results(path: str | Path) -> list[dict[str, Any]]:
     """The rows of a ``results.csv``, typed."""
     ints = {"train_images", "labels_used", "train_labels", "val_labels", "extra_val_labels"}
-    ints |= {"subset", "epochs", "selected_epoch"}
+    ints |= {"subset", "epochs", "selected_epoch", "stopped_early"}
     floats = {"test_accuracy", "test_elbo", "seconds"}
     with open(path, newline="") as f:
         return [

@@ -49,6 +49,7 @@ AUDIT: dict[str, tuple[list[str], list[str]]] = {
     "--eval-particles": ([], ["--eval-particles", "3"]),
     "--labels": ([], ["--labels", "9"]),
     "--val-labels": ([], ["--val-labels", "2"]),
+    "--patience": (["--val-labels", "2", "--epochs", "8"], ["--patience", "1"]),
     "--val-size": ([], ["--val-size", "7"]),
     "--aux-weight": ([], ["--aux-weight", "5"]),
     "--labelled-every": ([], ["--labelled-every", "0"]),

@@ -36,6 +36,7 @@ MODEL_SPECIFIC: frozenset[str] = frozenset(
         "model.aux_dim",
         "train.labels",
         "train.val_labels",
+        "train.patience",
         "train.val_size",
         "train.aux_weight",
         "train.labelled_every",

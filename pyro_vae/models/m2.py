@@ -65,6 +65,7 @@ class M2(CVAE):
         {
             "train.labels",
             "train.val_labels",
+            "train.patience",
             "train.val_size",
             "train.aux_weight",
             "train.labelled_every",
@@ -377,7 +378,8 @@ class SemiSupervisedPlan(Plan):
     ``--val-labels M`` (M of the budget's labels, held out of training), or ``--val-size`` (labels
     beyond the budget), the validation accuracy of q(y|x) is measured after every epoch and the
     weights of the best epoch so far are kept, saved with the checkpoint, and loaded into the model
-    when training ends. Every epoch's record, and the plan's state, carry ``labels_used``.
+    when training ends; with ``--patience N`` training stops once N epochs in a row have not
+    improved it. Every epoch's record, and the plan's state, carry ``labels_used``.
     """
 
     def __init__(
@@ -440,6 +442,12 @@ class SemiSupervisedPlan(Plan):
         self.best_epoch, self.best_val_accuracy, self.best_state = 0, -1.0, None
         self.epochs_done, self._aux_total, self._aux_n = 0, 0.0, 0
         self.counts = split.counts()
+        self.patience = t.patience
+        if self.patience and not self.val.numel():
+            raise ConfigError(
+                f"--patience {t.patience} stops on the validation accuracy, and this run has no "
+                "validation labels; pass --val-labels M (M of the budget's labels)"
+            )
 
     def _labelled_batches(self, feed: Feed) -> Iterator[torch.Tensor]:
         while True:  # reshuffle on every pass over the labelled set
@@ -509,6 +517,13 @@ class SemiSupervisedPlan(Plan):
         self.best_val_accuracy = float(state.get("best_val_accuracy", -1.0))
         self.epochs_done = int(state.get("epochs_done", 0))
         self.best_state = state.get("selected_model")
+
+    def done(self) -> bool:
+        """Early stopping: ``patience`` epochs without a better validation accuracy (counted from
+        the first epoch that measured it)."""
+        return bool(self.patience) and (
+            self.best_epoch > 0 and self.epochs_done - self.best_epoch >= self.patience
+        )
 
     def finish(self) -> None:
         """Leave the model at the epoch the validation set picked (if any; else the last)."""

@@ -15,7 +15,7 @@ from pyro_vae import MODELS, DataConfig, ModelConfig, RunConfig, TrainConfig, lo
 from pyro_vae.checkpoint import CHECKPOINT
 from pyro_vae.cli import main
 from pyro_vae.data import UNLABELLED, Dataset
-from pyro_vae.errors import CheckpointError, DataError
+from pyro_vae.errors import CheckpointError, ConfigError, DataError
 from pyro_vae.models import m2 as m2_module
 from pyro_vae.optim import adam
 
@@ -183,3 +183,23 @@ def test_files_with_minus_one_labels(tmp_path: Path) -> None:
     np.savez(tmp_path / "bad.npz", x_train=x, y_train=y, x_test=x[:5], y_test=y[-5:])
     with pytest.raises(DataError, match="only training rows may be unlabelled"):
         load_dataset(DataConfig(str(tmp_path / "bad.npz")))
+
+
+@pytest.mark.parametrize("model", ["m2", "m1m2"])
+def test_patience_stops_on_the_validation_labels_and_stays_stopped(model: str, tmp_path) -> None:
+    run = tmp_path / "run"
+    first = train(small(model, epochs=12, labels=30, val_labels=4, patience=1), run, progress=False)
+    h = first.history
+    assert len(h) < 12  # 4 validation labels: their accuracy stops rising long before
+    # it stopped after the first epoch that did not improve on the best, and kept the best
+    assert h[-1]["epoch"] - h[-1]["best_epoch"] == 1
+    assert max(r.get("val_accuracy", -1) for r in h) == h[h[-1]["best_epoch"] - 1]["val_accuracy"]
+    more = train(
+        small(model, epochs=20, labels=30, val_labels=4, patience=1),
+        run,
+        resume=True,
+        progress=False,
+    )
+    assert len(more.history) == len(h)  # a stopped run stays stopped
+    with pytest.raises(ConfigError, match="--patience 2 stops on the validation accuracy"):
+        train(small(model, labels=30, patience=2), progress=False)
