@@ -86,21 +86,24 @@ def main(argv: list[str] | None = None) -> int:
     if torch.cuda.is_available() and args.device != "cpu":
         print(f"GPU: {torch.cuda.get_device_name(0)}")
     print(f"command: python {shlex.join(sys.argv)}", flush=True)
+    # model options each model takes (the experiment gives every model those it takes)
+    opts = {
+        "aux_weight": args.aux_weight,
+        "labelled_every": args.labelled_every,
+        "val_labels": args.val_labels,
+        "val_size": args.val_size,
+        "m1_epochs": args.m1_epochs,
+        "aux_dim": args.aux_dim or None,
+    }
     base = RunConfig(
         data=DataConfig(args.dataset, data_dir=args.data_dir),
         model=ModelConfig(
-            latent_dim=args.latent_dim, hidden=tuple(args.hidden), aux_dim=args.aux_dim
+            latent_dim=args.latent_dim,
+            hidden=tuple(args.hidden),
+            model_options={k: v for k, v in opts.items() if v is not None},
         ),
         train=TrainConfig(
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            device=args.device,
-            aux_weight=args.aux_weight,
-            labelled_every=args.labelled_every,
-            val_labels=args.val_labels,
-            val_size=args.val_size,
-            m1_epochs=args.m1_epochs,
+            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=args.device
         ),
     )
     from pyro_vae.semi_supervised import parse_shard

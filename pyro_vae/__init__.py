@@ -1,9 +1,10 @@
 """pyro-vae: variational autoencoders as Pyro model/guide pairs."""
 
+from .api import elbo, load_run, log_likelihood, train
 from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from .data import Dataset, load_dataset
+from .describe import describe, rebuild
 from .errors import CheckpointError, ConfigError, DataError, PyroVAEError, TrainingDiverged
-from .evaluate import elbo, log_likelihood
 from .guides import GUIDES
 from .likelihoods import LIKELIHOODS
 from .models import MODELS, VAE, Model, build_model
@@ -11,7 +12,7 @@ from .objectives import OBJECTIVES
 from .plan import Feed, TrainingPlan
 from .plugins import import_plugin
 from .priors import PRIORS
-from .train import TrainResult, load_run, train
+from .train import TrainResult
 
 __version__ = "0.1.0"
 
@@ -37,9 +38,11 @@ __all__ = [
     "TrainResult",
     "TrainingDiverged",
     "build_model",
+    "describe",
     "elbo",
     "import_plugin",
     "log_likelihood",
+    "rebuild",
     "load_dataset",
     "load_run",
     "train",

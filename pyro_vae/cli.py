@@ -80,7 +80,7 @@ def _default_text(f: dataclasses.Field, meta: Mapping[str, Any]) -> str:
 def options() -> list[Option]:
     """``pyro-vae train``'s options, generated from the fields of :class:`~pyro_vae.config.RunConfig`.
 
-    Values stay strings here: :meth:`RunConfig.validate` types them from the field annotations (and
+    Values stay strings here: :func:`pyro_vae.build.validate` types them from the field annotations (and
     part options from the part's signature), so a value is parsed in one place whatever its source.
     """
     from .config import SECTIONS
@@ -399,7 +399,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         base = RunConfig.from_json(text)
     else:
         base = RunConfig()
-    return _apply(base, overrides).validate()
+    from .build import validate
+
+    return validate(_apply(base, overrides))
 
 
 def train_config(argv: Sequence[str]) -> RunConfig:
@@ -455,7 +457,7 @@ def cmd_semi_supervised(args: argparse.Namespace) -> int:
 
     for flag, target, instead in (
         ("--model", "model.model", "--models"),
-        ("--labels", "train.labels", "--budgets"),
+        ("--labels", "model.model_options[labels]", "--budgets"),
         ("--seed", "train.seed", "--subsets (a subset's seed is its run's)"),
     ):
         if hasattr(args, target):
@@ -473,7 +475,7 @@ def cmd_semi_supervised(args: argparse.Namespace) -> int:
         if not args.config.is_file():
             raise ConfigError(f"no config file at {args.config}")
         base = RunConfig.from_json(args.config.read_text())
-    base = RunConfig.from_dict(_apply(base, overrides).to_dict())  # typed; checked per run
+    base = _apply(base, overrides).coerced()  # typed; each run's model checks its own options
     rows = semi_supervised(
         base,
         args.out,

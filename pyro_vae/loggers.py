@@ -151,6 +151,14 @@ def _metrics(record: Mapping[str, Any]) -> dict[str, int | float]:
     return out
 
 
+class Resumable:
+    """A logger that can take back what a resumed run repeats: :class:`RunLoggers` calls
+    :meth:`continue_at` with the first epoch a resumed run logs, before it logs it."""
+
+    def continue_at(self, step: int) -> None:
+        """Forget (or hide) what was logged at ``step`` and after."""
+
+
 class RunLoggers:
     """The loggers of one run: :meth:`log` a record per epoch, then :meth:`close`.
 
@@ -175,9 +183,8 @@ class RunLoggers:
         if self._resume:
             self._resume = False
             for logger in self.loggers:
-                continue_at = getattr(logger, "continue_at", None)
-                if continue_at is not None:
-                    continue_at(step)
+                if isinstance(logger, Resumable):
+                    logger.continue_at(step)
         if not metrics:
             return
         for logger in self.loggers:
@@ -257,7 +264,7 @@ def csv_logger(run_dir: Path, name: str = "", *, resume: bool = False) -> CSVLog
     return CSVLog(Path(run_dir) / LOGS, resume=resume)
 
 
-class CSVLog:
+class CSVLog(Resumable):
     """The always-on CSV log, in the layout of Lightning's ``CSVLogger`` (a ``step`` column, one
     column per metric; ``hparams.yaml``), with its logger interface.
 
@@ -416,7 +423,7 @@ def _tensorboard_class() -> type[Logger]:
     from lightning.fabric.loggers.tensorboard import _TENSORBOARD_AVAILABLE
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-    class PyroVAETensorBoardLogger(TensorBoardLogger):
+    class PyroVAETensorBoardLogger(TensorBoardLogger, Resumable):
         """Lightning Fabric's TensorBoard logger in ``<logs>/tensorboard/`` (no version directory),
         with the hyperparameters written for the HParams dashboard (Lightning's writes them only
         together with an ``hp_metric`` scalar) and a purge step for resumed runs."""

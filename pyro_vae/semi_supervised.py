@@ -30,6 +30,7 @@ from typing import Any
 import pyro
 import torch
 
+from .build import validate
 from .checkpoint import (
     CHECKPOINT,
     CONFIG,
@@ -121,13 +122,12 @@ def semi_supervised(
     if not 0 <= index < count:
         raise ConfigError(f"--shard {index}/{count}: the index must lie in 0..{count - 1}")
     for name in models:
-        cls = MODELS.get(name)
-        if "train.labels" not in cls.options:
-            takers = [n for n in MODELS if "train.labels" in MODELS.get(n).options]
+        if not semi_supervised_model(name):
+            takers = [n for n in MODELS if semi_supervised_model(n)]
             raise ConfigError(
                 f"--model {name} is not semi-supervised; the experiment runs {', '.join(takers)}"
             )
-    if base.train.labels:
+    if "labels" in base.model.model_options:
         raise ConfigError("the experiment sets --labels from its budgets; pass --budgets instead")
     _check_specific(base, models)
     data = dataset if dataset is not None else load_dataset(base.data)
@@ -150,10 +150,14 @@ def semi_supervised(
     mine = runs[index::count]
     for i, (name, budget, seed) in enumerate(mine):
         run_dir = out / "runs" / run_name(name, budget, seed)
-        config = _for_model(base, name).replace(
-            model={"model": name}, train={"labels": budget or 0, "seed": seed}
+        config = _for_model(base, name)
+        options = dict(config.model.model_options)
+        if budget is not None:
+            options["labels"] = budget
+        config = config.replace(
+            model={"model": name, "model_options": options}, train={"seed": seed}
         )
-        config = config.validate(check_data=dataset is None and not train_subset)
+        config = validate(config, check_data=dataset is None and not train_subset)
         if _finished(run_dir, config, data):
             continue
         if log:
@@ -191,24 +195,33 @@ def _finished(run_dir: Path, config: RunConfig, data: Dataset) -> bool:
     return epochs == config.train.epochs or (bool(row.get("stopped_early")) and epochs > 0)
 
 
+def semi_supervised_model(name: str) -> bool:
+    """Whether the registered model ``name`` learns from a label budget (takes ``labels``)."""
+    return "labels" in MODELS.parameters(name)
+
+
 def _check_specific(base: RunConfig, models: Sequence[str]) -> None:
     """Refuse a model-specific option that none of the experiment's models takes."""
+    for key in sorted(base.model.model_options):
+        if not any(key in MODELS.parameters(m) for m in models):
+            takers = [n for n in MODELS if key in MODELS.parameters(n)]
+            raise ConfigError(
+                f"--{key.replace('_', '-')} is not used by any of --models {' '.join(models)}; "
+                f"it is an option of {', '.join(takers) or 'no registered model'}"
+            )
     for target in sorted(changed_fields(base) & MODEL_SPECIFIC):
         if not any(target in MODELS.get(m).options for m in models):
             flag = "--" + target.split(".", 1)[1].replace("_", "-")
-            takers = [n for n in MODELS if target in MODELS.get(n).options]
-            raise ConfigError(
-                f"{flag} is not used by any of --models {' '.join(models)}; it is an option of "
-                f"{', '.join(takers) or 'no registered model'}"
-            )
+            raise ConfigError(f"{flag} is not used by any of --models {' '.join(models)}")
 
 
 def _for_model(base: RunConfig, name: str) -> RunConfig:
-    """``base`` with the model-specific options that model ``name`` does not take at their
-    defaults (each is taken by another model of the experiment: :func:`_check_specific`)."""
-    declared = MODELS.get(name).options
-    reset: dict[str, dict[str, Any]] = {}
-    for target in (changed_fields(base) & MODEL_SPECIFIC) - declared:
+    """``base`` with only the model-specific options that model ``name`` takes (each of the others
+    is taken by another model of the experiment: :func:`_check_specific`)."""
+    takes = MODELS.parameters(name)
+    options = {k: v for k, v in base.model.model_options.items() if k in takes}
+    reset: dict[str, dict[str, Any]] = {"model": {"model_options": options}}
+    for target in (changed_fields(base) & MODEL_SPECIFIC) - MODELS.get(name).options:
         section, field = target.split(".", 1)
         reset.setdefault(section, {})[field] = default_of(section, field)
     return base.replace(**reset)

@@ -41,7 +41,7 @@ def without_time(rows: list[dict]) -> list[dict]:
 
 def test_the_experiment_writes_one_row_per_run_and_a_figure(tmp_path: Path) -> None:
     rows = semi_supervised(
-        BASE.replace(train={"val_labels": 10}),
+        BASE.replace(model={"model_options": {"val_labels": 10}}),
         tmp_path,
         models=("m2", "adgm"),
         budgets=(20, 40),
@@ -61,7 +61,10 @@ def test_the_experiment_writes_one_row_per_run_and_a_figure(tmp_path: Path) -> N
     from pyro_vae import train
 
     alone = train(
-        BASE.replace(model={"model": "m2"}, train={"labels": 40, "seed": 1, "val_labels": 10}),
+        BASE.replace(
+            model={"model": "m2", "model_options": {"labels": 40, "val_labels": 10}},
+            train={"seed": 1},
+        ),
         progress=False,
     )
     data = alone.dataset

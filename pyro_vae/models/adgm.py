@@ -97,7 +97,6 @@ class ADGM(M2):
 
     #: a's place: False puts it after x (ADGM), True makes it a parent of x (SDGM)
     skip: bool = False
-    options = M2.options | {"model.aux_dim"}
 
     def __init__(
         self,
@@ -106,6 +105,12 @@ class ADGM(M2):
         latent_dim: int = 20,
         aux_dim: int | None = None,
         *,
+        labels: int = 0,
+        val_labels: int = 0,
+        patience: int = 0,
+        val_size: int | None = 0,
+        aux_weight: float | None = None,
+        labelled_every: int = 1,
         network: str = "mlp",
         hidden: Sequence[int] = (400,),
         activation: str = "relu",
@@ -121,6 +126,12 @@ class ADGM(M2):
             network=network,
             hidden=hidden,
             activation=activation,
+            labels=labels,
+            val_labels=val_labels,
+            patience=patience,
+            val_size=val_size,
+            aux_weight=aux_weight,
+            labelled_every=labelled_every,
             **parts,
         )
         self.aux_dim = aux_dim
@@ -148,8 +159,8 @@ class ADGM(M2):
             x_shape,
             num_classes,
             latent_dim=config.latent_dim,
-            aux_dim=config.aux_dim or None,
             **part_options(config),
+            **config.model_options,
         )
 
     def _model_parts(self) -> tuple[str, ...]:

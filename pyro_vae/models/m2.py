@@ -61,21 +61,48 @@ class M2(CVAE):
     #: trained with its own bound (labels summed out by TraceEnum_ELBO), the ELBO of eq. 6 and 7
     objectives = frozenset({"elbo"})
     partial_steps = True  # the classification step uses q(y|x) alone
-    options = frozenset(
-        {
-            "train.labels",
-            "train.val_labels",
-            "train.patience",
-            "train.val_size",
-            "train.aux_weight",
-            "train.labelled_every",
-        }
-    )
+    options = frozenset()
 
     def __init__(
-        self, x_shape: Sequence[int], num_classes: int, *, name: str | None = None, **kw: Any
+        self,
+        x_shape: Sequence[int],
+        num_classes: int,
+        *,
+        labels: int = 0,
+        val_labels: int = 0,
+        patience: int = 0,
+        val_size: int | None = 0,
+        aux_weight: float | None = None,
+        labelled_every: int = 1,
+        name: str | None = None,
+        **kw: Any,
     ) -> None:
+        """``labels``: training images that keep their label (class-balanced, chosen by the run's
+        seed; at least one per class; 0 with data whose -1 labels mark the unlabelled rows);
+        ``val_labels``: of those, the ones held out of training to pick the reported epoch (0: the
+        last epoch is reported); ``patience``: stop once the validation accuracy has not improved
+        for that many epochs (0: never); ``val_size``: validation images beyond the label budget,
+        counted in the labels used (None, in a run of an earlier pyro-vae: :func:`default_val_size`);
+        ``aux_weight``: alpha of the classification loss
+        per labelled image and step (default :data:`DEFAULT_AUX_WEIGHT`); ``labelled_every``: a
+        labelled batch after every k unlabelled ones (0: one labelled pass an epoch). These
+        describe the training plan (:class:`SemiSupervisedPlan`); the model's parts are
+        :class:`~pyro_vae.models.CVAE`'s keywords."""
+        for what, value, low in (
+            ("--labels", labels, 0),
+            ("--val-labels", val_labels, 0),
+            ("--patience", patience, 0),
+            ("--val-size", 0 if val_size is None else val_size, 0),
+            ("--labelled-every", labelled_every, 0),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"{what} must be a whole number >= {low}, got {value!r}")
+        if aux_weight is not None and not aux_weight >= 0:
+            raise ConfigError(f"--aux-weight must be non-negative, got {aux_weight!r}")
         super().__init__(x_shape, num_classes, name=name, **kw)
+        self.num_labelled, self.val_size = labels, val_size
+        self.val_labels, self.patience = val_labels, patience
+        self.aux_weight, self.labelled_every = aux_weight, labelled_every
         self.classifier = build_classifier(
             self.x_shape,
             self.num_classes,
@@ -88,7 +115,13 @@ class M2(CVAE):
     def from_config(
         cls, config: ModelConfig, x_shape: Sequence[int], num_classes: int | None
     ) -> M2:
-        return cls(x_shape, num_classes, latent_dim=config.latent_dim, **part_options(config))
+        return cls(
+            x_shape,
+            num_classes,
+            latent_dim=config.latent_dim,
+            **part_options(config),
+            **config.model_options,
+        )
 
     # -- Pyro -------------------------------------------------------------------------------------
     def label_guide(self, x: torch.Tensor) -> TorchDistribution:
@@ -140,11 +173,11 @@ class M2(CVAE):
         if "labels_used" in plan_state:
             out = {k: int(plan_state[k]) for k in LABEL_COUNTS}
         else:  # before labels were counted: --val-size beyond the budget, by default 10%, <= 5000
-            t = config.train
-            extra = default_val_size(dataset.train.shape[0]) if t.val_size is None else t.val_size
+            n = dataset.train.shape[0]
+            extra = default_val_size(n) if self.val_size is None else self.val_size
             out = {
-                "labels_used": t.labels + extra,
-                "train_labels": t.labels,
+                "labels_used": self.num_labelled + extra,
+                "train_labels": self.num_labelled,
                 "val_labels": 0,
                 "extra_val_labels": extra,
             }
@@ -388,13 +421,14 @@ class SemiSupervisedPlan(Plan):
         t = config.train
         self.model = model
         n = labels.shape[0]
-        extra = default_val_size(n) if t.val_size is None else t.val_size  # None: an old run's
+        # None: a run of an earlier pyro-vae (10% of the training set, at most 5000)
+        extra = default_val_size(n) if model.val_size is None else model.val_size
         self.split = split = split_labels(
             labels,
             model.num_classes,
             t.seed,
-            budget=t.labels,
-            val_labels=t.val_labels,
+            budget=model.num_labelled,
+            val_labels=model.val_labels,
             extra_val=extra,
         )
         device = data.device
@@ -413,16 +447,12 @@ class SemiSupervisedPlan(Plan):
         # each process's share of the labelled set in one batch at most
         self.sup_batch = min(b, -(-self.labelled.numel() // world))
         self.num_unsup = num_batches(self.unlabelled.numel(), b, world)
-        if t.labelled_every < 0:
-            raise ConfigError(
-                f"--labelled-every must be 0 (auto) or positive, got {t.labelled_every}"
-            )
-        if t.labelled_every == 0:
+        if model.labelled_every == 0:
             self.num_sup = num_batches(self.labelled.numel(), self.sup_batch, world)
         else:
-            self.num_sup = max(1, self.num_unsup // t.labelled_every)
+            self.num_sup = max(1, self.num_unsup // model.labelled_every)
         self.steps_per_epoch = self.num_unsup + self.num_sup
-        self.aux_weight = DEFAULT_AUX_WEIGHT if t.aux_weight is None else t.aux_weight
+        self.aux_weight = DEFAULT_AUX_WEIGHT if model.aux_weight is None else model.aux_weight
         if self.aux_weight < 0:
             raise ConfigError(f"--aux-weight must be non-negative, got {self.aux_weight}")
         particles = dict(
@@ -442,10 +472,10 @@ class SemiSupervisedPlan(Plan):
         self.best_epoch, self.best_val_accuracy, self.best_state = 0, -1.0, None
         self.epochs_done, self._aux_total, self._aux_n = 0, 0.0, 0
         self.counts = split.counts()
-        self.patience = t.patience
+        self.patience = model.patience
         if self.patience and not self.val.numel():
             raise ConfigError(
-                f"--patience {t.patience} stops on the validation accuracy, and this run has no "
+                f"--patience {model.patience} stops on the validation accuracy, and this run has no "
                 "validation labels; pass --val-labels M (M of the budget's labels)"
             )
 
