@@ -501,6 +501,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if "labels_used" in last:
             summary += f", labels used {last['labels_used']}"
         print(f"epoch {last['epoch']}{chosen}: {summary}")
+    elif "labels_used" in last:  # a semi-supervised run says what its labels cost
+        print(f"labels used {last['labels_used']} (training + validation)")
     return 0
 
 

@@ -318,9 +318,9 @@ def summarise(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def plot_accuracy(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Test accuracy against labels used (log x): each subset a dot, each model's mean a line
     with its standard deviation as error bars."""
-    from .plots import plt
+    from .images import _subplots  # matplotlib's Figure without pyplot's global state
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _subplots(figsize=(6, 4))
     stats = summarise(rows)
     for model in sorted({s["model"] for s in stats}):
         mine = [s for s in stats if s["model"] == model]
@@ -349,7 +349,6 @@ def plot_accuracy(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     path = Path(path)
     # atomically: processes sharing the experiment redraw it
     atomic_write_bytes(path, lambda f: fig.savefig(f, dpi=120, format="png"))
-    plt.close(fig)
     return path
 
 
