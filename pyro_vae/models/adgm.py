@@ -13,7 +13,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..guides import GUIDES
-from ..nn import NETWORKS
+from ..nn import NETWORKS, observation, observation_mean
 from ..nn import activation as activation_layer
 from .base import MODELS, part_options
 from .cvae import join
@@ -135,7 +135,7 @@ class ADGM(M2):
             **parts,
         )
         self.aux_dim = aux_dim
-        nets = NETWORKS.build(network)
+        nets = NETWORKS.build(network, **(parts.get("network_options") or {}))
         width, k, f = hidden[-1], self.num_classes, self.encoder.feature_dim
         # q(z | x, a, y) reads a too; M2's join is rebuilt with room for it
         self.join = nn.Sequential(nn.Linear(f + aux_dim + k, f), activation_layer(activation))
@@ -144,7 +144,13 @@ class ADGM(M2):
         self.q_a = GaussianNet(self.aux_encoder.feature_dim, width, aux_dim, activation)
         if self.skip:  # p(a | z, y), and a feeds the decoder
             self.p_a = GaussianNet(latent_dim + k, width, aux_dim, activation)
-            self.decoder = nets.decoder(latent_dim + k + aux_dim, self.x_shape, hidden, activation)
+            self.decoder = nets.decoder(
+                latent_dim + k + aux_dim,
+                self.x_shape,
+                hidden,
+                activation,
+                self.likelihood.out_shape,
+            )
         else:  # p(a | x, y, z)
             self.aux_x = nets.encoder(self.x_shape, hidden, activation)
             self.p_a = GaussianNet(
@@ -185,9 +191,9 @@ class ADGM(M2):
             zy = join(z, self.one_hot(y))
             if self.skip:
                 a = pyro.sample("a", self.p_a(zy))
-                pyro.sample("x", self.likelihood(self.decoder(join(zy, a))), obs=x)
+                pyro.sample("x", observation(self.decoder, self.likelihood, join(zy, a)), obs=x)
             else:
-                x = pyro.sample("x", self.likelihood(self.decoder(zy)), obs=x)
+                x = pyro.sample("x", observation(self.decoder, self.likelihood, zy), obs=x)
                 pyro.sample("a", self.p_a(self.aux_x(x), zy))
 
     def _guide_parts(self, labelled: bool) -> tuple[str, ...]:
@@ -242,10 +248,10 @@ class ADGM(M2):
 
     def decode(self, v: torch.Tensor) -> TorchDistribution:
         """p(x | z, y) for ``v = [z, onehot(y)]`` (SDGM: at a = the mean of p(a|z, y))."""
-        return self.likelihood(self.decoder(self._decoder_input(v)))
+        return observation(self.decoder, self.likelihood, self._decoder_input(v))
 
     def decode_mean(self, v: torch.Tensor) -> torch.Tensor:
-        return self.likelihood.mean(self.decoder(self._decoder_input(v)))
+        return observation_mean(self.decoder, self.likelihood, self._decoder_input(v))
 
 
 class SDGM(ADGM):
