@@ -36,6 +36,10 @@ _SPLIT_SEED = 0
 #: the most classes a labelled data set may have: labels are class indices 0..K-1, and K is also at
 #: most the number of training points (huge labels would make M2 and the CVAE build K-wide layers)
 MAX_CLASSES = 10_000
+#: the training label of a row whose class is unknown (semi-supervised data: ``m2``, ``m1m2``, ...)
+UNLABELLED = -1
+#: how to map other class values to 0..K-1 while keeping -1 for unlabelled rows
+_RELABEL = "keep = y != -1; _, y[keep] = np.unique(y[keep], return_inverse=True)"
 
 
 def default_data_dir() -> Path:
@@ -169,7 +173,8 @@ class Dataset:
           on the first batch with a NaN, naming the row; any NaN that gets through shows up as a
           non-finite loss, which the trainer stops on);
         * labels are both given or both ``None``; each is a 1-D int64 tensor with one class index
-          per row, at least 0 and below ``num_classes``;
+          per row, at least 0 and below ``num_classes``; a training label may also be
+          :data:`UNLABELLED` (-1), a row whose class is unknown (semi-supervised data);
         * ``num_classes`` (required with labels) is an integer from 1 to at most
           ``min(MAX_CLASSES, number of training points)``;
         * ``binarize`` is ``"none"``, ``"dynamic"`` or ``"static"``; data in [0, 1] unless none
@@ -210,7 +215,9 @@ class Dataset:
         top = None
         if labels[0] is not None:
             for split, y, x in (("train", labels[0], self.train), ("test", labels[1], self.test)):
-                _check_labels(y, x.shape[0], f"{where}: Dataset.{split}_labels")
+                _check_labels(
+                    y, x.shape[0], f"{where}: Dataset.{split}_labels", unlabelled=split == "train"
+                )
             top = int(max(labels[0].max(), labels[1].max()))
             if self.num_classes is None:
                 raise DataError(
@@ -228,6 +235,36 @@ class Dataset:
                 )
             _check_class_count(int(k), self.train.shape[0], where)
         return self
+
+    def with_labelled(self, labelled: torch.Tensor) -> Dataset:
+        """A copy whose training rows outside the boolean mask ``labelled`` are unlabelled (their
+        label :data:`UNLABELLED`): a semi-supervised split of the user's own choosing."""
+        if self.train_labels is None:
+            raise DataError(
+                f"data set {self.name!r} has no labels to keep; give train_labels (-1 for an "
+                "unlabelled row) and test_labels"
+            )
+        n = self.train.shape[0]
+        if (
+            not isinstance(labelled, torch.Tensor)
+            or labelled.dtype != torch.bool
+            or tuple(labelled.shape) != (n,)
+        ):
+            raise DataError(
+                f"labelled must be a boolean tensor of shape ({n},), one flag per training row, "
+                f"got {getattr(labelled, 'dtype', type(labelled).__name__)} "
+                f"{tuple(getattr(labelled, 'shape', ()))}"
+            )
+        keep = labelled.to(self.train_labels.device)
+        labels = torch.where(
+            keep, self.train_labels, torch.full_like(self.train_labels, UNLABELLED)
+        )
+        return replace(self, train_labels=labels)
+
+    @property
+    def num_labelled(self) -> int:
+        """Training rows with a known class (not :data:`UNLABELLED`); 0 without labels."""
+        return 0 if self.train_labels is None else int((self.train_labels >= 0).sum())
 
     def rows(self, idx: torch.Tensor) -> torch.Tensor:
         """Training rows ``idx`` on the training device, as stored (never binarized afresh)."""
@@ -321,7 +358,8 @@ def _check_x(x: object, where: str, lazy_ok: bool = False) -> None:
         raise DataError(f"{where} contains NaN or infinite values; clean or impute them first")
 
 
-def _check_labels(y: object, n: int, where: str) -> None:
+def _check_labels(y: object, n: int, where: str, unlabelled: bool = False) -> None:
+    """A label tensor's type, shape and values; ``unlabelled``: -1 marks a row without a class."""
     if not isinstance(y, torch.Tensor):
         raise DataError(
             f"{where} is a {type(y).__name__}, not a torch.Tensor; pass "
@@ -344,10 +382,23 @@ def _check_labels(y: object, n: int, where: str) -> None:
             f"{where}: {y.shape[0]} labels for {n} data points; give exactly one label per datum"
         )
     if y.numel() and int(y.min()) < 0:
+        _negative_label(int(y.min()), where, unlabelled)
+
+
+def _negative_label(low: int, where: str, unlabelled: bool) -> None:
+    """Refuse a label below 0 (below -1 where -1 marks an unlabelled training row)."""
+    if unlabelled and low == UNLABELLED:
+        return
+    if low == UNLABELLED:
         raise DataError(
-            f"{where} include the negative label {int(y.min())}; labels are class indices 0..K-1: "
-            "relabel them (e.g. np.unique(y, return_inverse=True))"
+            f"{where} include -1, which marks an unlabelled row; only training rows may be "
+            "unlabelled (the test labels score the model): move those rows to the training set "
+            "or drop them"
         )
+    raise DataError(
+        f"{where} include the negative label {low}; labels are class indices 0..K-1, and -1 marks "
+        f"an unlabelled training row: relabel the classes, e.g. {_RELABEL}"
+    )
 
 
 def _check_class_count(k: int, n_train: int | None, where: str) -> None:
@@ -810,7 +861,8 @@ def _as_images(arrays: dict[str, np.ndarray], path: Path) -> dict[str, torch.Ten
 
 
 def _as_labels(a: np.ndarray, n: int, path: Path, key: str) -> torch.Tensor:
-    """Class labels as a 1-D int64 tensor: whole numbers from 0, one per datum; (N, 1) squeezed."""
+    """Class labels as a 1-D int64 tensor: whole numbers from 0 (or -1, an unlabelled row, except
+    in ``y_test``), one per datum; (N, 1) squeezed."""
     where = f"{path}: labels {key!r}"
     if a.ndim == 2 and a.shape[1] == 1:
         a = a[:, 0]
@@ -836,14 +888,11 @@ def _as_labels(a: np.ndarray, n: int, path: Path, key: str) -> torch.Tensor:
             )
     elif a.dtype.kind not in "iu":
         raise DataError(
-            f"{where} have dtype {a.dtype}; labels are integer class indices 0..K-1: map names "
-            "to integers first (e.g. np.unique(y, return_inverse=True))"
+            f"{where} have dtype {a.dtype}; labels are integer class indices 0..K-1 (-1: an "
+            "unlabelled row): map names to integers first (e.g. np.unique(y, return_inverse=True))"
         )
-    if a.min() < 0:
-        raise DataError(
-            f"{where} include the negative label {a.min().item()!r}; labels are class indices "
-            "0..K-1: relabel them (e.g. np.unique(y, return_inverse=True))"
-        )
+    if a.size and a.min() < 0:
+        _negative_label(int(max(a.min(), -(2**62))), where, unlabelled=key != "y_test")
     if a.max() >= MAX_CLASSES:  # before the cast: 1e30 or uint64 values would wrap around
         _check_class_count(int(min(a.max(), 2**62)) + 1, None, str(path))
     return torch.as_tensor(a.astype(np.int64))
@@ -906,9 +955,22 @@ def _npz(
     elif "x" in keys:
         x = _as_images({"x": _read(loaded, "x", path)}, path)["x"]
         y = _as_labels(_read(loaded, "y", path), x.shape[0], path, "y") if "y" in keys else None
-        tr, te = _split_indices(x.shape[0], test_fraction)
-        xtr, xte = x[tr], x[te]
-        y_tr, y_te = (y[tr], y[te]) if y is not None else (None, None)
+        if y is not None and bool((y == UNLABELLED).any()):
+            # the test set needs known classes: it comes from the labelled rows, and every
+            # unlabelled row trains
+            known, unknown = (y >= 0).nonzero().squeeze(-1), (y < 0).nonzero().squeeze(-1)
+            if known.numel() < 2:
+                raise DataError(
+                    f"{path}: {known.numel()} labelled rows in 'y' (the rest are -1) are too few "
+                    "to split off a labelled test set; label more rows or give x_test and y_test"
+                )
+            tr, te = _split_indices(known.numel(), test_fraction)
+            split_rows = (torch.cat([known[tr], unknown]), known[te])
+            xtr, xte = x[split_rows[0]], x[split_rows[1]]
+            y_tr, y_te = y[split_rows[0]], y[split_rows[1]]
+        else:
+            xtr, xte, y_tr, y_te = _split(x, y, test_fraction)
+            split_rows = _split_indices(x.shape[0], test_fraction)
         if "factors" in keys:
             names = _read(loaded, "factor_names", path) if "factor_names" in keys else None
             try:
@@ -919,8 +981,7 @@ def _npz(
                 )
             except DataError as e:
                 raise DataError(f"{path}: {e}") from None
-            factors = FactorSplit(source, te.numpy())
-        split_rows = (tr, te)
+            factors = FactorSplit(source, split_rows[1].numpy())
     else:
         raise DataError(
             f"{path} has arrays {sorted(keys)}; expected 'x' (and optionally 'y'), "

@@ -39,6 +39,8 @@ class TrainingPlan(Protocol):
       optimiser, saved in the checkpoint (tensors, numbers and strings only); a state with a
       ``"selected_model"`` entry names the weights the run keeps (M2's best validation epoch),
       otherwise the run keeps the last epoch's;
+    - ``done()``: whether the plan wants no more epochs (early stopping); checked before every
+      epoch, so a stopped run stays stopped when resumed;
     - ``finish()``: after the last epoch.
     """
 
@@ -53,6 +55,8 @@ class TrainingPlan(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+    def done(self) -> bool: ...
 
     def finish(self) -> None: ...
 
@@ -169,6 +173,9 @@ class Plan:
         inner = unwrapped(self.objective) if self.objective is not None else None
         if isinstance(inner, AuxiliaryStep) and "objective" in state:
             inner.load_state_dict(state["objective"])
+
+    def done(self) -> bool:
+        return False
 
     def finish(self) -> None:
         pass

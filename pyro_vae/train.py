@@ -235,6 +235,8 @@ def _train(
     bar = _bar(show_bar, (tcfg.epochs - start_epoch) * plan.steps_per_epoch)
     try:
         for epoch in range(start_epoch, tcfg.epochs):
+            if plan.done():  # e.g. M2's early stopping on its validation labels
+                break
             plan.begin_epoch(epoch)
             model.train()
             t0 = time.perf_counter()
