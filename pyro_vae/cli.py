@@ -23,6 +23,7 @@ from typing import Any
 
 from .errors import ConfigError, PyroVAEError
 from .registry import Registry
+from .safety import run_path
 
 if typing.TYPE_CHECKING:
     from .config import RunConfig
@@ -226,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
         )
         q.add_argument("run", type=Path, help="run directory written by `pyro-vae train`")
         q.add_argument("--device", default="cpu", help="device to load the model on")
+        q.add_argument(
+            "--data-dir",
+            default=None,
+            help="where the run's torchvision data set lives here (default: the run's own)",
+        )
         _add_common(q)
         return q
 
@@ -306,7 +312,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_data(q)
     add_data(q, "--against", "in-distribution reference (e.g. the run's own test set)")
-    q.add_argument("--data-dir", default=None, help="where torchvision data sets live")
     q.add_argument(
         "--out", type=Path, default=None, help="table (.csv or .npz); default RUN/scores/"
     )
@@ -323,7 +328,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = run_parser("encode", "write the latent means and scales of q(z|x) for a data set")
     add_data(q)
-    q.add_argument("--data-dir", default=None, help="where torchvision data sets live")
     q.add_argument("--out", type=Path, required=True, help="output file (.npz)")
 
     q = run_parser(
@@ -423,7 +427,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for name, value in (("--nll-samples", args.nll_samples), ("--iwae-samples", args.iwae_samples)):
         if value < 0:
             raise ConfigError(f"{name} must be 0 (skip) or positive, got {value}")
-    config, model, data = load_run(args.run, args.device)
+    config, model, data = load_run(args.run, args.device, data_dir=args.data_dir)
     x = data.test if args.limit is None else data.test[: args.limit]
     labels = (
         data.test_labels
@@ -462,8 +466,8 @@ def cmd_figure(args: argparse.Namespace) -> int:
 
     if args.out is not None:
         _check_figure_path(args.out)
-    _, model, data = load_run(args.run, args.device)
-    figs = Path(args.run) / plots.FIGURES
+    _, model, data = load_run(args.run, args.device, data_dir=args.data_dir)
+    figs = run_path(args.run, plots.FIGURES, "x").parent  # no link in a received run followed
     if args.command == "sample":
         _positive("-n", args.n)
         path = plots.samples(model, args.out or figs / "samples.png", n=args.n)
@@ -488,7 +492,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from . import plots
     from .train import _read_metrics, load_run
 
-    _, model, data = load_run(args.run, args.device)
+    _, model, data = load_run(args.run, args.device, data_dir=args.data_dir)
     history = _read_metrics(Path(args.run) / "metrics.jsonl")
     for path in plots.draw_all(model, data, history, args.run, projection=args.projection):
         print(path)
@@ -502,16 +506,17 @@ RUN_DATA = ":run:"
 def _split_of(config: Any, data: Any, name: str | None, split: str, data_dir: str | None) -> Any:
     """(x, labels) of a split of the run's data set ``data``, or of another data set prepared as
     the run's (same binarization)."""
-    from .data import load_dataset
+    from .data import dataset_source, load_dataset
 
-    if name is not None or data_dir is not None:
-        data = load_dataset(
-            replace(
-                config.data,
-                dataset=name or config.data.dataset,
-                data_dir=data_dir if data_dir is not None else config.data.data_dir,
+    if name is not None:  # (--data-dir for the run's own data set was given to load_run)
+        reads = "data_dir" in dataset_source(name).options
+        if data_dir is not None and not reads:
+            raise ConfigError(
+                f"--data-dir is not used by --data {name}; it is where torchvision data sets "
+                "(mnist, fashion-mnist) live"
             )
-        )
+        chosen = (data_dir if data_dir is not None else config.data.data_dir) if reads else None
+        data = load_dataset(replace(config.data, dataset=name, data_dir=chosen))
     if split == "train":
         return data.train, data.train_labels
     return data.test, data.test_labels
@@ -534,7 +539,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         )
     if args.out is not None and args.out.suffix not in (".csv", ".npz"):
         raise ConfigError(f"--out {args.out}: the table is written as .csv or .npz")
-    config, model, data = load_run(args.run, args.device)
+    # --data-dir: where the data set scored lives (the run's own, without --data)
+    own_dir = args.data_dir if args.data is None else None
+    config, model, data = load_run(args.run, args.device, data_dir=own_dir)
     device = data.train.device
 
     def prepared(name: str | None, split: str) -> Any:
@@ -554,7 +561,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     x = prepared(args.data, args.data_split)
     table = scores.score(model, x, scores=tuple(names), **options)
     label = f"{args.data or Path(config.data.dataset).stem}-{args.data_split}"
-    out = args.out or Path(args.run) / "scores" / f"{Path(label).name}.csv"
+    out = args.out or run_path(args.run, "scores", f"{Path(label).name}.csv")
     out.parent.mkdir(parents=True, exist_ok=True)
     scores.write_table(table, out)
     result: dict[str, Any] = {
@@ -601,7 +608,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
     if args.out.suffix != ".npz":
         raise ConfigError(f"--out {args.out}: the encoding is written as .npz")
-    config, model, data = load_run(args.run, args.device)
+    own_dir = args.data_dir if args.data is None else None
+    config, model, data = load_run(args.run, args.device, data_dir=own_dir)
     x, labels = _split_of(config, data, args.data, args.data_split, args.data_dir)
     device = data.train.device
     enc = encode(model, x.to(device), None if labels is None else labels.to(device))
@@ -617,10 +625,10 @@ def cmd_traverse(args: argparse.Namespace) -> int:
     _positive("--steps", args.steps)
     if args.out is not None:
         _check_figure_path(args.out)
-    _, model, data = load_run(args.run, args.device)
+    _, model, data = load_run(args.run, args.device, data_dir=args.data_dir)
     if not 0 <= args.image < data.test.shape[0]:
         raise ConfigError(f"--image must lie in 0..{data.test.shape[0] - 1}, got {args.image}")
-    out = args.out or Path(args.run) / plots.FIGURES / "traversal.png"
+    out = args.out or run_path(args.run, plots.FIGURES, "traversal.png")
     path = plots.traversal(model, data.test, out, image=args.image, steps=args.steps)
     if path is None:
         raise ConfigError("this data set is not image-shaped, so there is no image to draw")

@@ -24,7 +24,7 @@ import torch
 
 from . import streaming
 from .config import DataConfig
-from .errors import ConfigError, DataError
+from .errors import CheckpointError, ConfigError, DataError
 from .registry import Registry
 from .streaming import LOADINGS, MAX_WORKERS, NpyRows, RowSource, TensorRows, convert_rows
 
@@ -482,6 +482,32 @@ def check_data_options(config: DataConfig) -> None:
         )
     if config.loading == "stream" and config.binarize == "static":
         raise streaming.static_refusal("--loading stream reads it batch by batch")
+
+
+def received_data_dir(config: DataConfig, data_dir: str | Path | None = None) -> str | None:
+    """The data folder a loaded run reads its data set from: ``data_dir`` when given (it must be
+    one the data set reads), else the run's own, which must exist here: a run from another machine
+    names folders of that machine, and loading it must not create them nor download into them."""
+    source = dataset_source(config.dataset)
+    if data_dir is not None:
+        if "data_dir" not in source.options:
+            raise ConfigError(
+                f"--data-dir is not used by the run's data set {config.dataset}; it is read by "
+                f"{', '.join(n for n in DATASETS if 'data_dir' in DATASETS.get(n).options)}"
+            )
+        path = Path(data_dir).expanduser()
+        if not path.is_dir():
+            raise ConfigError(f"--data-dir {data_dir}: no such folder")
+        return str(data_dir)
+    if config.data_dir is None or "data_dir" not in source.options:
+        return config.data_dir
+    if not Path(config.data_dir).expanduser().is_dir():
+        raise CheckpointError(
+            f"the run's data set {config.dataset} was read from {config.data_dir}, which does not "
+            "exist on this machine; give the folder that holds it here (--data-dir DIR, "
+            "load_run(..., data_dir=DIR))"
+        )
+    return config.data_dir
 
 
 def load_dataset(config: DataConfig) -> Dataset:

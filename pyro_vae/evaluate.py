@@ -13,6 +13,7 @@ from pyro.poutine import Trace
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 
+from .boundary import as_data, check_count
 from .errors import ConfigError
 from .objectives.importance import (
     DATA_PLATE,
@@ -42,6 +43,10 @@ def elbo(
     """
     from .models import Model
 
+    _model_and_guide(model, None, "elbo")
+    x = as_data(model, x, "elbo")
+    num_particles = check_count(num_particles, "elbo: num_particles")
+    batch_size = check_count(batch_size, "elbo: batch_size")
     if objective is None and isinstance(model, Model):
         objective = model.evaluation_objective(num_particles)  # e.g. M2 sums unknown labels out
     if objective is None:
@@ -188,9 +193,13 @@ def log_likelihood(
     decoded data holds at most ``max_elements`` numbers (memory stays bounded whatever K is), and the
     chunks are combined by log-sum-exp.
     """
-    if not isinstance(num_samples, int) or num_samples < 1:
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ConfigError(f"the number of importance samples must be positive, got {num_samples!r}")
+    batch_size = check_count(batch_size, "log_likelihood: batch_size")
     model_fn, guide_fn, modules = _model_and_guide(model, guide, "log_likelihood")
+    # float32 of the model's shape, finite, inside the likelihood's support (else log p(x) would be
+    # NaN, or positive for data a Bernoulli cannot produce)
+    x = as_data(model if guide is None else None, x, "log_likelihood")
     out = []
     per_point = max(1, x[0].numel()) if x.shape[0] else 1
     with _evaluating(modules):
@@ -291,6 +300,7 @@ def latent_statistics(
     ``guide`` as in :func:`log_likelihood`.
     """
     model_fn, guide_fn, modules = _model_and_guide(model, guide, "latent_statistics")
+    x = as_data(model if guide is None else None, x, "latent_statistics")
     nest = max_plate_nesting
     rate = distortion = 0.0
     n = 0

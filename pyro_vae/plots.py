@@ -20,6 +20,7 @@ from torchvision.utils import make_grid  # noqa: E402
 from .errors import ConfigError, PyroVAEError  # noqa: E402
 from .evaluate import batched  # noqa: E402
 from .models import Model  # noqa: E402
+from .safety import atomic_save, run_path  # noqa: E402
 
 FIGURES = "figures"
 
@@ -59,25 +60,31 @@ def _save_grid(images: torch.Tensor, nrow: int, path: Path, title: str) -> Path 
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    """Written to a temporary file that then replaces ``path``: a full disk or a crash keeps the
+    figure that was there, and a link at ``path`` is replaced rather than written through."""
+    try:
+        fig.tight_layout()
+        return atomic_save(Path(path), lambda tmp: fig.savefig(tmp, dpi=120))
+    finally:
+        plt.close(fig)
 
 
 def training_curves(history: Sequence[dict[str, Any]], path: Path) -> Path | None:
     if not history:
         return None
-    epochs = [r["epoch"] for r in history]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(epochs, [r["train_elbo"] for r in history], label="train ELBO")
-    ax.plot(epochs, [r["test_elbo"] for r in history], label="test ELBO")
     for key, label in [
+        ("train_elbo", "train ELBO"),
+        ("test_elbo", "test ELBO"),
         ("test_iwae", "test IWAE bound"),
         ("test_log_likelihood", "test log p(x) (IS)"),
     ]:
-        pts = [(r["epoch"], r[key]) for r in history if key in r]
+        # a record read back from metrics.jsonl may lack a number (null for a non-finite one)
+        pts = [
+            (r["epoch"], r[key])
+            for r in history
+            if isinstance(r.get(key), numbers.Real) and isinstance(r.get("epoch"), numbers.Real)
+        ]
         if pts:
             ax.plot(*zip(*pts), label=label)
     ax.set_xlabel("epoch")
@@ -343,7 +350,9 @@ def draw_all(
     projection: str = "pca",
 ) -> list[Path]:
     """Every figure this model supports, into ``run_dir/figures``; returns the files written."""
-    out = Path(run_dir) / FIGURES
+    # a received run directory may hold links: the folder must be its own, and each figure
+    # replaces what is at its name (a link included) rather than writing through it
+    out = run_path(run_dir, FIGURES, "x").parent
     was_training = model.training
     model.eval()
     try:

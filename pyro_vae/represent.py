@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .boundary import as_data
 from .errors import ConfigError, DataError
 
 #: draws of q(z|x) per example that estimate its standard deviation where q has none in closed form
@@ -202,14 +203,11 @@ def encode(
             f"encode needs a model with latent_mean(x) (e.g. a pyro_vae VAE); got "
             f"{type(model).__name__}"
         )
-    if not isinstance(x, torch.Tensor):
-        raise DataError(f"encode needs the data as a torch.Tensor, got {type(x).__name__}")
-    if x.ndim < 1 or x.shape[0] == 0:
+    if isinstance(x, torch.Tensor) and (x.ndim < 1 or x.shape[0] == 0):
         raise DataError("there is nothing to encode: the data have no examples")
+    # wrong type, shape or dtype, NaN, values outside the likelihood's support: one line
+    x = as_data(model, x, "encode")
     given = None if labels is None else _as_labels(labels, x.shape[0], "labels")
-    check = getattr(model, "check_data", None)
-    if callable(check):
-        check(x)  # wrong shape, NaN, values outside the likelihood's support: one line
     device = _device(model, x)
     parts: dict[str, list[np.ndarray]] = {}
     used = 0
@@ -220,6 +218,11 @@ def encode(
             for key, t in batch.items():
                 parts.setdefault(key, []).append(t.detach().cpu().numpy())
     out = {key: np.concatenate(chunks) for key, chunks in parts.items()}
+    if not np.isfinite(out["mean"]).all():
+        raise DataError(
+            "the latent means of q(z|x) are not finite for some examples: the model's weights "
+            "overflow (a damaged or diverged run); retrain it"
+        )
     if "scale" in out:
         out["scale_samples"] = np.asarray(used, dtype=np.int64)
     if given is not None:
@@ -424,6 +427,8 @@ def _flat(x: Any, what: str) -> np.ndarray:
     arr = np.asarray(x, dtype=np.float64)
     if arr.ndim < 1 or arr.shape[0] == 0:
         raise DataError(f"the {what} have no examples; pass at least one")
+    if not np.isfinite(arr).all():
+        raise DataError(f"the {what} contain NaN or infinite values; a probe needs finite ones")
     return arr.reshape(arr.shape[0], -1)
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,11 +18,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import evaluate
+from .boundary import check_run_dir_argument
 from .checkpoint import (
     CHECKPOINT,
     CONFIG,
     METRICS,
     atomic_write_text,
+    check_optim_fits,
     load_checkpoint,
     load_model_state,
     non_finite,
@@ -27,7 +32,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import RunConfig
-from .data import Dataset, fingerprint, load_dataset
+from .data import Dataset, fingerprint, load_dataset, received_data_dir
 from .engine import Engine, engine_for, running, set_rank_seed
 from .errors import CheckpointError, ConfigError, TrainingDiverged, TrainingStopped
 from .loggers import open_loggers
@@ -36,6 +41,7 @@ from .nn import network_precision
 from .objectives import objective_for
 from .optim import adam
 from .plan import Feed, TrainingPlan, UnsupervisedPlan
+from .safety import append_text, read_text, run_path
 
 #: options a resumed run may change: it can be trained for longer, moved to another device, take the
 #: same steps by another route (--fast, --strategy, how the data are read), or log elsewhere
@@ -197,11 +203,7 @@ def _train(
     if model is None:
         model = build_model(config.model, data.x_shape, data.num_classes)
     if isinstance(model, Model):
-        # a streamed training set is checked on its first rows here, the rest as it streams (a NaN
-        # then shows as a non-finite loss, which stops the run)
-        model.check_data(
-            data.train if isinstance(data.train, torch.Tensor) else data.train[:_CHECKED_ROWS]
-        )
+        model.check_data(data.train if isinstance(data.train, torch.Tensor) else _extremes(data))
         model.check_data(data.test)
     model.to(device)
     data = data.to(device, loading=config.data.loading, workers=config.data.workers)
@@ -221,21 +223,27 @@ def _train(
     start_epoch, history = 0, []
     set_rank_seed(tcfg.seed, engine)
     if checkpoint is not None:
-        load_model_state(model, checkpoint["model"], run_dir / CHECKPOINT)
+        path = run_dir / CHECKPOINT
+        load_model_state(model, checkpoint["model"], path)
+        check_optim_fits(checkpoint["optim"], model, path)
         optim.set_state(_named(checkpoint["optim"], "{model}", prefix, checkpoint["config"]))
         rng = checkpoint["rng"]
-        _set_rng_state(rng["ranks"][engine.rank] if "ranks" in rng else rng, device)
+        with _restoring(path, "rng"):
+            _set_rng_state(rng["ranks"][engine.rank] if "ranks" in rng else rng, device)
         if "feed" in checkpoint:  # the data order (checkpoints before scale-out have none)
-            feed.load_state_dict(checkpoint["feed"])
+            with _restoring(path, "feed"):
+                feed.load_state_dict(checkpoint["feed"])
         start_epoch = checkpoint["epoch"]
-        plan.load_state_dict(checkpoint.get("plan", {}))
+        with _restoring(path, "plan"):
+            plan.load_state_dict(checkpoint.get("plan", {}))
         history = _read_metrics(run_dir / METRICS)[:start_epoch]
     engine.attach(model)
     if writes:  # created and owned by run_directory()
-        atomic_write_text(run_dir / CONFIG, config.to_json())
-        atomic_write_text(run_dir / METRICS, "".join(json_line(r) for r in history))
+        # a run directory may come from someone else: no write goes through a link planted there
+        atomic_write_text(run_path(run_dir, CONFIG), config.to_json())
+        atomic_write_text(run_path(run_dir, METRICS), "".join(json_line(r) for r in history))
         if custom:
-            atomic_write_text(run_dir / MODEL_TEXT, f"{custom_name(model)}\n{model}\n")
+            atomic_write_text(run_path(run_dir, MODEL_TEXT), f"{custom_name(model)}\n{model}\n")
     # the CSV log always, and --logger's; rank 0 only, as for every file of the run
     run_loggers = open_loggers(tcfg.loggers, run_dir, config, resume=resume) if writes else None
     status = "failed"
@@ -296,12 +304,11 @@ def _train(
             failure: BaseException | None = None
             if writes:
                 try:
-                    with open(run_dir / METRICS, "a") as f:
-                        f.write(json_line(record))
+                    append_text(run_path(run_dir, METRICS), json_line(record))
                     # before the checkpoint: a crash in between repeats an epoch, never loses one
                     run_loggers.log(record, epoch + 1)
                     save_checkpoint(
-                        run_dir / CHECKPOINT,
+                        run_path(run_dir, CHECKPOINT),
                         config,
                         epoch + 1,
                         model=model.state_dict(),
@@ -328,8 +335,28 @@ def _train(
 
 
 MODEL_TEXT = "model.txt"
-#: rows of a streamed training set a model checks before training
-_CHECKED_ROWS = 4096
+
+
+def _extremes(data: Dataset) -> torch.Tensor:
+    """Two rows standing for a lazily read training set: its least and its greatest value (read
+    once, in chunks, over every row), so that a model checks the whole set's range without
+    holding it in memory."""
+    lo, hi = data.train.value_range(scan=True)
+    shape = (1, *data.train.shape[1:])
+    return torch.cat([torch.full(shape, lo), torch.full(shape, hi)])
+
+
+@contextlib.contextmanager
+def _restoring(path: Path, entry: str) -> Iterator[None]:
+    """A checkpoint entry that passed the structure check but does not restore is still damage."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+        raise CheckpointError(
+            f"{path.name}: {entry!r} cannot be restored ({type(e).__name__}: {e}): the file is "
+            f"damaged or not from pyro-vae ({path}); restore it from a backup, or retrain without "
+            "--resume"
+        ) from None
 
 
 def json_line(record: dict[str, Any]) -> str:
@@ -415,14 +442,30 @@ def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None
 
 
 def _read_metrics(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
+    """The records of ``metrics.jsonl``: one JSON object a line, each with its whole-number
+    ``epoch``; anything else is a one-line :class:`CheckpointError` naming the line."""
+    if not os.path.lexists(path):
         return []
-    try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except json.JSONDecodeError as e:
-        raise CheckpointError(
-            f"{path} is corrupt ({e}); delete it to resume without the old metrics"
-        ) from None
+    text = read_text(path, "metrics.jsonl")
+    records = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise CheckpointError(
+                f"{path} line {i} is not JSON ({e}); delete the file to resume without the old "
+                "metrics"
+            ) from None
+        epoch = record.get("epoch") if isinstance(record, dict) else None
+        if not isinstance(epoch, int) or isinstance(epoch, bool):
+            raise CheckpointError(
+                f"{path} line {i} is not a record of an epoch (a JSON object with a whole-number "
+                "'epoch'); delete the file to resume without the old metrics"
+            )
+        records.append(record)
+    return records
 
 
 def load_run(
@@ -431,20 +474,25 @@ def load_run(
     *,
     model: nn.Module | None = None,
     dataset: Dataset | None = None,
+    data_dir: str | Path | None = None,
 ) -> tuple[RunConfig, nn.Module, Dataset]:
     """Rebuild a trained run's model and data set from its directory.
+
+    ``data_dir`` is where a torchvision data set of the run lives on this machine, when not where
+    the run's configuration says (the run may come from another machine: a folder it names that is
+    not here is never created nor downloaded into).
 
     A run trained with a model object (``config.json`` names it ``"custom:..."``) is reloaded into
     ``model``, a fresh object of the same architecture; a run trained on data passed in Python gets
     them back through ``dataset``. Either is checked against what the run saved.
     """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"no run directory at {run_dir}")
+    run_dir = check_run_dir_argument(run_dir)
     ckpt = load_checkpoint(run_dir / CHECKPOINT)
     config: RunConfig = ckpt["config"]
     dev = resolve_device(device)
     pyro.set_rng_seed(config.train.seed)
+    if dataset is None:
+        config = config.replace(data={"data_dir": received_data_dir(config.data, data_dir)})
     data = dataset if dataset is not None else load_dataset(config.data)
     saved = ckpt.get("data_fingerprint")
     if saved is not None and fingerprint(data) != saved:

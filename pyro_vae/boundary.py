@@ -1,0 +1,101 @@
+"""The Python API's boundary: arguments checked as the CLI checks them, one-line errors.
+
+Every public function that takes data, a run directory or a configuration checks it here first, so
+that a wrong type, dtype, shape or an empty batch is a :class:`~pyro_vae.errors.PyroVAEError` that
+names the argument, never an exception from deep inside torch. The rules:
+
+* data are a ``torch.Tensor`` or a NumPy array (converted with ``torch.as_tensor``); lists and
+  other objects are refused;
+* floating data of another precision (float64, float16, bfloat16) are converted to float32, the
+  dtype the models compute in; integer and boolean data are converted to float32 *without
+  rescaling* (0/1 data stay 0/1; 8-bit pixels 0..255 fall outside [0, 1] and are refused by a
+  Bernoulli model: divide by 255 first);
+* data have the model's shape: ``(N, *x_shape)`` with ``N >= 1``; a single datum or flattened rows
+  are refused with the shape to reshape to;
+* values are finite and, for a pyro-vae model, inside its likelihood's support.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import CheckpointError, ConfigError, DataError
+
+
+def check_run_dir_argument(run_dir: Any, what: str = "run_dir") -> Path:
+    """A run directory argument: a ``str`` or ``os.PathLike`` naming an existing folder."""
+    if (
+        run_dir is None
+        or not isinstance(run_dir, str | Path)
+        and not hasattr(run_dir, "__fspath__")
+    ):
+        raise ConfigError(
+            f"{what} must be the path of a run directory (str or pathlib.Path), got "
+            f"{type(run_dir).__name__}"
+        )
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise CheckpointError(f"no run directory at {path}")
+    return path
+
+
+def _x_shape(model: Any) -> tuple[int, ...] | None:
+    from .models import Model
+
+    return tuple(model.x_shape) if isinstance(model, Model) else None
+
+
+def as_data(model: Any, x: Any, caller: str, name: str = "x") -> torch.Tensor:
+    """``x`` as float32 data of ``model``'s shape, on the device it came on (the rules in this
+    module's docstring), or a one-line :class:`DataError` naming ``caller`` and the argument."""
+    where = f"{caller}: {name}"
+    if isinstance(x, np.ndarray):
+        if x.dtype.kind not in "biuf":
+            raise DataError(f"{where} is a NumPy array of dtype {x.dtype}; pass numbers")
+        x = torch.as_tensor(np.ascontiguousarray(x))
+    elif not isinstance(x, torch.Tensor):
+        raise DataError(
+            f"{where} must be a torch.Tensor or a NumPy array of shape (N, ...), got "
+            f"{type(x).__name__}"
+        )
+    if x.is_complex():
+        raise DataError(f"{where} is complex ({x.dtype}); pass real numbers")
+    if x.dtype != torch.float32:
+        x = x.to(torch.float32)  # the stated rule: float32, integers not rescaled
+    shape = _x_shape(model)
+    if x.dim() == 0:
+        raise DataError(f"{where} is a scalar; pass a batch of shape (N, ...)")
+    if shape is not None and tuple(x.shape) == shape:
+        raise DataError(
+            f"{where} has shape {tuple(x.shape)}, one datum; pass a batch of shape "
+            f"(N, {', '.join(map(str, shape))}), e.g. x.unsqueeze(0)"
+        )
+    if shape is not None and tuple(x.shape[1:]) != shape:
+        fix = ""
+        if x.dim() >= 1 and x[0].numel() == math.prod(shape) and x.shape[0]:
+            fix = f"; reshape it: x.reshape(-1, {', '.join(map(str, shape))})"
+        raise DataError(
+            f"{where} has shape {tuple(x.shape)}, but the model takes data of shape "
+            f"(N, {', '.join(map(str, shape))}){fix}"
+        )
+    if x.shape[0] == 0 or x.numel() == 0:
+        raise DataError(f"{where} is empty (shape {tuple(x.shape)}); pass at least one datum")
+    if not bool(torch.isfinite(x).all()):
+        raise DataError(f"{where} contains NaN or infinite values; clean or impute them first")
+    from .models import Model
+
+    if isinstance(model, Model):
+        model.check_data(x)  # the likelihood's support (e.g. [0, 1] for Bernoulli)
+    return x
+
+
+def check_count(value: Any, name: str, low: int = 1) -> int:
+    """A whole-number argument at least ``low`` (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ConfigError(f"{name} must be a whole number >= {low}, got {value!r}")
+    return int(value)
