@@ -17,14 +17,20 @@ names the argument, never an exception from deep inside torch. The rules:
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import math
+import os
+import sys
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .errors import CheckpointError, ConfigError, DataError
+from .errors import CheckpointError, ConfigError, DataError, PyroVAEError
 
 
 def check_run_dir_argument(run_dir: Any, what: str = "run_dir") -> Path:
@@ -99,3 +105,176 @@ def check_count(value: Any, name: str, low: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
         raise ConfigError(f"{name} must be a whole number >= {low}, got {value!r}")
     return int(value)
+
+
+# -- the user's own code -----------------------------------------------------------------------------
+class UserCodeError(PyroVAEError):
+    """Code of the user's own (a plugin, a registered part, a model or data set passed as an object)
+    failed; the message names it, the call and the exception. The exception is the ``__cause__``
+    (``--debug`` prints its traceback)."""
+
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def _library_dirs() -> tuple[str, ...]:
+    import sysconfig
+
+    dirs = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    dirs |= {p for p in sys.path if p.endswith(("site-packages", "dist-packages"))}
+    return tuple(str(Path(d).resolve()) + os.sep for d in dirs if d)
+
+
+def is_users_file(filename: str) -> bool:
+    """A source file of the user's: not pyro-vae's, not the standard library's nor an installed
+    package's (``<frozen ...>`` and ``<string>`` frames are not the user's either)."""
+    if not filename or filename.startswith("<"):
+        return False
+    path = str(Path(filename).resolve())
+    if path.startswith(str(_PACKAGE) + os.sep):
+        return False
+    return not path.startswith(_library_dirs())
+
+
+def users_frame(error: BaseException) -> tuple[str, int, str] | None:
+    """(file, line, function) of the innermost frame of the user's code in ``error``'s traceback
+    (for a syntax error, where it is)."""
+    if isinstance(error, SyntaxError) and error.filename and is_users_file(error.filename):
+        return error.filename, error.lineno or 0, "<module>"
+    found = None
+    for frame, line in traceback.walk_tb(error.__traceback__):
+        if is_users_file(frame.f_code.co_filename):
+            found = (frame.f_code.co_filename, line, frame.f_code.co_name)
+    return found
+
+
+def describe(error: BaseException) -> str:
+    """``Type: message`` on one line, where it happened in the user's code, and ``--debug``."""
+    if isinstance(error, SystemExit):
+        text = f"it called exit({error.code!r})" if error.code is not None else "it called exit()"
+    else:
+        lines = str(error).strip().splitlines()  # Pyro appends the trace's shapes on more lines
+        message = " ".join(lines[0].split())[:300] if lines else ""
+        text = f"{type(error).__name__}: {message}" if message else type(error).__name__
+    where = users_frame(error)
+    if where is not None:
+        text += f" (at {where[0]}:{where[1]}, in {where[2]})"
+    return text + "; --debug shows the traceback"
+
+
+@contextlib.contextmanager
+def users_code(what: str, verb: str = "failed") -> Iterator[None]:
+    """Run the user's code: an exception from it (``exit()`` included, Ctrl-C not) becomes a
+    one-line :class:`UserCodeError` "``what`` ``verb``: Type: message (at file:line)"."""
+    try:
+        yield
+    except UserCodeError:
+        raise
+    except PyroVAEError as e:  # e.g. a plugin registering a name twice: say whose code it was
+        raise UserCodeError(f"{what} {verb}: {e}") from e
+    except (Exception, SystemExit) as e:
+        raise UserCodeError(f"{what} {verb}: {describe(e)}") from e
+
+
+def is_users_object(obj: Any) -> bool:
+    """A class, function or object defined outside pyro-vae (a plugin's part, a user's model)."""
+    cls = obj if inspect.isclass(obj) or inspect.isfunction(obj) else type(obj)
+    module = getattr(cls, "__module__", "") or ""
+    return not (module == "pyro_vae" or module.startswith("pyro_vae."))
+
+
+def user_parts(config: Any, model: Any = None, dataset: Any = None) -> dict[str, str]:
+    """The parts of a run that are the user's, as ``{"the guide 'my-guide'": "my_parts"}``: a
+    registered name whose factory lives outside pyro-vae, a model or data set passed as an object."""
+    from .data import DATASETS
+    from .guides import GUIDES
+    from .likelihoods import LIKELIHOODS
+    from .models import MODELS
+    from .nn import NETWORKS
+    from .objectives import OBJECTIVES
+    from .priors import PRIORS
+
+    m, t = config.model, config.train
+    named = [
+        (GUIDES, m.guide),
+        (PRIORS, m.prior),
+        (LIKELIHOODS, m.likelihood),
+        (NETWORKS, m.network),
+        (OBJECTIVES, t.objective),
+        (MODELS, m.model),
+        (DATASETS, config.data.dataset),
+    ]
+    out = {}
+    for registry, name in named:
+        if name in registry:
+            factory = registry.get(name)
+            if is_users_object(factory):
+                out[f"the {registry.kind} {name!r}"] = _module_of(factory)
+    if model is not None and is_users_object(model):
+        out[f"the model {type(model).__qualname__}"] = _module_of(model)
+    if dataset is not None and is_users_object(dataset):
+        out[f"the data set {type(dataset).__qualname__}"] = _module_of(dataset)
+    return out
+
+
+def _module_of(obj: Any) -> str:
+    cls = obj if inspect.isclass(obj) or inspect.isfunction(obj) else type(obj)
+    return getattr(cls, "__module__", None) or "?"
+
+
+@contextlib.contextmanager
+def parts_boundary(parts: dict[str, str], call: str) -> Iterator[None]:
+    """Around a call that runs the user's ``parts`` (:func:`user_parts`): an unexpected exception
+    is reported as theirs, naming the part whose module raised it, or, when it surfaced in pyro-vae,
+    Pyro or torch (a wrong shape, a NaN parameter), the user's parts the call ran. Without user
+    parts nothing changes: an exception then is pyro-vae's own bug."""
+    try:
+        yield
+    except PyroVAEError:
+        raise
+    except Exception as e:
+        if not parts:
+            raise
+        where = users_frame(e)
+        culprits = [
+            label
+            for label, module in parts.items()
+            if where is not None and _file_of(module) == str(Path(where[0]).resolve())
+        ] or list(parts)
+        names = ", ".join(f"{label} ({parts[label]})" for label in culprits)
+        raise UserCodeError(
+            f"{call} failed in your code: {names} raised {describe(e)}; check that it returns "
+            "what its kind must (shapes, finite values)"
+        ) from e
+
+
+def _file_of(module: str) -> str | None:
+    mod = sys.modules.get(module)
+    file = getattr(mod, "__file__", None)
+    return str(Path(file).resolve()) if file else None
+
+
+#: the user's parts of the run this process loaded or trained last (:func:`note_parts`), for the
+#: CLI to name when a command fails in them after the run was loaded (sampling, scoring, drawing)
+_noted: dict[str, str] = {}
+
+
+def note_parts(parts: dict[str, str]) -> None:
+    _noted.clear()
+    _noted.update(parts)
+
+
+def blame(error: BaseException) -> str | None:
+    """The one-line report of an unexpected exception that is the user's: raised in their code,
+    or in a run that uses their parts; None when it is pyro-vae's own bug."""
+    if isinstance(error, PyroVAEError):
+        return None
+    if _noted:
+        try:
+            with parts_boundary(dict(_noted), "the command"):
+                raise error
+        except UserCodeError as e:
+            return str(e)
+    if users_frame(error) is not None:
+        return f"your code raised {describe(error)}"
+    return None

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -703,6 +704,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _preimport(argv)
     except PyroVAEError as e:
+        if debug and e.__cause__ is not None:  # a plugin's own error: its traceback
+            traceback.print_exception(e.__cause__)
         print(f"pyro-vae: error: {e}", file=sys.stderr)
         return 2
     try:
@@ -714,6 +717,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except PyroVAEError as e:
+        if debug and e.__cause__ is not None:  # e.g. the user's part that failed: its traceback
+            traceback.print_exception(e.__cause__)
         print(f"{_program()}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
@@ -732,6 +737,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:
         if debug:
             raise
+        from .boundary import blame
+
+        theirs = blame(e)  # raised in the user's code, or in a run of their parts
+        if theirs is not None:
+            print(f"{_program()}: error: {theirs}", file=sys.stderr)
+            return 2
         first = str(e).strip().split("\n", 1)[0][:300]
         print(
             f"pyro-vae: internal error: {type(e).__name__}: {first}. This is a bug; please report "

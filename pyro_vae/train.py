@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import evaluate
-from .boundary import check_run_dir_argument
+from .boundary import check_run_dir_argument, note_parts, parts_boundary, user_parts
 from .checkpoint import (
     CHECKPOINT,
     CONFIG,
@@ -135,8 +135,11 @@ def train(
         partial_steps=not issubclass(kind, Model) or kind.partial_steps,
     )
     engine.launch()  # under --devices N, Fabric starts the other processes here
+    parts = user_parts(config, model, dataset)
+    note_parts(parts)
     try:
-        with running(engine):
+        # an exception from a plugin's part, a model or a data set passed in is reported as theirs
+        with running(engine), parts_boundary(parts, "training"):
             if run_dir is None:
                 return _train(config, None, resume, progress, dataset, model, engine)
             if not engine.is_main:  # rank 0 owns and writes the run directory
@@ -489,6 +492,21 @@ def load_run(
     run_dir = check_run_dir_argument(run_dir)
     ckpt = load_checkpoint(run_dir / CHECKPOINT)
     config: RunConfig = ckpt["config"]
+    parts = user_parts(config, model, dataset)
+    note_parts(parts)
+    with parts_boundary(parts, "loading the run"):
+        return _load_run(run_dir, ckpt, config, device, model, dataset, data_dir)
+
+
+def _load_run(
+    run_dir: Path,
+    ckpt: dict[str, Any],
+    config: RunConfig,
+    device: str,
+    model: nn.Module | None,
+    dataset: Dataset | None,
+    data_dir: str | Path | None,
+) -> tuple[RunConfig, nn.Module, Dataset]:
     dev = resolve_device(device)
     pyro.set_rng_seed(config.train.seed)
     if dataset is None:
