@@ -278,3 +278,47 @@ def blame(error: BaseException) -> str | None:
     if users_frame(error) is not None:
         return f"your code raised {describe(error)}"
     return None
+
+
+# -- pyro_vae.train's arguments ----------------------------------------------------------------------
+def check_train_arguments(
+    config: Any, run_dir: Any, resume: Any, progress: Any, dataset: Any, model: Any
+) -> Any:
+    """The :func:`pyro_vae.train` arguments checked: returns the configuration (a dict, as in
+    ``config.json``, is read with :meth:`RunConfig.from_dict`)."""
+    from .config import RunConfig
+    from .data import Dataset
+
+    if isinstance(config, dict):
+        config = RunConfig.from_dict(config)
+    if not isinstance(config, RunConfig):
+        raise ConfigError(
+            f"train: config must be a pyro_vae.RunConfig (or a dict of its sections), got "
+            f"{type(config).__name__}"
+        )
+    if run_dir is not None and not isinstance(run_dir, str | os.PathLike):
+        raise ConfigError(
+            f"train: run_dir must be a path (str or pathlib.Path) or None, got "
+            f"{type(run_dir).__name__}"
+        )
+    for name, value in (("resume", resume), ("progress", progress)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"train: {name} must be True or False, got {value!r}")
+    if dataset is not None and not isinstance(dataset, Dataset):
+        raise DataError(
+            f"train: dataset must be a pyro_vae.Dataset (e.g. Dataset(name, train_x, test_x)) or "
+            f"None, got {type(dataset).__name__}; a data set by name goes in config.data.dataset"
+        )
+    if model is not None and not isinstance(model, torch.nn.Module):
+        raise ConfigError(
+            f"train: model must be a torch.nn.Module with model(x) and guide(x) methods, or None, "
+            f"got {type(model).__name__}; a registered model by name goes in config.model.model"
+        )
+    if model is not None:
+        for method in ("model", "guide"):
+            if not callable(getattr(type(model), method, None)):
+                raise ConfigError(
+                    f"train: the model {type(model).__name__} has no {method}(x) method; a model "
+                    "passed in is a Pyro model/guide pair"
+                )
+    return config

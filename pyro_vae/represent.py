@@ -203,8 +203,6 @@ def encode(
             f"encode needs a model with latent_mean(x) (e.g. a pyro_vae VAE); got "
             f"{type(model).__name__}"
         )
-    if isinstance(x, torch.Tensor) and (x.ndim < 1 or x.shape[0] == 0):
-        raise DataError("there is nothing to encode: the data have no examples")
     # wrong type, shape or dtype, NaN, values outside the likelihood's support: one line
     x = as_data(model, x, "encode")
     given = None if labels is None else _as_labels(labels, x.shape[0], "labels")

@@ -18,7 +18,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import evaluate
-from .boundary import check_run_dir_argument, note_parts, parts_boundary, user_parts
+from .boundary import (
+    check_run_dir_argument,
+    check_train_arguments,
+    note_parts,
+    parts_boundary,
+    user_parts,
+)
 from .checkpoint import (
     CHECKPOINT,
     CONFIG,
@@ -123,6 +129,7 @@ def train(
     is reloaded with ``load_run(run_dir, model=<the same architecture>)``. The data's fingerprint is
     saved, so a run is never resumed or reloaded on other data than it was trained on.
     """
+    config = check_train_arguments(config, run_dir, resume, progress, dataset, model)
     if run_dir is None and resume:
         raise ConfigError("resume needs the run directory to continue from")
     config = config.validate(
