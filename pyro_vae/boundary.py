@@ -322,3 +322,47 @@ def check_train_arguments(
                     "passed in is a Pyro model/guide pair"
                 )
     return config
+
+
+# -- sizes that become allocations -------------------------------------------------------------------
+#: bytes per parameter while training: the weights, their gradients and Adam's two moments (float32)
+TRAINING_BYTES_PER_PARAMETER = 16
+
+
+def check_model_memory(
+    model_config: Any, x_shape: Any, num_classes: int | None, device: Any, training: bool = True
+) -> int:
+    """The number of parameters of the model ``model_config`` describes, counted by building it on
+    PyTorch's meta device (no memory); a model that could not fit in ``device``'s memory is refused
+    before it is built, naming its size (a hidden size of 10**5 from a configuration file or a
+    received checkpoint, a 30000-pixel image size)."""
+    from .models import build_model
+    from .safety import check_allocation
+
+    try:
+        with torch.device("meta"):
+            meta = build_model(model_config, tuple(x_shape), num_classes)
+    except PyroVAEError:
+        raise
+    except Exception:  # a part that cannot be built on the meta device: built for real below
+        return 0
+    count = sum(p.numel() for p in meta.parameters())
+    per = TRAINING_BYTES_PER_PARAMETER if training else 4
+    hidden = " ".join(map(str, model_config.hidden))
+    check_allocation(
+        count * per,
+        f"the model ({count:,} parameters: --hidden {hidden}, data of shape {tuple(x_shape)})",
+        "use smaller --hidden layers or smaller images",
+        device,
+    )
+    return count
+
+
+def check_fast_on(fast: str, device: Any) -> None:
+    """``--fast reduce-overhead`` compiles with CUDA graphs: refused on any other device rather than
+    silently compiled without them."""
+    if fast == "reduce-overhead" and torch.device(device).type != "cuda":
+        raise ConfigError(
+            f"--fast reduce-overhead uses CUDA graphs, which need a GPU, but this run trains on "
+            f"{torch.device(device).type}; use --fast compile (or eager) on the CPU"
+        )

@@ -212,7 +212,7 @@ def check_structure(payload: dict[str, Any], path: Path) -> None:
         if not isinstance(name, str) or not isinstance(state, dict):
             raise _damaged(path, f"optim.{name}", "is not an optimiser state (a dict)")
         for key, value in state.items():
-            if not isinstance(value, torch.Tensor | int | float) or isinstance(value, bool):
+            if not isinstance(value, torch.Tensor):
                 raise _damaged(path, f"optim.{name}.{key}", f"is a {type(value).__name__}")
     rng = payload["rng"]
     _rng_entry(rng, path, "rng")
@@ -274,20 +274,30 @@ def check_received_config(config: RunConfig, path: Path) -> RunConfig:
 
 
 def check_optim_fits(optim: dict[str, Any], model: torch.nn.Module, path: Path) -> None:
-    """Each saved Adam moment has its parameter's shape (names saved relative to the model as
-    ``{model}NAME``); a mismatch would fail in the first step instead of here."""
+    """Each saved Adam state (names saved relative to the model as ``{model}NAME``) has the entries
+    Adam reads, a one-number ``step`` and moments of its parameter's shape; a mismatch would fail in
+    the first step instead of here."""
     params = dict(model.named_parameters())
     for name, state in optim.items():
         param = params.get(name[len("{model}") :]) if name.startswith("{model}") else None
         if param is None:
             continue
-        for key, value in state.items():
-            if isinstance(value, torch.Tensor) and key != "step" and value.shape != param.shape:
-                raise _damaged(
-                    path,
-                    f"optim.{name}.{key}",
-                    f"has shape {tuple(value.shape)}, its parameter {tuple(param.shape)}",
-                )
+        for key in ADAM_STATE:
+            value = state.get(key)
+            entry = f"optim.{name}.{key}"
+            if not isinstance(value, torch.Tensor):
+                raise _damaged(path, entry, "is missing or not a tensor")
+            if not value.is_floating_point():
+                raise _damaged(path, entry, f"is a {value.dtype} tensor, not a float one")
+            want = () if key == "step" else tuple(param.shape)
+            if tuple(value.shape) != want:
+                raise _damaged(path, entry, f"has shape {tuple(value.shape)}, not {want}")
+            if key == "step" and not float(value) >= 0:
+                raise _damaged(path, entry, f"is {float(value)}, not a count of steps")
+
+
+#: the state Adam keeps per parameter (pyro_vae.optim.adam)
+ADAM_STATE = ("step", "exp_avg", "exp_avg_sq")
 
 
 def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:

@@ -26,6 +26,7 @@ from . import streaming
 from .config import DataConfig
 from .errors import CheckpointError, ConfigError, DataError
 from .registry import Registry
+from .safety import regular_file
 from .streaming import LOADINGS, MAX_WORKERS, NpyRows, RowSource, TensorRows, convert_rows
 
 _TEST_BINARIZATION_SEED = 1  # fixed, so every run is scored on the same binary test set
@@ -746,6 +747,7 @@ def _as_labels(a: np.ndarray, n: int, path: Path, key: str) -> torch.Tensor:
 def _array_file(path: Path, test_fraction: float, fraction_given: bool = False) -> Dataset:
     if not path.exists():
         raise DataError(f"no such data file: {path}")
+    regular_file(path, "data file")  # a FIFO would block for ever
     try:
         with open(path, "rb") as f:
             magic = f.read(6)

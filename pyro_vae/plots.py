@@ -20,7 +20,7 @@ from torchvision.utils import make_grid  # noqa: E402
 from .errors import ConfigError, PyroVAEError  # noqa: E402
 from .evaluate import batched  # noqa: E402
 from .models import Model  # noqa: E402
-from .safety import atomic_save, run_path  # noqa: E402
+from .safety import atomic_save, check_allocation, run_path  # noqa: E402
 
 FIGURES = "figures"
 
@@ -98,6 +98,7 @@ def training_curves(history: Sequence[dict[str, Any]], path: Path) -> Path | Non
 @torch.no_grad()
 def reconstructions(model: Any, x: torch.Tensor, path: Path, n: int = 16) -> Path | None:
     x = x[:n]
+    check_grid(model, 2 * x.shape[0], "reconstructions")
     recon = model.reconstruct(x)
     return _save_grid(
         torch.cat([x, recon]),
@@ -107,8 +108,27 @@ def reconstructions(model: Any, x: torch.Tensor, path: Path, n: int = 16) -> Pat
     )
 
 
+#: the most images one figure holds: beyond it a grid is unreadable, and its pixels alone take
+#: gigabytes
+MAX_GRID_IMAGES = 10_000
+
+
+def check_grid(model: Any, n: int, what: str) -> None:
+    """Refuse a figure of ``n`` images before drawing (or decoding) them: at most
+    :data:`MAX_GRID_IMAGES`, and the decoded images must fit in memory."""
+    if n > MAX_GRID_IMAGES:
+        raise ConfigError(
+            f"{what}: a figure of {n:,} images is more than pyro-vae draws ({MAX_GRID_IMAGES:,}); "
+            "ask for fewer"
+        )
+    numel = math.prod(model.x_shape) if isinstance(model, Model) else 1
+    # the decoded means, their grid and the figure's canvas: a few float32 copies of each image
+    check_allocation(16 * n * numel, f"{what}: {n:,} images of {numel} values", "ask for fewer")
+
+
 @torch.no_grad()
 def samples(model: Any, path: Path, n: int = 64) -> Path | None:
+    check_grid(model, n, "samples")
     return _save_grid(
         model.sample(n),
         nrow=int(math.sqrt(n)),
@@ -121,6 +141,7 @@ def samples(model: Any, path: Path, n: int = 64) -> Path | None:
 def interpolation(
     model: Any, x: torch.Tensor, path: Path, steps: int = 10, pairs: int = 4
 ) -> Path | None:
+    check_grid(model, steps * min(pairs, x.shape[0] // 2), "interpolation")
     rows = []
     for i in range(min(pairs, x.shape[0] // 2)):
         z = model.latent_mean(x[2 * i : 2 * i + 2])
@@ -314,6 +335,8 @@ def traversal(
     for data that are not image-shaped."""
     if _as_images(x[:1]) is None:
         return None
+    if isinstance(steps, int) and isinstance(max_dims, int):
+        check_grid(model, steps * (max_dims if dims is None else len(dims)), "traversal")
     images, rows, kl = traversal_images(
         model,
         x,

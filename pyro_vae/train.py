@@ -19,6 +19,8 @@ from tqdm.auto import tqdm
 
 from . import evaluate
 from .boundary import (
+    check_fast_on,
+    check_model_memory,
     check_run_dir_argument,
     check_train_arguments,
     note_parts,
@@ -136,6 +138,7 @@ def train(
         model_class=type(model) if model is not None else None, check_data=dataset is None
     )
     kind = type(model) if model is not None else MODELS.get(config.model.model)
+    check_fast_on(config.train.fast, resolve_device(config.train.device))
     engine = engine_for(
         config.train,
         resolve_device(config.train.device),
@@ -211,6 +214,7 @@ def _train(
             "changed, or another data set was passed); start a new run in another --run-dir"
         )
     if model is None:
+        check_model_memory(config.model, data.x_shape, data.num_classes, device)
         model = build_model(config.model, data.x_shape, data.num_classes)
     if isinstance(model, Model):
         model.check_data(data.train if isinstance(data.train, torch.Tensor) else _extremes(data))
@@ -536,6 +540,7 @@ def _load_run(
                 f"({config.model.model[7:]}, see {MODEL_TEXT}); rebuild it and reload with "
                 "pyro_vae.load_run(RUN, model=...)"
             )
+        check_model_memory(config.model, data.x_shape, data.num_classes, dev, training=False)
         model = build_model(config.model, data.x_shape, data.num_classes)
     # a plan's selected epoch (M2's best validation accuracy) is the run's model; else the last epoch
     selected = ckpt.get("plan", {}).get("selected_model", ckpt["model"])
