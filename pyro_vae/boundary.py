@@ -366,3 +366,16 @@ def check_fast_on(fast: str, device: Any) -> None:
             f"--fast reduce-overhead uses CUDA graphs, which need a GPU, but this run trains on "
             f"{torch.device(device).type}; use --fast compile (or eager) on the CPU"
         )
+
+
+def finite_result(name: str, value: Any) -> Any:
+    """``value`` (a number, tensor or array) if every entry is finite, else a one-line
+    :class:`DataError`: a loaded model that gives NaN or infinite values (weights that overflow,
+    a damaged or diverged run) has no number to report."""
+    arr = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise DataError(
+            f"{name} is not finite (NaN or infinite) for these data: the model's weights overflow "
+            "or the run diverged, so there is no number to report; retrain it"
+        )
+    return value

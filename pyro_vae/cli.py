@@ -17,6 +17,7 @@ import time
 import traceback
 import types
 import typing
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -700,6 +701,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     (``--debug`` shows it). Exit status 2: bad input; 1: an internal error (a bug to report);
     130/143: interrupted by Ctrl-C / SIGTERM."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    with warnings.catch_warnings():
+        if "--debug" not in argv:  # pyro-vae's own checks report a NaN in one line, not per site
+            warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
+        return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
     debug = "--debug" in argv
     try:
         _preimport(argv)

@@ -13,7 +13,7 @@ from pyro.poutine import Trace
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 
-from .boundary import as_data, check_count
+from .boundary import as_data, check_count, finite_result
 from .errors import ConfigError
 from .objectives.importance import (
     DATA_PLATE,
@@ -96,12 +96,16 @@ def report(
       latent means of class-balanced subsets of that many training examples, one key per size of
       ``probe_counts`` that fits the training set (:func:`pyro_vae.represent.linear_probe`).
     """
-    out: dict[str, Any] = {"test_elbo": elbo(model, x, num_particles=particles)}
+    out: dict[str, Any] = {
+        "test_elbo": finite_result("the test ELBO", elbo(model, x, num_particles=particles))
+    }
     if iwae_samples > 0:
         out["iwae_samples"] = iwae_samples
-        out["test_iwae"] = float(log_likelihood(model, x, iwae_samples).mean())
+        out["test_iwae"] = float(
+            finite_result("the IWAE bound", log_likelihood(model, x, iwae_samples).mean())
+        )
     if nll_samples > 0:
-        ll = float(log_likelihood(model, x, nll_samples).mean())
+        ll = float(finite_result("log p(x)", log_likelihood(model, x, nll_samples).mean()))
         out.update(nll_samples=nll_samples, test_log_likelihood=ll, test_nll=-ll)
     out.update(latent_statistics(model, x, stats_samples))
     from .models import Model

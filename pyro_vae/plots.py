@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
+from .boundary import finite_result  # noqa: E402
 from .errors import ConfigError, PyroVAEError  # noqa: E402
 from .evaluate import batched  # noqa: E402
 from .models import Model  # noqa: E402
@@ -42,6 +43,7 @@ def _save_grid(images: torch.Tensor, nrow: int, path: Path, title: str) -> Path 
     imgs = _as_images(images)
     if imgs is None:
         return None
+    finite_result(f"the figure {Path(path).name}", imgs)  # never a picture of NaN
     grid = make_grid(imgs.clamp(0, 1), nrow=nrow, padding=1, pad_value=1.0)
     cols, rows = min(nrow, imgs.shape[0]), math.ceil(imgs.shape[0] / nrow)
     # about half an inch per image, whatever its pixel size, so 8x8 digits and MNIST both read well

@@ -46,6 +46,7 @@ from pyro.poutine.util import site_is_subsample
 from torch import nn
 from tqdm.auto import tqdm
 
+from .boundary import finite_result
 from .errors import ConfigError, DataError
 from .evaluate import _evaluating, _model_and_guide, analytic_kl_sites, log_likelihood, site_kl
 from .objectives.importance import (
@@ -689,13 +690,16 @@ def score(
         )
     if "typicality" in need:
         out["typicality"] = (-out["log_px"].cpu().double() - entropy).abs()
-    return {
+    table = {
         name: np.asarray(
             out[name].detach().cpu().double().numpy() if torch.is_tensor(out[name]) else out[name],
             dtype=np.float64,
         )
         for name in chosen
     }
+    for name, values in table.items():  # a NaN score would rank as an anomaly of its own
+        finite_result(f"the score {name}", values)
+    return table
 
 
 # -- detection metrics --------------------------------------------------------------------------------

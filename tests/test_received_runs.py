@@ -320,3 +320,22 @@ def test_a_full_disk_while_drawing_keeps_the_old_figure(run, monkeypatch, capsys
     assert err.count("\n") == 1 and "No space left on device" in err, err
     assert path.read_bytes() == before
     assert sorted(p.name for p in path.parent.iterdir() if p.name.startswith(".")) == []
+
+
+# -- a model whose weights overflow ------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["evaluate", "--nll-samples", "4"],
+        ["sample", "-n", "4"],
+        ["score", "--nll-samples", "2", "--regret-steps", "0", "--limit", "8"],
+        ["encode", "--out", "{tmp}/z.npz"],
+        ["plot"],
+    ],
+)
+def test_huge_weights_are_one_line_not_nan_numbers_or_figures(argv, run, tmp_path, capsys) -> None:
+    _rewrite(run, lambda c: c.__setitem__("model", {k: v * 1e30 for k, v in c["model"].items()}))
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    assert main([argv[0], str(run), *argv[1:]]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not finite" in err, err
