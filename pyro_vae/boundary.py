@@ -51,9 +51,12 @@ def check_run_dir_argument(run_dir: Any, what: str = "run_dir") -> Path:
 
 
 def _x_shape(model: Any) -> tuple[int, ...] | None:
-    from .models import Model
-
-    return tuple(model.x_shape) if isinstance(model, Model) else None
+    """The data shape a model declares (``x_shape``: every pyro-vae model, and any model/guide
+    object that says so), else None: unknown, not checked."""
+    shape = getattr(model, "x_shape", None)
+    if isinstance(shape, tuple | list | torch.Size) and all(isinstance(s, int) for s in shape):
+        return tuple(shape)
+    return None
 
 
 def as_data(model: Any, x: Any, caller: str, name: str = "x") -> torch.Tensor:

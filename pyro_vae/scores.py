@@ -46,7 +46,7 @@ from pyro.poutine.util import site_is_subsample
 from torch import nn
 from tqdm.auto import tqdm
 
-from .boundary import finite_result
+from .boundary import as_data, finite_result
 from .errors import ConfigError, DataError
 from .evaluate import _evaluating, _model_and_guide, analytic_kl_sites, log_likelihood, site_kl
 from .objectives.importance import (
@@ -105,38 +105,14 @@ _STAGE_SEED = {"bound": 0, "log_px": 1, "regret": 2}
 
 
 # -- input checks -------------------------------------------------------------------------------------
-def _as_data(model: Any, x: Any) -> torch.Tensor:
-    """``x`` as a floating tensor on the model's device, or a one-line :class:`DataError`."""
-    from .models import Model
-
-    if not torch.is_tensor(x):
-        try:
-            x = torch.as_tensor(np.asarray(x, dtype=np.float32))
-        except (TypeError, ValueError) as e:
-            raise DataError(
-                f"the data must be a tensor or numeric array of shape (N, ...), got "
-                f"{type(x).__name__} ({e})"
-            ) from None
-    if x.dim() == 0 or x.shape[0] == 0:
-        raise DataError(
-            f"the data set is empty (shape {tuple(x.shape)}); pass at least one example"
-        )
-    if not x.is_floating_point():
-        x = x.float()
+def _as_data(model: Any, x: Any, caller: str = "score") -> torch.Tensor:
+    """``x`` checked as every public function checks data (:func:`pyro_vae.boundary.as_data`:
+    a tensor or NumPy array, float32, the model's shape, finite, in the likelihood's support), on
+    the model's device and in its dtype."""
+    x = as_data(model, x, caller)
     param = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
     if param is not None:
         x = x.to(device=param.device, dtype=param.dtype)
-    if isinstance(model, Model):
-        model.check_data(x)  # shape, and the likelihood's support (e.g. [0, 1] for Bernoulli)
-    else:
-        x_shape = getattr(model, "x_shape", None)
-        if x_shape is not None and tuple(x.shape[1:]) != tuple(x_shape):
-            raise DataError(
-                f"the model expects data of shape (N, {', '.join(map(str, x_shape))}) but got "
-                f"{tuple(x.shape)}"
-            )
-    if not torch.isfinite(x).all():
-        raise DataError("the data contain NaN or infinite values; clean or impute them first")
     return x
 
 
