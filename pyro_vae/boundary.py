@@ -211,6 +211,8 @@ def user_parts(config: Any, model: Any = None, dataset: Any = None) -> dict[str,
     for registry, name in named:
         if name in registry:
             factory = registry.get(name)
+            if registry is DATASETS:  # a DatasetSource of pyro-vae's wrapping the user's loader
+                factory = factory.load
             if is_users_object(factory):
                 out[f"the {registry.kind} {name!r}"] = _module_of(factory)
     if model is not None and is_users_object(model):

@@ -19,6 +19,8 @@ from pyro_vae.cli import main, options
 from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from pyro_vae.data import Dataset
 
+from .validation import one_line_outcome, python_outcome
+
 FUZZ = settings(
     max_examples=40,
     deadline=None,
@@ -76,12 +78,7 @@ def command_lines(draw) -> list[str]:
     return argv
 
 
-def _one_line_outcome(code: int, err: str) -> None:
-    event(f"exit {code}")  # --hypothesis-show-statistics tallies the outcomes
-    assert code in (0, 2), f"exit {code}: {err}"
-    if code == 2:
-        assert err.count("\n") == 1 and err.startswith("pyro-vae: error: "), err
-    assert "Traceback" not in err
+_one_line_outcome = one_line_outcome
 
 
 def _train_cli(argv: list[str], tmp: Path, capsys) -> None:
@@ -150,13 +147,7 @@ def test_random_config_files_succeed_or_fail_in_one_line(content, tmp_path_facto
     _one_line_outcome(main(base), capsys.readouterr().err)
 
 
-def _python_outcome(fn) -> None:
-    try:
-        fn()
-        event("python: success")
-    except PyroVAEError as e:
-        event("python: one-line error")
-        assert str(e) and "\n" not in str(e), repr(str(e))
+_python_outcome = python_outcome
 
 
 # weighted towards good data, so that successes are part of the corpus too

@@ -212,3 +212,25 @@ def test_our_own_errors_are_not_blamed_on_the_user() -> None:
     assert blame(KeyError("ours")) is None
     assert isinstance(UserCodeError("x"), PyroVAEError)
     assert RunConfig()  # (the defaults are pyro-vae's own parts)
+
+
+def test_a_registered_data_set_that_raises_is_named(tmp_path, monkeypatch, capsys) -> None:
+    from pyro_vae.data import DATASETS
+
+    monkeypatch.setattr(DATASETS, "_factories", dict(DATASETS._factories))
+    path = _plugin(
+        tmp_path,
+        "my_data_source",
+        """
+        from pyro_vae.data import DATASETS, DatasetSource
+
+        def load(config):
+            return {"x": 1}["y"]
+
+        DATASETS.register("my-data")(DatasetSource(load, frozenset(), "broken"))
+        """,
+    )
+    argv = [*TRAIN, "--import", path, "--dataset", "my-data", "--run-dir", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = _err(capsys)
+    assert "the data set 'my-data'" in err and "KeyError" in err and "my_data_source" in err, err
