@@ -25,7 +25,7 @@ from typing import Any
 
 from .errors import ConfigError, PyroVAEError
 from .registry import Registry
-from .safety import run_path
+from .safety import run_folder, run_path
 
 if typing.TYPE_CHECKING:
     from .config import RunConfig
@@ -469,7 +469,7 @@ def cmd_figure(args: argparse.Namespace) -> int:
     if args.out is not None:
         _check_figure_path(args.out)
     _, model, data = load_run(args.run, args.device, data_dir=args.data_dir)
-    figs = run_path(args.run, plots.FIGURES, "x").parent  # no link in a received run followed
+    figs = run_folder(args.run, plots.FIGURES)  # no link in a received run followed
     if args.command == "sample":
         _positive("-n", args.n)
         path = plots.samples(model, args.out or figs / "samples.png", n=args.n)

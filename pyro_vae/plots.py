@@ -21,7 +21,7 @@ from .boundary import finite_result  # noqa: E402
 from .errors import ConfigError, PyroVAEError  # noqa: E402
 from .evaluate import batched  # noqa: E402
 from .models import Model  # noqa: E402
-from .safety import atomic_save, check_allocation, run_path  # noqa: E402
+from .safety import atomic_save, check_allocation, run_folder  # noqa: E402
 
 FIGURES = "figures"
 
@@ -377,7 +377,7 @@ def draw_all(
     """Every figure this model supports, into ``run_dir/figures``; returns the files written."""
     # a received run directory may hold links: the folder must be its own, and each figure
     # replaces what is at its name (a link included) rather than writing through it
-    out = run_path(run_dir, FIGURES, "x").parent
+    out = run_folder(run_dir, FIGURES)
     was_training = model.training
     model.eval()
     try:

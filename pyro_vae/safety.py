@@ -77,6 +77,23 @@ def run_path(run_dir: str | Path, *parts: str, mkdir: bool = True) -> Path:
     return path
 
 
+def run_folder(run_dir: str | Path, *parts: str) -> Path:
+    """The folder ``run_dir/parts...``, created inside ``run_dir``; refused (:class:`UnsafePath`)
+    if it or a folder on the way is a symbolic link (see :func:`run_path`)."""
+    folder = run_path(run_dir, *parts)
+    try:
+        os.mkdir(folder)
+    except FileExistsError:
+        if not folder.is_dir():
+            raise UnsafePath(
+                f"{folder} is a file, not a folder; the run directory {run_dir} is damaged: "
+                "remove it"
+            ) from None
+    except OSError as e:
+        raise WriteFailed(f"cannot create the folder {folder}: {e.strerror}") from None
+    return folder
+
+
 def _refuse_link(path: Path, st: os.stat_result, root: Path) -> None:
     if stat.S_ISLNK(st.st_mode):
         try:
