@@ -139,14 +139,41 @@ def is_users_file(filename: str) -> bool:
     return not path.startswith(_library_dirs())
 
 
-def users_frame(error: BaseException) -> tuple[str, int, str] | None:
-    """(file, line, function) of the innermost frame of the user's code in ``error``'s traceback
-    (for a syntax error, where it is)."""
+def _location(error: BaseException) -> tuple[str, int, str] | None:
+    """(file, line, function) of the innermost frame of ``error``'s traceback outside pyro-vae,
+    the standard library and installed packages (for a syntax error, where it is)."""
     if isinstance(error, SyntaxError) and error.filename and is_users_file(error.filename):
         return error.filename, error.lineno or 0, "<module>"
     found = None
     for frame, line in traceback.walk_tb(error.__traceback__):
         if is_users_file(frame.f_code.co_filename):
+            found = (frame.f_code.co_filename, line, frame.f_code.co_name)
+    return found
+
+
+#: source files (and package folders) of the user's code that this process imported or was given:
+#: plugins (--import, entry points) and the modules of the parts a run uses
+_users_sources: set[str] = set()
+
+
+def remember_users_module(module: Any) -> None:
+    """Note ``module`` (a module object or name) as the user's: an exception raised in its code is
+    reported as theirs (:func:`blame`)."""
+    mod = sys.modules.get(module) if isinstance(module, str) else module
+    file = getattr(mod, "__file__", None)
+    if not file:
+        return
+    path = Path(file).resolve()
+    _users_sources.add(str(path.parent) + os.sep if path.name == "__init__.py" else str(path))
+
+
+def users_frame(error: BaseException) -> tuple[str, int, str] | None:
+    """Where in a module of the user's (:func:`remember_users_module`) ``error`` was raised: the
+    innermost such frame, or None."""
+    found = None
+    for frame, line in traceback.walk_tb(error.__traceback__):
+        file = str(Path(frame.f_code.co_filename).resolve())
+        if file in _users_sources or file.startswith(tuple(_users_sources)):
             found = (frame.f_code.co_filename, line, frame.f_code.co_name)
     return found
 
@@ -159,7 +186,7 @@ def describe(error: BaseException) -> str:
         lines = str(error).strip().splitlines()  # Pyro appends the trace's shapes on more lines
         message = " ".join(lines[0].split())[:300] if lines else ""
         text = f"{type(error).__name__}: {message}" if message else type(error).__name__
-    where = users_frame(error)
+    where = _location(error)
     if where is not None:
         text += f" (at {where[0]}:{where[1]}, in {where[2]})"
     return text + "; --debug shows the traceback"
@@ -215,6 +242,8 @@ def user_parts(config: Any, model: Any = None, dataset: Any = None) -> dict[str,
                 factory = factory.load
             if is_users_object(factory):
                 out[f"the {registry.kind} {name!r}"] = _module_of(factory)
+    for module in out.values():
+        remember_users_module(module)
     if model is not None and is_users_object(model):
         out[f"the model {type(model).__qualname__}"] = _module_of(model)
     if dataset is not None and is_users_object(dataset):

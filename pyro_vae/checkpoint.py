@@ -150,20 +150,26 @@ def _damaged(path: Path, entry: str, what: str) -> CheckpointError:
     )
 
 
+def _a(value: Any) -> str:
+    """``a list``, ``an int``: the type of a value found in a checkpoint, for messages."""
+    name = type(value).__name__
+    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
+
+
 def _tensor_dict(value: Any, path: Path, entry: str, required: bool = True) -> None:
     if not isinstance(value, dict):
-        what = "is missing" if value is None and required else f"is a {type(value).__name__}"
+        what = "is missing" if value is None and required else f"is {_a(value)}"
         raise _damaged(path, entry, f"{what}, not a dict of tensors")
     for key, t in value.items():
         if not isinstance(key, str) or not isinstance(t, torch.Tensor):
-            raise _damaged(path, f"{entry}.{key}", f"is a {type(t).__name__}, not a tensor")
+            raise _damaged(path, f"{entry}.{key}", f"is {_a(t)}, not a tensor")
 
 
 def _rng_entry(value: Any, path: Path, entry: str) -> None:
     """A random state as ``train._rng_state`` saves it: ``cpu`` (and ``cuda``) byte tensors of the
     size torch's generators use."""
     if not isinstance(value, dict):
-        raise _damaged(path, entry, f"is a {type(value).__name__}, not a dict of random states")
+        raise _damaged(path, entry, f"is {_a(value)}, not a dict of random states")
     size = torch.get_rng_state().numel()
     cpu = value.get("cpu")
     if not isinstance(cpu, torch.Tensor):
@@ -204,7 +210,7 @@ def check_structure(payload: dict[str, Any], path: Path) -> None:
                 raise _damaged(path, entry, "is missing")
             continue
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise _damaged(path, entry, f"is a {type(value).__name__}, not a {kind.__name__}")
+            raise _damaged(path, entry, f"is {_a(value)}, not {_a(kind())}")
     _tensor_dict(payload["model"], path, "model")
     if not payload["model"]:
         raise _damaged(path, "model", "is empty")
@@ -213,7 +219,7 @@ def check_structure(payload: dict[str, Any], path: Path) -> None:
             raise _damaged(path, f"optim.{name}", "is not an optimiser state (a dict)")
         for key, value in state.items():
             if not isinstance(value, torch.Tensor):
-                raise _damaged(path, f"optim.{name}.{key}", f"is a {type(value).__name__}")
+                raise _damaged(path, f"optim.{name}.{key}", f"is {_a(value)}")
     rng = payload["rng"]
     _rng_entry(rng, path, "rng")
     ranks = rng.get("ranks")

@@ -16,11 +16,12 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import inspect
 import os
 import sys
 from pathlib import Path
 
-from .boundary import users_code
+from .boundary import remember_users_module, users_code
 from .errors import ConfigError
 
 GROUP = "pyro_vae.plugins"
@@ -36,7 +37,8 @@ def load_entry_points() -> list[str]:
     loaded = []
     for ep in importlib.metadata.entry_points(group=GROUP):
         with users_code(f"the pyro-vae plugin {ep.name!r} ({ep.value})", "failed to load"):
-            ep.load()
+            plugin = ep.load()
+        remember_users_module(plugin if inspect.ismodule(plugin) else plugin.__module__)
         loaded.append(ep.value)
     return loaded
 
@@ -74,6 +76,7 @@ def import_plugin(module: str | os.PathLike) -> None:
         raise ConfigError(f"--import {text}: {reason}{hint}")
     with users_code(f"--import {text}", "failed"):
         importlib.import_module(text)
+    remember_users_module(text)
 
 
 def _import_file(path: Path) -> None:
@@ -97,6 +100,7 @@ def _import_file(path: Path) -> None:
     if found is not None and found.origin and Path(found.origin).resolve() == path.resolve():
         with users_code(f"--import {path}", "failed"):  # the file is on the path as it is
             importlib.import_module(name)
+        remember_users_module(name)
         return
     if found is not None:
         raise ConfigError(
@@ -114,3 +118,4 @@ def _import_file(path: Path) -> None:
     except BaseException:
         sys.modules.pop(name, None)
         raise
+    remember_users_module(mod)
