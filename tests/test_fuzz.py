@@ -319,6 +319,27 @@ def _api_data(shape, dtype, fill, container):
     return x
 
 
+API_JUNK = st.sampled_from(
+    [None, "vae", 3, [], {"train": {"epochs": -1}}, {"model": []}, b"run", 1.5, torch.ones(2)]
+)
+
+
+@FUZZ
+@given(
+    args=st.tuples(API_JUNK, API_JUNK, st.sampled_from(["config", "model", "dataset", "run_dir"]))
+)
+def test_random_train_and_load_run_arguments_fail_in_one_line(args, tmp_path_factory) -> None:
+    """pv.train and pv.load_run with arguments of every wrong type: a one-line PyroVAEError."""
+    from pyro_vae import load_run
+
+    junk, other, slot = args
+    tiny = RunConfig(model=ModelConfig(latent_dim=2, hidden=(8,)), train=TrainConfig(epochs=1))
+    kwargs = {"config": tiny, "progress": False, slot: junk}
+    config = kwargs.pop("config")
+    _python_outcome(lambda: train(config, **kwargs))
+    _python_outcome(lambda: load_run(other))
+
+
 @FUZZ
 @given(
     fn=st.sampled_from(["log_likelihood", "elbo", "encode", "latent_statistics", "score"]),
@@ -363,13 +384,15 @@ def test_random_python_api_arguments_succeed_or_fail_in_one_line(
 _BASE_RUN: dict = {}
 
 
-def _base_run(tmp_path_factory) -> Path:
-    if "run" not in _BASE_RUN:
-        run = tmp_path_factory.mktemp("fuzzckpt-base") / "run"
+def _base_run(tmp_path_factory, model: str = "vae") -> Path:
+    """A trained run of ``model`` (M2's checkpoint holds a plan state and a selected model)."""
+    if model not in _BASE_RUN:
+        run = tmp_path_factory.mktemp(f"fuzzckpt-{model}") / "run"
         argv = ["train", "--epochs", "1", "--hidden", "8", "--latent-dim", "2", "--no-progress"]
+        argv += ["--model", model] + (["--labels", "100"] if model == "m2" else [])
         assert main([*argv, "--no-plots", "--run-dir", str(run)]) == 0
-        _BASE_RUN["run"] = run
-    return _BASE_RUN["run"]
+        _BASE_RUN[model] = run
+    return _BASE_RUN[model]
 
 
 JUNK_VALUES = st.sampled_from(
@@ -409,12 +432,16 @@ def _entries(payload: dict, prefix: tuple = ()) -> list[tuple]:
 
 @st.composite
 def damages(draw) -> tuple:
-    kind = draw(st.sampled_from(["replace", "delete", "config", "scale"]))
-    return kind, draw(st.integers(0, 10**6)), draw(JUNK_VALUES), draw(CONFIG_JUNK)
+    kind = draw(st.sampled_from(["replace", "delete", "config", "scale", "config-text"]))
+    config_junk = draw(JSON_VALUES if kind == "config-text" else CONFIG_JUNK)
+    return kind, draw(st.integers(0, 10**6)), draw(JUNK_VALUES), config_junk
 
 
 def _damage(ckpt: dict, damage: tuple) -> str:
     kind, pick, junk, config_junk = damage
+    if kind == "config-text":  # a configuration that is not even an object of sections
+        ckpt["config"] = json.dumps(config_junk)
+        return f"config-text {config_junk!r}"
     if kind == "config":
         config = json.loads(ckpt["config"])
         section = sorted(config)[pick % len(config)]
@@ -441,9 +468,10 @@ def _damage(ckpt: dict, damage: tuple) -> str:
 @given(
     damage=damages(),
     command=st.sampled_from(["resume", "evaluate", "sample", "encode", "load_run"]),
+    model=st.sampled_from(["vae", "m2"]),
 )
 def test_random_damaged_checkpoints_fail_in_one_line(
-    damage, command, tmp_path_factory, capsys
+    damage, command, model, tmp_path_factory, capsys
 ) -> None:
     """A checkpoint that loads but whose entries are missing, of the wrong type, of the wrong shape,
     huge, or whose configuration holds junk: every command is a success or one line, and the Python
@@ -454,7 +482,7 @@ def test_random_damaged_checkpoints_fail_in_one_line(
 
     tmp = tmp_path_factory.mktemp("fuzzckpt")
     run = tmp / "run"
-    shutil.copytree(_base_run(tmp_path_factory), run)
+    shutil.copytree(_base_run(tmp_path_factory, model), run)
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     event(_damage(ckpt, damage).split(" ")[0])
     torch.save(ckpt, run / "checkpoint.pt")
@@ -462,7 +490,16 @@ def test_random_damaged_checkpoints_fail_in_one_line(
         _python_outcome(lambda: load_run(run))
         return
     argv = {
-        "resume": ["train", "--run-dir", str(run), "--resume", "--epochs", "2", "--no-progress"],
+        "resume": [
+            "train",
+            "--run-dir",
+            str(run),
+            "--resume",
+            "--epochs",
+            "2",
+            "--no-progress",
+            "--no-plots",
+        ],  # fmt: skip
         "evaluate": ["evaluate", str(run), "--nll-samples", "4", "--iwae-samples", "2"],
         "sample": ["sample", str(run), "-n", "4"],
         "encode": ["encode", str(run), "--out", str(tmp / "z.npz")],
