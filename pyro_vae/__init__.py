@@ -2,7 +2,14 @@
 
 from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from .data import Dataset, load_dataset
-from .errors import CheckpointError, ConfigError, DataError, PyroVAEError, TrainingDiverged
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    PyroVAEError,
+    TrainingDiverged,
+    UserCodeError,
+)
 from .evaluate import elbo, log_likelihood
 from .guides import GUIDES
 from .likelihoods import LIKELIHOODS
@@ -36,6 +43,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainingDiverged",
+    "UserCodeError",
     "build_model",
     "elbo",
     "import_plugin",

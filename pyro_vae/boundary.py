@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import CheckpointError, ConfigError, DataError, PyroVAEError
+from .errors import CheckpointError, ConfigError, DataError, PyroVAEError, UserCodeError
 
 
 def check_run_dir_argument(run_dir: Any, what: str = "run_dir") -> Path:
@@ -111,12 +111,6 @@ def check_count(value: Any, name: str, low: int = 1) -> int:
 
 
 # -- the user's own code -----------------------------------------------------------------------------
-class UserCodeError(PyroVAEError):
-    """Code of the user's own (a plugin, a registered part, a model or data set passed as an object)
-    failed; the message names it, the call and the exception. The exception is the ``__cause__``
-    (``--debug`` prints its traceback)."""
-
-
 _PACKAGE = Path(__file__).resolve().parent
 
 

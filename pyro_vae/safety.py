@@ -26,19 +26,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import CheckpointError, ConfigError, DataError, PyroVAEError
+from .errors import CheckpointError, DataError, TooLarge, UnsafePath, WriteFailed
 
-
-class UnsafePath(PyroVAEError):
-    """A path inside a run directory is a symbolic link, or leads outside the run directory."""
-
-
-class WriteFailed(PyroVAEError):
-    """A file could not be written (disk full, permission, read-only file system)."""
-
-
-class TooLarge(ConfigError):
-    """A size would allocate more memory than this machine has."""
+__all__ = ["TooLarge", "UnsafePath", "WriteFailed"]
 
 
 # -- paths inside a run directory --------------------------------------------------------------------

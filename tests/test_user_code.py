@@ -10,8 +10,7 @@ import textwrap
 import pytest
 import torch
 
-from pyro_vae import GUIDES, PyroVAEError, RunConfig, train
-from pyro_vae.boundary import UserCodeError
+from pyro_vae import GUIDES, PyroVAEError, RunConfig, UserCodeError, train
 from pyro_vae.cli import main
 
 TRAIN = ["train", "--epochs", "1", "--hidden", "8", "--latent-dim", "2", "--no-progress"]
