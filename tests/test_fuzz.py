@@ -4,6 +4,7 @@ never an "internal error" (exit status 1), never a traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -336,8 +337,9 @@ def test_random_train_and_load_run_arguments_fail_in_one_line(args, tmp_path_fac
     tiny = RunConfig(model=ModelConfig(latent_dim=2, hidden=(8,)), train=TrainConfig(epochs=1))
     kwargs = {"config": tiny, "progress": False, slot: junk}
     config = kwargs.pop("config")
-    _python_outcome(lambda: train(config, **kwargs))
-    _python_outcome(lambda: load_run(other))
+    with contextlib.chdir(tmp_path_factory.mktemp("fuzzapi")):  # run_dir="vae" is written here
+        _python_outcome(lambda: train(config, **kwargs))
+        _python_outcome(lambda: load_run(other))
 
 
 @FUZZ

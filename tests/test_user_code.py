@@ -4,6 +4,7 @@ traceback under --debug; and --import never widens the import path."""
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 
@@ -18,8 +19,9 @@ TRAIN += ["--no-plots"]
 
 
 @pytest.fixture(autouse=True)
-def _registry_restored(monkeypatch) -> None:
+def _registry_restored(monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(GUIDES, "_factories", dict(GUIDES._factories))
+    monkeypatch.chdir(tmp_path)  # a command without --run-dir writes runs/ here, not in the repo
 
 
 def _plugin(tmp_path, name: str, body: str) -> str:
@@ -89,11 +91,14 @@ def test_an_entry_point_plugin_that_exits_is_one_line(tmp_path, monkeypatch) -> 
 
 
 # -- the import path -----------------------------------------------------------------------------------
-def test_import_does_not_put_the_current_directory_on_the_path(tmp_path, monkeypatch, capsys):
+def test_import_does_not_put_the_current_directory_on_the_path(tmp_path, capsys) -> None:
+    """A file in the working directory named like a dependency (sklearn.py) never runs in its
+    place: --import ./parts.py imports that file only; sys.path stays as it was."""
+    import subprocess
+    from pathlib import Path
+
     (tmp_path / "parts_here.py").write_text("X = 1\n")
-    # a file named like a dependency in the working directory must never run in its place
-    (tmp_path / "sklearn_shadow_probe.py").write_text("raise SystemExit('shadow ran')\n")
-    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sklearn.py").write_text("raise SystemExit('the shadow sklearn ran')\n")
     path_before = list(sys.path)
     assert main([*TRAIN, "--import", "./parts_here.py", "--run-dir", str(tmp_path / "r")]) == 0
     assert sys.path == path_before
@@ -101,6 +106,15 @@ def test_import_does_not_put_the_current_directory_on_the_path(tmp_path, monkeyp
     sys.modules.pop("parts_here")
     assert main([*TRAIN, "--import", "parts_here"]) == 2
     assert "--import ./parts_here.py" in _err(capsys)
+    # in a fresh process, as the pyro-vae script runs (-P: Python itself adds no directory); the
+    # linear probe of evaluate imports scikit-learn after the plugin was imported
+    code = "import sys; from pyro_vae.cli import main; sys.exit(main())"
+    argv = [sys.executable, "-P", "-c", code, "evaluate", str(tmp_path / "r")]
+    argv += ["--import", "./parts_here.py", "--nll-samples", "0", "--iwae-samples", "0"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "shadow" not in done.stderr and "probe_accuracy_all" in done.stdout
 
 
 def test_a_file_named_like_a_module_on_the_path_is_refused(tmp_path, capsys) -> None:
