@@ -161,13 +161,17 @@ def remember_users_module(module: Any) -> None:
     _users_sources.add(str(path.parent) + os.sep if path.name == "__init__.py" else str(path))
 
 
+def _remembered(file: str) -> bool:
+    path = str(Path(file).resolve())
+    return path in _users_sources or path.startswith(tuple(_users_sources) or ("\0",))
+
+
 def users_frame(error: BaseException) -> tuple[str, int, str] | None:
     """Where in a module of the user's (:func:`remember_users_module`) ``error`` was raised: the
     innermost such frame, or None."""
     found = None
     for frame, line in traceback.walk_tb(error.__traceback__):
-        file = str(Path(frame.f_code.co_filename).resolve())
-        if file in _users_sources or file.startswith(tuple(_users_sources)):
+        if _remembered(frame.f_code.co_filename):
             found = (frame.f_code.co_filename, line, frame.f_code.co_name)
     return found
 
@@ -201,10 +205,16 @@ def users_code(what: str, verb: str = "failed") -> Iterator[None]:
 
 
 def is_users_object(obj: Any) -> bool:
-    """A class, function or object defined outside pyro-vae (a plugin's part, a user's model)."""
+    """A class, function or object defined in the user's code: not in pyro-vae, the standard
+    library or an installed package (a class typed in a notebook or ``__main__`` is the user's)."""
     cls = obj if inspect.isclass(obj) or inspect.isfunction(obj) else type(obj)
     module = getattr(cls, "__module__", "") or ""
-    return not (module == "pyro_vae" or module.startswith("pyro_vae."))
+    if module == "pyro_vae" or module.startswith("pyro_vae."):
+        return False
+    file = getattr(sys.modules.get(module), "__file__", None)
+    if file is None:
+        return module == "__main__"
+    return is_users_file(file) or _remembered(file)  # an installed plugin lives in site-packages
 
 
 def user_parts(config: Any, model: Any = None, dataset: Any = None) -> dict[str, str]:
@@ -240,8 +250,10 @@ def user_parts(config: Any, model: Any = None, dataset: Any = None) -> dict[str,
         remember_users_module(module)
     if model is not None and is_users_object(model):
         out[f"the model {type(model).__qualname__}"] = _module_of(model)
-    if dataset is not None and is_users_object(dataset):
-        out[f"the data set {type(dataset).__qualname__}"] = _module_of(dataset)
+    if dataset is not None:  # a Dataset, or its training rows read by the user's RowSource
+        for obj in (dataset, getattr(dataset, "train", None)):
+            if obj is not None and is_users_object(obj):
+                out[f"the data set {type(obj).__qualname__}"] = _module_of(obj)
     return out
 
 
