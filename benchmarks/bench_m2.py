@@ -165,7 +165,16 @@ def main(argv: list[str] | None = None) -> int:
             cfg = RunConfig(
                 data=data_cfg,
                 model=ModelConfig(
-                    args.model, latent_dim=args.latent_dim, hidden=tuple(args.hidden)
+                    args.model,
+                    latent_dim=args.latent_dim,
+                    hidden=tuple(args.hidden),
+                    model_options={
+                        "labels": n_labels,
+                        "val_size": args.val_size,
+                        "aux_weight": args.aux_weight,
+                        "labelled_every": args.labelled_every,
+                        **({"m1_epochs": 0} if m1_state is not None else {}),
+                    },
                 ),
                 train=TrainConfig(
                     epochs=args.epochs,
@@ -173,11 +182,6 @@ def main(argv: list[str] | None = None) -> int:
                     lr=args.lr,
                     seed=seed,
                     device=args.device,
-                    labels=n_labels,
-                    val_size=args.val_size,
-                    aux_weight=args.aux_weight,
-                    labelled_every=args.labelled_every,
-                    **({"m1_epochs": 0} if m1_state is not None else {}),
                 ),
             )
             t0 = time.perf_counter()

@@ -41,18 +41,23 @@ def main() -> None:
 
     base = RunConfig(
         data=DataConfig(args.dataset),
-        model=ModelConfig("m2", latent_dim=args.latent_dim, hidden=tuple(args.hidden)),
-        train=TrainConfig(
-            epochs=args.epochs - args.m1_epochs,  # M2 alone gets the epochs M1+M2 spends on M2
-            lr=3e-3,
-            seed=args.seed,
-            labels=args.labels,
+        model=ModelConfig(
+            "m2",
+            latent_dim=args.latent_dim,
+            hidden=tuple(args.hidden),
+            model_options={"labels": args.labels},
         ),
+        # M2 alone gets the epochs M1+M2 spends on M2
+        train=TrainConfig(epochs=args.epochs - args.m1_epochs, lr=3e-3, seed=args.seed),
     )
     stacked = replace(
         base,
-        model=replace(base.model, model="m1m2"),
-        train=replace(base.train, epochs=args.epochs, m1_epochs=args.m1_epochs),
+        model=replace(
+            base.model,
+            model="m1m2",
+            model_options={"labels": args.labels, "m1_epochs": args.m1_epochs},
+        ),
+        train=replace(base.train, epochs=args.epochs),
     )
     for name, config in (("M2 alone", base), ("M1+M2", stacked)):
         result = train(config, progress=True)

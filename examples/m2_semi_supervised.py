@@ -34,10 +34,8 @@ def main() -> None:
 
     config = RunConfig(
         data=DataConfig("digits"),
-        model=ModelConfig("m2", latent_dim=8, hidden=(128,)),
-        train=TrainConfig(
-            epochs=args.epochs, batch_size=128, lr=3e-3, seed=args.seed, labels=args.labels
-        ),
+        model=ModelConfig("m2", latent_dim=8, hidden=(128,), model_options={"labels": args.labels}),
+        train=TrainConfig(epochs=args.epochs, batch_size=128, lr=3e-3, seed=args.seed),
     )
     result = train(config, progress=True)
     model, data = result.model, result.dataset

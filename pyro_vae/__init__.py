@@ -1,7 +1,9 @@
 """pyro-vae: variational autoencoders as Pyro model/guide pairs."""
 
+from .api import elbo, load_run, log_likelihood, train
 from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from .data import Dataset, load_dataset
+from .describe import describe, rebuild
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -10,7 +12,6 @@ from .errors import (
     TrainingDiverged,
     UserCodeError,
 )
-from .evaluate import elbo, log_likelihood
 from .guides import GUIDES
 from .likelihoods import LIKELIHOODS
 from .models import MODELS, VAE, Model, build_model
@@ -18,7 +19,7 @@ from .objectives import OBJECTIVES
 from .plan import Feed, TrainingPlan
 from .plugins import import_plugin
 from .priors import PRIORS
-from .train import TrainResult, load_run, train
+from .train import TrainResult
 
 __version__ = "0.1.0"
 
@@ -45,9 +46,11 @@ __all__ = [
     "TrainingDiverged",
     "UserCodeError",
     "build_model",
+    "describe",
     "elbo",
     "import_plugin",
     "log_likelihood",
+    "rebuild",
     "load_dataset",
     "load_run",
     "train",

@@ -266,13 +266,17 @@ def check_received_config(config: RunConfig, path: Path) -> RunConfig:
     """A checkpoint's configuration passes the checks a new one does (a received run may hold a
     negative seed or a hidden size of 10**9): the same :meth:`RunConfig.validate`, less the data
     set's options (the data may live elsewhere here)."""
-    from torch import nn
+    from .build import validate
+    from .models import MODELS, Model
 
-    custom = config.model.model.startswith("custom:")
+    # a model passed as an object is checked as a Model: its own class is rebuilt and checked later
+    known = config.model.model in MODELS
     loggers = config.train.loggers  # a logger's package is needed to train, not to load a run
     try:
-        checked = config.replace(train={"loggers": ()}).validate(
-            model_class=nn.Module if custom else None, check_data=False
+        checked = validate(
+            config.replace(train={"loggers": ()}),
+            model_class=None if known else Model,
+            check_data=False,
         )
     except ConfigError as e:
         raise CheckpointError(f"{path}: its configuration is refused: {e}") from None

@@ -83,7 +83,7 @@ def _default_text(f: dataclasses.Field, meta: Mapping[str, Any]) -> str:
 def options() -> list[Option]:
     """``pyro-vae train``'s options, generated from the fields of :class:`~pyro_vae.config.RunConfig`.
 
-    Values stay strings here: :meth:`RunConfig.validate` types them from the field annotations (and
+    Values stay strings here: :func:`pyro_vae.build.validate` types them from the field annotations (and
     part options from the part's signature), so a value is parsed in one place whatever its source.
     """
     from .config import SECTIONS
@@ -371,7 +371,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         base = RunConfig.from_json(text)
     else:
         base = RunConfig()
-    return _apply(base, overrides).validate()
+    from .build import validate
+
+    return validate(_apply(base, overrides))
 
 
 def train_config(argv: Sequence[str]) -> RunConfig:
@@ -745,7 +747,7 @@ def _main(argv: list[str]) -> int:
     except Exception as e:
         if debug:
             raise
-        from .boundary import blame
+        from .usercode import blame
 
         theirs = blame(e)  # raised in the user's code, or in a run of their parts
         if theirs is not None:

@@ -1,11 +1,16 @@
 """Run configuration: small frozen dataclasses, written to ``config.json`` in every run directory.
 
-The fields are the one source of truth for the command line: every field carries its help text (and
-flag and metavar where the defaults do not fit) in its metadata, and ``pyro-vae train``'s options are
-generated from them (:mod:`pyro_vae.cli`). :meth:`RunConfig.validate` is the one place a configuration
-is checked, whether it came from the CLI, a ``--config`` JSON file or Python: types are coerced from
-the field annotations, every part's options from that part's signature, and options that the chosen
-model or data set does not read are refused rather than silently ignored.
+A leaf of the package: JSON in and out, and the types of its own fields (:meth:`RunConfig.coerced`);
+it imports no part. The fields are the one source of truth for the command line: every field carries
+its help text (and flag and metavar where the defaults do not fit) in its metadata, and ``pyro-vae
+train``'s options are generated from them (:mod:`pyro_vae.cli`).
+
+Each part owns its options: a guide's, prior's, likelihood's, objective's and model's options are the
+keyword arguments of its constructor, kept here as a dict (``guide_options``, ``model_options``, ...)
+and typed and checked by the part's registry from its signature. A new model option is therefore one
+keyword argument of the model's ``__init__``: ``--model-opt KEY=VALUE`` reaches it with no change
+here (a flag of its own is an ``aliases`` entry of ``model_options``). Checking a whole configuration
+against every part is the build layer's job (:func:`pyro_vae.build.validate`).
 """
 
 from __future__ import annotations
@@ -111,16 +116,6 @@ class DataConfig:
     )
 
 
-KL_OPTIONS = ("beta", "kl_anneal", "kl_anneal_start", "free_bits")
-#: --fast: Pyro's SVI, or pyro_vae.fast.FastSVI replaying / compiling the captured loss
-FAST_MODES = {
-    "off": None,
-    "eager": None,
-    "compile": "default",
-    "reduce-overhead": "reduce-overhead",
-}
-
-
 @dataclass(frozen=True)
 class ModelConfig:
     """The generative model and its parts, each chosen by registered name."""
@@ -149,10 +144,48 @@ class ModelConfig:
     prior_options: dict[str, Any] = option(
         factory=dict, help="prior option, e.g. components=10", flags=("--prior-opt",)
     )
-    latent_dim2: int = option(
-        0,
-        "hvae: size of z2 (0: half of --latent-dim); m1m2: size of M2's z (0: --latent-dim)",
-        metavar="D",
+    model_options: dict[str, Any] = option(
+        factory=dict,
+        help="model option, typed from the model's constructor, e.g. labels=100 for m2",
+        flags=("--model-opt",),
+        aliases=tuple(
+            (f"--{key.replace('_', '-')}", key, metavar, text)
+            for key, metavar, text in (
+                (
+                    "latent_dim2",
+                    "D",
+                    "hvae: size of z2 (default: half of --latent-dim); m1m2: size of M2's z "
+                    "(default: --latent-dim)",
+                ),
+                (
+                    "labels",
+                    "N",
+                    "m2, m1m2 (required): labelled training images (class-balanced, by --seed)",
+                ),
+                (
+                    "val_size",
+                    "N",
+                    "m2, m1m2: validation images held out of the unlabelled data (default: 10% of "
+                    "the training set, at most 5000)",
+                ),
+                (
+                    "aux_weight",
+                    "A",
+                    "m2, m1m2: alpha of the classification loss per labelled image (default: 50)",
+                ),
+                (
+                    "labelled_every",
+                    "K",
+                    "m2, m1m2: a labelled batch after every K unlabelled ones (0: one labelled "
+                    "pass an epoch) (default: 1)",
+                ),
+                (
+                    "m1_epochs",
+                    "N",
+                    "m1m2: epochs that fit M1 before M2 (default: half of --epochs)",
+                ),
+            )
+        ),
     )
 
 
@@ -219,29 +252,6 @@ class TrainConfig:
     eval_particles: int = option(
         1, "samples per data point for the per-epoch test ELBO", metavar="K"
     )
-    labels: int = option(
-        0, "m2, m1m2: labelled training images (class-balanced, chosen by --seed)", metavar="N"
-    )
-    val_size: int | None = option(
-        None,
-        "m2, m1m2: validation images held out of the unlabelled data",
-        metavar="N",
-        default_help="10% of the training set, at most 5000",
-    )
-    aux_weight: float | None = option(
-        None,
-        "m2, m1m2: alpha of the classification loss per labelled image",
-        metavar="A",
-        default_help="50",
-    )
-    labelled_every: int = option(
-        1,
-        "m2, m1m2: a labelled batch after every k unlabelled ones (0: one labelled pass an epoch)",
-        metavar="K",
-    )
-    m1_epochs: int | None = option(
-        None, "m1m2: epochs that fit M1 before M2", metavar="N", default_help="half of --epochs"
-    )
 
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
@@ -266,6 +276,7 @@ class RunConfig:
                 f"a configuration is a JSON object with sections data, model and train, "
                 f"got {type(d).__name__}"
             )
+        d = _moved_options(d)
         unknown = sorted(set(d) - set(SECTIONS))
         if unknown:
             raise ConfigError(
@@ -291,125 +302,50 @@ class RunConfig:
         }
         return RunConfig(**parts)
 
-    def validate(self, *, model_class: type | None = None, check_data: bool = True) -> RunConfig:
-        """This configuration checked and normalised; raises :class:`ConfigError` on anything no run
-        can use.
-
-        ``model_class`` is the class of a model passed as an object (its declared options are checked
-        instead of the registered model's); ``check_data=False`` skips the data set's options, for
-        data passed as an object.
-
-        Field types are coerced from the annotations, and each part's options (guide, prior,
-        likelihood, objective) from that part's signature, so ``{"centred": "False"}`` becomes
-        ``False``. Names must be registered; options that the chosen model or data set does not read
-        are refused (:func:`pyro_vae.models.check_model_options`).
-        """
-        from .data import check_data_options
-        from .guides import GUIDES
-        from .likelihoods import LIKELIHOODS
-        from .models import check_model_options
-        from .nn import NETWORKS
-        from .objectives import OBJECTIVES
-        from .priors import PRIORS
-
-        config = RunConfig(
+    def coerced(self) -> RunConfig:
+        """This configuration with every field coerced to the type its annotation declares (a part's
+        options are typed by the part itself: :func:`pyro_vae.build.validate`)."""
+        return RunConfig(
             **{
                 name: _section(kind, dataclasses.asdict(getattr(self, name)), name)
                 for name, kind in SECTIONS.items()
             }
         )
-        t, m, d = config.train, config.model, config.data
-        for name, value in [
-            ("--epochs", t.epochs),
-            ("--batch-size", t.batch_size),
-            ("--particles", t.particles),
-            ("--eval-particles", t.eval_particles),
-            ("--latent-dim", m.latent_dim),
-        ]:
-            if value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        # sizes past these are typos (2**40 for 240), not experiments: refuse them before they
-        # become an allocation of terabytes
-        for name, value, cap in [
-            ("--latent-dim", m.latent_dim, 2**16),
-            ("--latent-dim2", m.latent_dim2, 2**16),
-            ("--hidden", max(m.hidden, default=1), 2**16),
-            ("--particles", t.particles, 10**5),
-            ("--eval-particles", t.eval_particles, 10**5),
-            ("--batch-size", t.batch_size, 2**31),
-            ("--epochs", t.epochs, 10**7),
-        ]:
-            if value > cap:
-                raise ConfigError(f"{name} {value} is larger than pyro-vae allows ({cap})")
-        if m.latent_dim2 < 0:
-            raise ConfigError(f"--latent-dim2 must be 0 or positive, got {m.latent_dim2}")
-        if not 0 <= t.seed < 2**32:
-            raise ConfigError(f"--seed must lie in 0..{2**32 - 1}, got {t.seed}")
-        if t.labels < 0 or (t.val_size is not None and t.val_size < 0) or t.labelled_every < 0:
-            raise ConfigError("--labels, --val-size and --labelled-every must not be negative")
-        if t.m1_epochs is not None and not 0 <= t.m1_epochs < t.epochs:
-            raise ConfigError(
-                f"--m1-epochs must lie in 0..{t.epochs - 1} (M2 needs at least one of the "
-                f"--epochs {t.epochs}), got {t.m1_epochs!r}"
-            )
-        if t.aux_weight is not None and not t.aux_weight >= 0:
-            raise ConfigError(f"--aux-weight must be non-negative, got {t.aux_weight!r}")
-        if not t.lr > 0:
-            raise ConfigError(f"--lr must be positive, got {t.lr!r}")
-        for name, value in (("--beta", t.beta), ("--free-bits", t.free_bits)):
-            if value < 0:
-                raise ConfigError(f"{name} must be at least 0, got {value!r}")
-        if t.kl_anneal < 0:
-            raise ConfigError(
-                f"--kl-anneal must be a whole number of epochs >= 0, got {t.kl_anneal}"
-            )
-        if t.kl_anneal_start is not None:
-            if t.kl_anneal == 0:
-                raise ConfigError(
-                    "--kl-anneal-start needs --kl-anneal EPOCHS, the length of the warm-up"
-                )
-            if t.kl_anneal_start < 0:
-                raise ConfigError(f"--kl-anneal-start must be at least 0, got {t.kl_anneal_start}")
-        if not m.hidden or any(h < 1 for h in m.hidden):
-            raise ConfigError(f"--hidden needs positive layer sizes, got {m.hidden!r}")
-        if t.fast not in FAST_MODES:
-            raise ConfigError(f"unknown --fast {t.fast!r}: choose one of {', '.join(FAST_MODES)}")
-        if d.binarize not in ("none", "dynamic", "static"):
-            raise ConfigError(
-                f"unknown binarization {d.binarize!r}: choose one of none, dynamic, static"
-            )
-        if not 0 < d.test_fraction < 1:
-            raise ConfigError(f"--test-fraction must lie in (0, 1), got {d.test_fraction!r}")
-        NETWORKS.get(m.network)
-        from .nn import ACTIVATIONS
 
-        if m.activation not in ACTIVATIONS:
-            raise ConfigError(
-                f"unknown activation {m.activation!r}: choose one of {', '.join(sorted(ACTIVATIONS))}"
-            )
-        for key in t.objective_options:
-            if key in KL_OPTIONS:
-                flag = "--" + key.replace("_", "-")
-                raise ConfigError(
-                    f"{key} is a training option of its own ({flag}), not an objective option"
-                )
-        config = config.replace(
-            model={
-                "guide_options": GUIDES.options(m.guide, m.guide_options),
-                "prior_options": PRIORS.options(m.prior, m.prior_options),
-                "likelihood_options": LIKELIHOODS.options(m.likelihood, m.likelihood_options),
-            },
-            train={"objective_options": OBJECTIVES.options(t.objective, t.objective_options)},
-        )
-        from .engine import check_engine_options
-        from .loggers import check_loggers
 
-        check_engine_options(config.train)
-        check_loggers(config.train.loggers)
-        check_model_options(config, model_class)
-        if check_data:
-            check_data_options(config.data)
-        return config
+#: fields of configurations written before each model owned its options (pyro-vae 0.1), and their
+#: defaults there: a non-default value is read as the model option of that name
+_MOVED_TO_MODEL_OPTIONS = (
+    ("model", "latent_dim2", 0),
+    ("train", "labels", 0),
+    ("train", "val_size", None),
+    ("train", "aux_weight", None),
+    ("train", "labelled_every", 1),
+    ("train", "m1_epochs", None),
+)
+
+
+def _moved_options(d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` with the model options of an older ``config.json`` moved into ``model.model_options``,
+    so that old run directories keep loading and resuming."""
+    if not any(
+        isinstance(d.get(section), dict) and name in d[section]
+        for section, name, _ in _MOVED_TO_MODEL_OPTIONS
+    ):
+        return d
+    d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
+    model = d.setdefault("model", {})
+    if not isinstance(model, dict):
+        return d
+    moved = model.get("model_options", {})
+    moved = dict(moved) if isinstance(moved, dict) else moved
+    for section, name, default in _MOVED_TO_MODEL_OPTIONS:
+        if isinstance(d.get(section), dict) and name in d[section]:
+            value = d[section].pop(name)
+            if value != default and isinstance(moved, dict):
+                moved.setdefault(name, value)
+    model["model_options"] = moved
+    return d
 
 
 def default_of(section: str, name: str) -> Any:

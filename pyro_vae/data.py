@@ -453,6 +453,12 @@ _SOURCE_OPTIONS = ("data_dir", "test_fraction", "image_size", "image_mode")
 def check_data_options(config: DataConfig) -> None:
     """Refuse data options the chosen data set does not read (e.g. --data-dir for digits), and
     values no data set can use (--image-size, --image-mode, --loading, --workers)."""
+    if config.binarize not in ("none", "dynamic", "static"):
+        raise ConfigError(
+            f"unknown binarization {config.binarize!r}: choose one of none, dynamic, static"
+        )
+    if not 0 < config.test_fraction < 1:
+        raise ConfigError(f"--test-fraction must lie in (0, 1), got {config.test_fraction!r}")
     source = dataset_source(config.dataset)
     defaults = DataConfig()
     for name in _SOURCE_OPTIONS:

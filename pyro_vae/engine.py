@@ -48,13 +48,42 @@ if TYPE_CHECKING:
 #: --strategy: what Fabric runs; pyro-vae steps each parameter with Pyro's optimiser, so strategies
 #: that shard parameters (fsdp, deepspeed) cannot apply
 STRATEGIES = ("auto", "ddp")
+#: --fast: Pyro's SVI, or pyro_vae.fast.FastSVI replaying / compiling the captured loss
+FAST_MODES = {
+    "off": None,
+    "eager": None,
+    "compile": "default",
+    "reduce-overhead": "reduce-overhead",
+}
 #: --precision: 16-mixed needs a gradient scaler inside the optimiser step, which Pyro's
 #: per-parameter optimisers do not take; bf16 has float32's range and needs none
 PRECISIONS = ("32-true", "bf16-mixed")
 
 
 def check_engine_options(t: TrainConfig) -> None:
-    """Refuse scale-out options no run can use (without looking at the hardware)."""
+    """Refuse run and scale-out options no run can use (without looking at the hardware)."""
+    for name, value in (
+        ("--epochs", t.epochs),
+        ("--batch-size", t.batch_size),
+        ("--eval-particles", t.eval_particles),
+    ):
+        if value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    # sizes past these are typos (2**40 for 240), not experiments: refuse them before they become
+    # an allocation of terabytes
+    for name, value, cap in (
+        ("--eval-particles", t.eval_particles, 10**5),
+        ("--batch-size", t.batch_size, 2**31),
+        ("--epochs", t.epochs, 10**7),
+    ):
+        if value > cap:
+            raise ConfigError(f"{name} {value} is larger than pyro-vae allows ({cap})")
+    if not 0 <= t.seed < 2**32:
+        raise ConfigError(f"--seed must lie in 0..{2**32 - 1}, got {t.seed}")
+    if not t.lr > 0:
+        raise ConfigError(f"--lr must be positive, got {t.lr!r}")
+    if t.fast not in FAST_MODES:
+        raise ConfigError(f"unknown --fast {t.fast!r}: choose one of {', '.join(FAST_MODES)}")
     for name, value in (("--devices", t.devices), ("--num-nodes", t.num_nodes)):
         if value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -220,7 +249,7 @@ def engine_for(t: TrainConfig, device: torch.device, *, partial_steps: bool = Tr
 
     ``partial_steps``: some steps of the model's plan leave parameters unused (M2's classifier
     step), which DDP must look for after every forward pass (:attr:`pyro_vae.Model.partial_steps`).
-    The options themselves are checked by :meth:`RunConfig.validate` (:func:`check_engine_options`).
+    The options themselves are checked by :func:`pyro_vae.build.validate` (:func:`check_engine_options`).
     """
     world = t.devices * t.num_nodes
     dtype = torch.bfloat16 if t.precision == "bf16-mixed" else None

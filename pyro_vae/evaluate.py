@@ -2,65 +2,74 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
-from pyro.infer import ELBO, Trace_ELBO
+from pyro.infer import ELBO
 from pyro.poutine import Trace
-from pyro.poutine.util import site_is_subsample
 from torch import nn
 
-from .boundary import as_data, check_count, finite_result
+from .boundary import as_data, check_count
 from .errors import ConfigError
+from .kernel import (
+    analytic_kl_sites,
+    chunks,
+    evaluating,
+    sample_chunk,
+    site_kl,
+    site_terms,
+    traces,
+)
+from .models.base import as_model
 from .objectives.importance import (
     DATA_PLATE,
-    check_per_datum,
     data_dim,
     data_frame,
     importance_traces,
-    per_datum,
-    site_log_prob,
     trace_log_weights,
 )
-from .objectives.kl import closed_form_kl, closed_form_kl_sites, per_dimension_kl
+from .objectives.kl import per_dimension_kl
+from .safety import finite_result
+
+__all__ = [
+    "analytic_kl_sites",
+    "batched",
+    "elbo",
+    "iwae_bound",
+    "latent_statistics",
+    "log_likelihood",
+    "report",
+    "site_kl",
+]
 
 
 @torch.no_grad()
 def elbo(
-    model: nn.Module,
+    model: Any,
     x: torch.Tensor,
     num_particles: int = 1,
     batch_size: int = 1024,
     objective: ELBO | None = None,
+    *,
+    guide: Callable | None = None,
 ) -> float:
     """The mean ELBO per data point (nats; higher is better), in batches, without gradients.
 
     ``model`` is anything with Pyro ``model(x)`` and ``guide(x)`` methods whose data plate is named
-    ``data``. ``objective`` defaults to the Monte Carlo ELBO with ``num_particles`` particles.
+    ``data``, or a Pyro model function given with its guide function (``guide=``), as for
+    :func:`log_likelihood`. ``objective`` defaults to the Monte Carlo ELBO with ``num_particles``
+    particles.
     """
-    from .models import Model
-
-    _model_and_guide(model, None, "elbo")
+    model = as_model(model, guide, caller="elbo")
     x = as_data(model, x, "elbo")
     num_particles = check_count(num_particles, "elbo: num_particles")
     batch_size = check_count(batch_size, "elbo: batch_size")
-    if objective is None and isinstance(model, Model):
-        objective = model.evaluation_objective(num_particles)  # e.g. M2 sums unknown labels out
     if objective is None:
-        objective = Trace_ELBO(
-            num_particles=num_particles,
-            vectorize_particles=num_particles > 1,
-            max_plate_nesting=1,
-        )
-    was_training = model.training
-    model.eval()
-    try:
+        objective = model.evaluation_objective(num_particles)  # e.g. M2 sums unknown labels out
+    with evaluating(model):
         total = sum(objective.loss(model.model, model.guide, xb) for xb in x.split(batch_size))
-    finally:
-        model.train(was_training)
     return -float(total) / x.shape[0]
 
 
@@ -96,6 +105,7 @@ def report(
       latent means of class-balanced subsets of that many training examples, one key per size of
       ``probe_counts`` that fits the training set (:func:`pyro_vae.represent.linear_probe`).
     """
+    model = as_model(model, caller="report")
     out: dict[str, Any] = {
         "test_elbo": finite_result("the test ELBO", elbo(model, x, num_particles=particles))
     }
@@ -108,64 +118,12 @@ def report(
         ll = float(finite_result("log p(x)", log_likelihood(model, x, nll_samples).mean()))
         out.update(nll_samples=nll_samples, test_log_likelihood=ll, test_nll=-ll)
     out.update(latent_statistics(model, x, stats_samples))
-    from .models import Model
-
-    if isinstance(model, Model):
-        out.update(model.evaluate_extra(x, labels))  # e.g. classification accuracy of M2
+    out.update(model.evaluate_extra(x, labels))  # e.g. classification accuracy of M2
     if train_x is not None and train_labels is not None and labels is not None:
         from .represent import linear_probe
 
         out.update(linear_probe(model, train_x, train_labels, x, labels, probe_counts))
     return out
-
-
-def _model_and_guide(
-    model: Any, guide: Callable | None, caller: str
-) -> tuple[Callable, Callable, list[nn.Module]]:
-    """The Pyro model and guide callables, and the ``nn.Module``s to put in eval mode meanwhile.
-
-    ``model`` is an object with ``model`` and ``guide`` methods (a VAE, any ``nn.Module`` or not), or,
-    with ``guide``, a Pyro model function. The modules are ``model`` and ``guide`` where they are
-    ``nn.Module``s and the modules that own them where they are bound methods (``vae.model``): plain
-    functions have no train/eval mode, and are run as they are.
-    """
-    if guide is None:
-        fns = getattr(model, "model", None), getattr(model, "guide", None)
-        if not all(callable(f) for f in fns):
-            raise ConfigError(
-                f"{caller} needs an object with .model and .guide methods (e.g. a VAE), or a Pyro "
-                f"model function and guide=GUIDE_FUNCTION; got {type(model).__name__}"
-            )
-        owners = [model]
-    else:
-        fns = model, guide
-        if not all(callable(f) for f in fns):
-            raise ConfigError(
-                f"{caller}(model, x, ..., guide=guide) needs a callable Pyro model and guide; got "
-                f"{type(model).__name__} and {type(guide).__name__}"
-            )
-        owners = list(fns)
-    owners += [getattr(f, "__self__", None) for f in fns]
-    modules: list[nn.Module] = []
-    for owner in owners:
-        if isinstance(owner, nn.Module) and not any(owner is m for m in modules):
-            modules.append(owner)
-    return fns[0], fns[1], modules
-
-
-@contextlib.contextmanager
-def _evaluating(modules: list[nn.Module]) -> Iterator[None]:
-    """No gradients and every module in eval mode (dropout off, batch norm on running statistics);
-    each module's own mode is restored afterwards."""
-    modes = [m.training for m in modules]
-    try:
-        for m in modules:
-            m.eval()
-        with torch.no_grad():
-            yield
-    finally:
-        for m, mode in zip(modules, modes):
-            m.train(mode)
 
 
 def log_likelihood(
@@ -200,27 +158,18 @@ def log_likelihood(
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ConfigError(f"the number of importance samples must be positive, got {num_samples!r}")
     batch_size = check_count(batch_size, "log_likelihood: batch_size")
-    model_fn, guide_fn, modules = _model_and_guide(model, guide, "log_likelihood")
+    model = as_model(model, guide, caller="log_likelihood")
     # float32 of the model's shape, finite, inside the likelihood's support (else log p(x) would be
     # NaN, or positive for data a Bernoulli cannot produce)
-    x = as_data(model if guide is None else None, x, "log_likelihood")
+    x = as_data(model, x, "log_likelihood")
     out = []
-    per_point = max(1, x[0].numel()) if x.shape[0] else 1
-    with _evaluating(modules):
+    with evaluating(model):
         for xb in x.split(batch_size):
-            chunk = max(1, min(num_samples, max_elements // (xb.shape[0] * per_point)))
             acc = torch.full((xb.shape[0],), -math.inf, device=xb.device)
-            done = 0
-            while done < num_samples:
-                k = min(chunk, num_samples - done)
-                model_trace, guide_trace = importance_traces(
-                    model_fn, guide_fn, (xb,), {}, k, max_plate_nesting
-                )
-                # one log weight per row of xb, or an error that names the cause
-                check_per_datum(model_trace, guide_trace, data_plate, xb.shape[0])
+            for k in chunks(num_samples, sample_chunk(x, xb.shape[0], num_samples, max_elements)):
+                model_trace, guide_trace = traces(model, xb, k, max_plate_nesting, data_plate)
                 lw = trace_log_weights(model_trace, guide_trace, max_plate_nesting, data_plate)
                 acc = torch.logaddexp(acc, torch.logsumexp(lw, 0).to(acc))
-                done += k
             out.append(acc - math.log(num_samples))
     return torch.cat(out)
 
@@ -241,29 +190,6 @@ def _arrange(
     ddim = data_dim(site, data_plate)
     t = t.movedim(batch_dims - (nest + 1), 0).movedim(batch_dims + ddim, 1)
     return t.reshape(t.shape[0], t.shape[1], -1)
-
-
-def site_kl(guide_site: dict, model_site: dict, analytic: bool, data_plate: str) -> torch.Tensor:
-    """KL(q || p) of one latent site, batch-shaped: in closed form where ``analytic`` (it is the
-    ELBO's term, :func:`analytic_kl_sites`) and torch knows it, else ``log q - log p`` at the draw
-    (unscaled by a subsampled data plate)."""
-    kl = closed_form_kl(guide_site["fn"], model_site["fn"]) if analytic else None
-    if kl is None:
-        kl = site_log_prob(guide_site, data_plate) - site_log_prob(model_site, data_plate)
-    return kl
-
-
-def analytic_kl_sites(model_trace: Trace, guide_trace: Trace) -> set[str]:
-    """:func:`~pyro_vae.objectives.kl.closed_form_kl_sites` for a pair of traces."""
-
-    def latents(trace: Trace) -> list[str]:
-        return [
-            n
-            for n, s in trace.nodes.items()
-            if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)
-        ]
-
-    return closed_form_kl_sites(latents(model_trace), latents(guide_trace))
 
 
 def _data_points(model_trace: Trace, data_plate: str, rows: int) -> int:
@@ -303,39 +229,30 @@ def latent_statistics(
     scale taken out, and the averages are over the data points the plate holds. ``model`` and
     ``guide`` as in :func:`log_likelihood`.
     """
-    model_fn, guide_fn, modules = _model_and_guide(model, guide, "latent_statistics")
-    x = as_data(model if guide is None else None, x, "latent_statistics")
+    model = as_model(model, guide, caller="latent_statistics")
+    x = as_data(model, x, "latent_statistics")
     nest = max_plate_nesting
     rate = distortion = 0.0
     n = 0
     kl_sums: dict[str, torch.Tensor] = {}
     means: dict[str, list[torch.Tensor]] = {}
-    with _evaluating(modules):
+    with evaluating(model):
         for xb in x.split(batch_size):
             model_trace, guide_trace = importance_traces(
-                model_fn, guide_fn, (xb,), {}, num_samples, nest
+                model.model, model.guide, (xb,), {}, num_samples, nest
             )
             n += _data_points(model_trace, data_plate, xb.shape[0])
-            analytic = analytic_kl_sites(model_trace, guide_trace)
-            for name, site in model_trace.nodes.items():
-                if site["type"] != "sample" or site_is_subsample(site):
-                    continue
-                if site["is_observed"]:
-                    lp, _ = per_datum(site_log_prob(site, data_plate), site, nest, data_plate)
-                    distortion -= float(lp.mean(0).sum())
-                    continue
-                g = guide_trace.nodes.get(name)
+            for term in site_terms(model_trace, guide_trace, nest, data_plate):
+                name, site, g = term.name, term.site, term.guide
                 if g is None:
+                    distortion -= float(term.value.mean(0).sum())
                     continue
-                kl, _ = per_datum(
-                    site_kl(g, site, name in analytic, data_plate), g, nest, data_plate
-                )
-                rate += float(kl.mean(0).sum())
+                rate += float(term.value.mean(0).sum())
                 if data_dim(g, data_plate) is None:
                     continue  # a global latent has no per-datum mean or per-datum KL
                 try:
                     kd = per_dimension_kl(
-                        g["fn"], site["fn"], g["value"], name, analytic=name in analytic
+                        g["fn"], site["fn"], g["value"], name, analytic=term.analytic
                     )  # (*batch, D)
                     kd = _arrange(kd, g, 1, nest, data_plate)
                     kl_sums[name] = kl_sums.get(name, 0.0) + kd.mean(0).sum(0)

@@ -47,7 +47,6 @@ agree up to float rounding.
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import operator
 import sys
@@ -66,6 +65,7 @@ from pyro.infer.util import zero_grads
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
+from .objectives.base import capture_key, eager
 from .optim import JointOptim
 
 __all__ = [
@@ -94,25 +94,10 @@ class CaptureError(RuntimeError):
 
 
 def eager_objective(objective: ELBO) -> ELBO:
-    """``objective`` without its TorchScript compilation: a ``Jit*`` Pyro objective (also inside
-    :class:`~pyro_vae.objectives.kl.KLWeighted`) becomes a shallow copy of the class it compiles."""
-    inner = getattr(objective, "inner", None)
-    if isinstance(inner, ELBO) and inner is not objective:
-        plain = eager_objective(inner)
-        if plain is inner:
-            return objective
-        out = copy.copy(objective)
-        out.inner = plain
-        return out
-    cls = type(objective)
-    if not cls.__name__.startswith("Jit"):
-        return objective
-    base = next(c for c in cls.__mro__ if issubclass(c, ELBO) and not c.__name__.startswith("Jit"))
-    out = copy.copy(objective)
-    out.__class__ = base
-    for attr in ("_loss_and_surrogate_loss", "_differentiable_loss", "_loss_and_grads"):
-        out.__dict__.pop(attr, None)
-    return out
+    """``objective`` without its TorchScript compilation, as it declares
+    (:class:`~pyro_vae.objectives.base.Objective`): a compiled objective, also inside
+    :class:`~pyro_vae.objectives.kl.KLWeighted`, becomes a shallow copy of the class it compiles."""
+    return eager(objective)
 
 
 @contextlib.contextmanager
@@ -554,7 +539,7 @@ class FastSVI:
             spec,
             _owner_training(self.model),
             _owner_training(self.guide),
-            getattr(self.loss, "kl_weight", None),
+            capture_key(self.loss),
         )
         return key, tensors
 

@@ -152,6 +152,14 @@ def _metrics(record: Mapping[str, Any]) -> dict[str, int | float]:
     return out
 
 
+class Resumable:
+    """A logger that can take back what a resumed run repeats: :class:`RunLoggers` calls
+    :meth:`continue_at` with the first epoch a resumed run logs, before it logs it."""
+
+    def continue_at(self, step: int) -> None:
+        """Forget (or hide) what was logged at ``step`` and after."""
+
+
 class RunLoggers:
     """The loggers of one run: :meth:`log` a record per epoch, then :meth:`close`.
 
@@ -176,9 +184,8 @@ class RunLoggers:
         if self._resume:
             self._resume = False
             for logger in self.loggers:
-                continue_at = getattr(logger, "continue_at", None)
-                if continue_at is not None:
-                    continue_at(step)
+                if isinstance(logger, Resumable):
+                    logger.continue_at(step)
         if not metrics:
             return
         for logger in self.loggers:
@@ -259,7 +266,7 @@ def csv_logger(run_dir: Path, name: str = "", *, resume: bool = False) -> CSVLog
     return CSVLog(Path(run_dir) / LOGS, resume=resume)
 
 
-class CSVLog:
+class CSVLog(Resumable):
     """The always-on CSV log, in the layout of Lightning's ``CSVLogger`` (a ``step`` column, one
     column per metric; ``hparams.yaml``), with its logger interface.
 
@@ -281,7 +288,7 @@ class CSVLog:
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
         import yaml
 
-        from .checkpoint import atomic_write_text
+        from .safety import atomic_write_text
 
         text = yaml.safe_dump(dict(params), sort_keys=True, default_flow_style=False)
         atomic_write_text(self.log_dir / "hparams.yaml", text)
@@ -342,7 +349,7 @@ class CSVLog:
         return rows
 
     def _rewrite(self, rows: list[dict[str, Any]]) -> None:
-        from .checkpoint import atomic_write_text
+        from .safety import atomic_write_text
 
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=self.metrics_keys)
@@ -421,7 +428,7 @@ def _run_id(home: Path, resume: bool) -> str | None:
 
 
 def _write_run_id(home: Path, run_id: str) -> str:
-    from .checkpoint import atomic_write_text
+    from .safety import atomic_write_text
 
     atomic_write_text(home / RUN_ID, f"{run_id}\n")
     return run_id
@@ -449,7 +456,7 @@ def _tensorboard_class() -> type[Logger]:
     from lightning.fabric.loggers.tensorboard import _TENSORBOARD_AVAILABLE
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-    class PyroVAETensorBoardLogger(TensorBoardLogger):
+    class PyroVAETensorBoardLogger(TensorBoardLogger, Resumable):
         """Lightning Fabric's TensorBoard logger in ``<logs>/tensorboard/`` (no version directory),
         with the hyperparameters written for the HParams dashboard (Lightning's writes them only
         together with an ``hp_metric`` scalar) and a purge step for resumed runs."""

@@ -16,6 +16,7 @@ from contextvars import ContextVar
 import torch
 from torch import nn
 
+from .describe import Described
 from .errors import ConfigError
 from .registry import Registry
 
@@ -74,7 +75,7 @@ def mlp(sizes: Sequence[int], act: str = "relu", final_activation: bool = False)
     return nn.Sequential(*layers)
 
 
-class MLPEncoder(nn.Module):
+class MLPEncoder(Described, nn.Module):
     """Flatten the event dimensions, then ``hidden`` dense layers, each followed by ``act``."""
 
     def __init__(
@@ -91,7 +92,7 @@ class MLPEncoder(nn.Module):
         return run_network(self.net, x.flatten(-len(self.x_shape)))
 
 
-class MLPDecoder(nn.Module):
+class MLPDecoder(Described, nn.Module):
     """``hidden`` dense layers (reversed encoder widths by convention), then a linear map to ``x_shape``."""
 
     def __init__(
@@ -118,7 +119,7 @@ def _conv_shape(x_shape: Sequence[int]) -> tuple[int, int, int]:
     return x_shape[0], x_shape[1], x_shape[2]
 
 
-class ConvEncoder(nn.Module):
+class ConvEncoder(Described, nn.Module):
     """Two stride-2 4x4 convolutions (32, 64 channels) then a dense layer of ``hidden[-1]`` units."""
 
     def __init__(
@@ -144,7 +145,7 @@ class ConvEncoder(nn.Module):
         return run_network(self.net, x.reshape(-1, *self.x_shape)).reshape(*batch, self.feature_dim)
 
 
-class ConvDecoder(nn.Module):
+class ConvDecoder(Described, nn.Module):
     """Mirror of :class:`ConvEncoder`: dense, then two stride-2 transposed convolutions."""
 
     def __init__(

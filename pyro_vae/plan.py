@@ -14,7 +14,7 @@ import torch
 from pyro.infer import ELBO, SVI
 
 from .errors import ConfigError
-from .objectives.kl import KLWeighted
+from .objectives.base import is_compiled, set_epoch
 
 if TYPE_CHECKING:
     from pyro.optim import PyroOptim
@@ -125,12 +125,6 @@ def world_size(config: RunConfig) -> int:
     return config.train.devices * config.train.num_nodes
 
 
-def schedule(objective: ELBO, epoch: int) -> None:
-    """Move an objective's schedule (KL annealing) to ``epoch``."""
-    if isinstance(objective, KLWeighted):
-        objective.set_epoch(epoch)
-
-
 class Plan:
     """Defaults for a :class:`TrainingPlan`: no state, no extra metrics, the last epoch's weights."""
 
@@ -139,7 +133,7 @@ class Plan:
 
     def begin_epoch(self, epoch: int) -> None:
         if self.objective is not None:
-            schedule(self.objective, epoch)
+            set_epoch(self.objective, epoch)  # the objective's own schedule (KL annealing)
 
     def epoch(self, feed: Feed) -> Iterator[tuple[float, int]]:
         raise NotImplementedError
@@ -168,8 +162,7 @@ def make_svi(
     step through :class:`~pyro_vae.fast.FastSVI` (the loss captured once per input signature and
     replayed or compiled; the same parameter updates, tests/test_fast.py), or in a run on Lightning
     Fabric (``--devices``, ``--precision``) through :class:`~pyro_vae.engine.FabricSVI`."""
-    from .config import FAST_MODES
-    from .engine import FabricSVI, current
+    from .engine import FAST_MODES, FabricSVI, current
 
     engine = current()
     if engine is not None and engine.fabric is not None:
@@ -180,12 +173,6 @@ def make_svi(
     from .fast import FastSVI
 
     return FastSVI(model, guide, optim, objective, compile=FAST_MODES[mode])  # type: ignore[return-value]
-
-
-def is_jit(objective: ELBO) -> bool:
-    """Whether ``objective`` (or the objective it weights) is compiled, so needs one batch shape."""
-    inner = objective.inner if isinstance(objective, KLWeighted) else objective
-    return type(inner).__name__.startswith("Jit")
 
 
 class UnsupervisedPlan(Plan):
@@ -208,7 +195,9 @@ class UnsupervisedPlan(Plan):
         self.n = n = data.train.shape[0]
         world = world_size(config)
         per_process = -(-n // world)
-        self.steps_per_epoch = per_process // b if is_jit(objective) else num_batches(n, b, world)
+        self.steps_per_epoch = (
+            per_process // b if is_compiled(objective) else num_batches(n, b, world)
+        )
         if self.steps_per_epoch < 1:
             raise ConfigError(
                 f"--batch-size {b} is larger than the {per_process} training points of each of the "

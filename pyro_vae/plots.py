@@ -9,66 +9,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")  # headless: figures go to files, never to a window
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
-
-from .boundary import finite_result  # noqa: E402
-from .errors import ConfigError, PyroVAEError  # noqa: E402
-from .evaluate import batched  # noqa: E402
-from .models import Model  # noqa: E402
-from .safety import atomic_save, check_allocation, run_folder  # noqa: E402
+from .errors import ConfigError, PyroVAEError
+from .evaluate import batched
+from .images import _as_images, _save, _save_grid, make_grid, plt
+from .kernel import evaluating, seeded
+from .models import Model
+from .models.base import as_model
+from .safety import check_allocation, run_folder
 
 FIGURES = "figures"
-
-
-def _as_images(x: torch.Tensor) -> torch.Tensor | None:
-    """``(N, C, H, W)`` images from data of any event shape, or ``None`` if they are not images."""
-    x = x.detach().float().cpu()
-    if x.ndim == 4:
-        return x
-    if x.ndim == 3:
-        return x.unsqueeze(1)
-    side = math.isqrt(x.shape[-1])
-    if x.ndim == 2 and side * side == x.shape[-1]:
-        return x.reshape(-1, 1, side, side)
-    return None
-
-
-def _save_grid(images: torch.Tensor, nrow: int, path: Path, title: str) -> Path | None:
-    imgs = _as_images(images)
-    if imgs is None:
-        return None
-    finite_result(f"the figure {Path(path).name}", imgs)  # never a picture of NaN
-    grid = make_grid(imgs.clamp(0, 1), nrow=nrow, padding=1, pad_value=1.0)
-    cols, rows = min(nrow, imgs.shape[0]), math.ceil(imgs.shape[0] / nrow)
-    # about half an inch per image, whatever its pixel size, so 8x8 digits and MNIST both read well
-    fig, ax = plt.subplots(
-        figsize=(
-            max(4.0, 0.5 * cols),
-            0.5 * rows * grid.shape[1] / grid.shape[2] * cols / rows + 0.5,
-        )
-    )
-    ax.imshow(
-        grid.permute(1, 2, 0).numpy(), interpolation="nearest"
-    )  # make_grid always returns 3 channels
-    ax.set_title(title, fontsize=10)
-    ax.axis("off")
-    return _save(fig, path)
-
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    """Written to a temporary file that then replaces ``path``: a full disk or a crash keeps the
-    figure that was there, and a link at ``path`` is replaced rather than written through."""
-    try:
-        fig.tight_layout()
-        return atomic_save(Path(path), lambda tmp: fig.savefig(tmp, dpi=120))
-    finally:
-        plt.close(fig)
 
 
 def training_curves(history: Sequence[dict[str, Any]], path: Path) -> Path | None:
@@ -275,14 +227,7 @@ def traversal_latents(
     label models' ``[z, onehot(y)]`` is traversed (y stays the predicted label); the hierarchical
     VAE's traversed latent is z1. Random draws (prior quantiles, a flow guide's mean) use ``seed``.
     """
-    from .represent import (
-        _device,
-        _evaluating,
-        _positive_int,
-        _seeded,
-        latent_kl_per_dim,
-        prior_quantiles,
-    )
+    from .represent import _device, _positive_int, latent_kl_per_dim, prior_quantiles
 
     steps = _positive_int(steps, "steps")
     max_dims = _positive_int(max_dims, "max_dims")
@@ -294,7 +239,7 @@ def traversal_latents(
     kl = latent_kl_per_dim(model, x[:kl_points], seed=seed)
     rows = _traversal_dims(dims, kl, max_dims)
     device = _device(model, x)
-    with _evaluating(model), _seeded(seed):
+    with evaluating(model), seeded(seed):
         base = model.latent_mean(x[image : image + 1].to(device))  # (1, L): [z, onehot(y)] or z
         values = prior_quantiles(model, traversal_probs(steps), seed=seed)  # (steps, D)
     values = values.to(device=base.device, dtype=base.dtype)
@@ -310,10 +255,8 @@ def traversal_images(
 ) -> tuple[torch.Tensor, list[int], np.ndarray]:
     """:func:`traversal_latents` (same options) decoded with ``decode_mean``: the images
     ``(rows, steps, *x_shape)``, the dimension of each row and the KL of every dimension."""
-    from .represent import _evaluating
-
     v, rows, kl = traversal_latents(model, x, **options)
-    with _evaluating(model):
+    with evaluating(model):
         images = model.decode_mean(v.reshape(-1, v.shape[-1]))
     return images.reshape(*v.shape[:2], *images.shape[1:]), rows, kl
 
@@ -394,8 +337,8 @@ def draw_all(
             written.append(traversal(model, x, out / "traversal.png"))
         except PyroVAEError as e:  # e.g. a custom model without encode(x) or prior()
             warnings.warn(f"no latent traversal figure for this model: {e}", stacklevel=2)
-        if isinstance(model, Model):  # models add their own (e.g. class-conditional grids)
-            written.extend(model.extra_figures(dataset, out))
+        # models add their own (e.g. class-conditional grids); a plain pair has none
+        written.extend(as_model(model).extra_figures(dataset, out))
     finally:
         model.train(was_training)
     return [p for p in written if p is not None]

@@ -21,8 +21,8 @@ import os
 import sys
 from pathlib import Path
 
-from .boundary import remember_users_module, users_code
 from .errors import ConfigError
+from .usercode import remember_users_module, users_code
 
 GROUP = "pyro_vae.plugins"
 _entry_points_loaded = False

@@ -167,7 +167,18 @@ class Registry(Generic[T]):
 
     def parameters(self, name: str) -> dict[str, inspect.Parameter]:
         """The user-settable options of ``name``: its factory's parameters less the supplied ones."""
-        factory = self.get(name)
+        return self.settable(self.get(name))
+
+    def options(self, name: str, values: Mapping[str, Any]) -> dict[str, Any]:
+        """``values`` checked against ``name``'s signature and coerced to the declared types.
+
+        Unknown keys, keys the library supplies itself, and values that do not parse are refused
+        with a :class:`ConfigError` that names the option.
+        """
+        return self.options_of(self.get(name), values, f"{self.kind} {name!r}")
+
+    def settable(self, factory: Callable[..., Any]) -> dict[str, inspect.Parameter]:
+        """The user-settable options of ``factory``: its parameters less the supplied ones."""
         params = inspect.signature(factory).parameters
         return {
             k: p
@@ -177,16 +188,14 @@ class Registry(Generic[T]):
             and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
         }
 
-    def options(self, name: str, values: Mapping[str, Any]) -> dict[str, Any]:
-        """``values`` checked against ``name``'s signature and coerced to the declared types.
-
-        Unknown keys, keys the library supplies itself, and values that do not parse are refused
-        with a :class:`ConfigError` that names the option.
-        """
+    def options_of(
+        self, factory: Callable[..., Any], values: Mapping[str, Any], what: str
+    ) -> dict[str, Any]:
+        """:meth:`options` for a factory that need not be registered (a model class passed as an
+        object); ``what`` names it in messages."""
         if not isinstance(values, Mapping):
             raise ConfigError(f"{self.kind} options must be KEY=VALUE pairs, got {values!r}")
-        factory = self.get(name)
-        params = self.parameters(name)
+        params = self.settable(factory)
         hints = _type_hints(factory)
         takes_any = any(
             p.kind is p.VAR_KEYWORD for p in inspect.signature(factory).parameters.values()
@@ -203,14 +212,13 @@ class Registry(Generic[T]):
                     out[key] = value
                     continue
                 raise ConfigError(
-                    f"{self.kind} {name!r} takes no option {key!r}; "
-                    f"it takes {', '.join(params) or 'none'}"
+                    f"{what} takes no option {key!r}; it takes {', '.join(params) or 'none'}"
                 )
             p = params[key]
             tp = hints.get(key, inspect.Parameter.empty)
             if tp is inspect.Parameter.empty and p.default not in (None, inspect.Parameter.empty):
                 tp = type(p.default)
-            out[key] = coerce(value, tp, f"{self.kind} {name!r} option {key}")
+            out[key] = coerce(value, tp, f"{what} option {key}")
         return out
 
     def resolve(self, spec: str | T, /, **kwargs: Any) -> T:
@@ -236,7 +244,7 @@ class Registry(Generic[T]):
         factory = self.get(name)
         supplied = {k: v for k, v in kwargs.items() if k in self.supplied}
         options = self.options(name, {k: v for k, v in kwargs.items() if k not in self.supplied})
-        from .boundary import is_users_object, users_code
+        from .usercode import is_users_object, users_code
 
         if not is_users_object(factory):
             try:

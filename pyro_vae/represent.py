@@ -16,9 +16,8 @@ z for the VAE, z1 for the hierarchical VAE, and for the label models (CVAE, M2, 
 
 from __future__ import annotations
 
-import contextlib
 import numbers
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,8 @@ from torch import nn
 
 from .boundary import as_data
 from .errors import ConfigError, DataError
+from .kernel import evaluating, seeded
+from .models.base import Model, as_model
 
 #: draws of q(z|x) per example that estimate its standard deviation where q has none in closed form
 SCALE_SAMPLES = 256
@@ -40,50 +41,11 @@ PROBE_MAX_ITER = 1000
 
 
 # -- the traversed latent -------------------------------------------------------------------------
-def is_label_model(model: Any) -> bool:
-    """Whether ``model.latent_mean`` is ``[z, onehot(y)]`` (the CVAE and its subclasses M2, M1+M2)."""
-    from .models.cvae import CVAE
-
-    return isinstance(model, CVAE)
-
-
-def _is_hierarchical(model: Any) -> bool:
-    from .models.hierarchical import HierarchicalVAE
-
-    return isinstance(model, HierarchicalVAE)
-
-
 def _device(model: nn.Module, x: torch.Tensor) -> torch.device:
     """Where the model's parameters live (batches are moved there), else where the data are."""
     for t in (*model.parameters(), *model.buffers()):
         return t.device
     return x.device
-
-
-@contextlib.contextmanager
-def _evaluating(model: nn.Module) -> Iterator[None]:
-    """Eval mode (dropout off, batch norm on running statistics) and no gradients; the model's own
-    mode is restored afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
-
-
-@contextlib.contextmanager
-def _seeded(seed: int | None) -> Iterator[None]:
-    """Random draws under ``seed`` (none: the global generator as it is), so that sampled estimates
-    (a flow guide's mean and scale, the prior's quantiles) repeat; the global generators (CUDA's
-    included) are restored afterwards."""
-    if seed is None:
-        yield
-        return
-    with torch.random.fork_rng(devices=[] if not torch.cuda.is_available() else None):
-        torch.manual_seed(seed)
-        yield
 
 
 def _positive_int(value: Any, what: str, low: int = 1) -> int:
@@ -116,34 +78,21 @@ def _stddev(q: Any, samples: int) -> tuple[torch.Tensor, int]:
 
 
 def _encode_batch(
-    model: Any, xb: torch.Tensor, scales: bool, scale_samples: int
+    model: Model, xb: torch.Tensor, scales: bool, scale_samples: int
 ) -> dict[str, torch.Tensor | int]:
-    """Mean (and scale) of the traversed latent for one batch; the label models' predicted labels."""
-    out: dict[str, torch.Tensor | int] = {}
-    q = None
-    if is_label_model(model):
-        # the labels the caller holds never enter q: the representation of a test image must not
-        # depend on its label (a probe on it would read the answer), so z is inferred with y = the
-        # model's own prediction, exactly as model.latent_mean(x) does
-        y = model.predict(xb)
-        out["mean"] = model.latent_mean(xb, y)[..., : model.latent_dim]
-        out["predicted_labels"] = y
-        if scales:
-            q = model.encode(xb, y)
-    else:
-        out["mean"] = model.latent_mean(xb)
-        encoder = getattr(model, "encode", None)
-        if scales and callable(encoder):
-            q = encoder(xb)
-    if q is not None:
+    """Mean (and scale) of the traversed latent for one batch, and the model's extra outputs (the
+    label models' predicted labels): :meth:`pyro_vae.Model.representation`."""
+    mean, q, extra = model.representation(xb)
+    out: dict[str, torch.Tensor | int] = {"mean": mean, **extra}
+    if scales and q is not None:
         scale, used = _stddev(q, scale_samples)
-        if scale.shape != out["mean"].shape:
+        if scale.shape != mean.shape:
             raise ConfigError(
-                f"{type(model).__name__}.encode(x) gives a distribution of shape "
-                f"{tuple(scale.shape)} but latent_mean(x) has shape {tuple(out['mean'].shape)}; "
+                f"{type(model.recorded()).__name__}.encode(x) gives a distribution of shape "
+                f"{tuple(scale.shape)} but latent_mean(x) has shape {tuple(mean.shape)}; "
                 "encode must return q of the latent that latent_mean summarises"
             )
-        out["scale"], out["scale_samples"] = scale.to(out["mean"].dtype), used
+        out["scale"], out["scale_samples"] = scale.to(mean.dtype), used
     return out
 
 
@@ -172,8 +121,12 @@ def encode(
     scales: bool = True,
     scale_samples: int = SCALE_SAMPLES,
     seed: int | None = 0,
+    guide: Callable | None = None,
 ) -> dict[str, np.ndarray]:
     """The mean and standard deviation of q(z|x) for each example of ``x``, in the data's order.
+
+    ``model`` is a model object, or a Pyro model function given with its guide function
+    (``guide=``, as for :func:`~pyro_vae.evaluate.log_likelihood`), whose one latent site is read.
 
     Returns NumPy arrays:
 
@@ -198,18 +151,14 @@ def encode(
     """
     batch_size = _positive_int(batch_size, "batch_size")
     scale_samples = _positive_int(scale_samples, "scale_samples", low=2)
-    if not callable(getattr(model, "latent_mean", None)):
-        raise ConfigError(
-            f"encode needs a model with latent_mean(x) (e.g. a pyro_vae VAE); got "
-            f"{type(model).__name__}"
-        )
+    model = as_model(model, guide, caller="encode", pair=guide is not None)
     # wrong type, shape or dtype, NaN, values outside the likelihood's support: one line
     x = as_data(model, x, "encode")
     given = None if labels is None else _as_labels(labels, x.shape[0], "labels")
     device = _device(model, x)
     parts: dict[str, list[np.ndarray]] = {}
     used = 0
-    with _evaluating(model), _seeded(seed):
+    with evaluating(model), seeded(seed):
         for xb in x.split(batch_size):
             batch = _encode_batch(model, xb.to(device), scales, scale_samples)
             used = int(batch.pop("scale_samples", used))
@@ -233,7 +182,7 @@ def write_encoding(enc: Mapping[str, np.ndarray], path: str | Path) -> Path:
 
     Written atomically (a crash leaves the old file or the new one); the directory is created.
     """
-    from .checkpoint import atomic_write_bytes
+    from .safety import atomic_write_bytes
 
     path = Path(path)
     if path.suffix != ".npz":
@@ -260,28 +209,21 @@ def prior_is_standard_normal(model: Any) -> bool:
 
     Never for the hierarchical VAE, whose z1 has the marginal of p(z2) p(z1|z2).
     """
-    if _is_hierarchical(model):
-        return False
-    prior = getattr(model, "prior", None)
-    if not callable(prior):
-        raise ConfigError(
-            f"{type(model).__name__} has no prior() to compare its latent with; give it one"
-        )
-    return _standard_normal(prior())
+    prior = as_model(model, caller="prior_is_standard_normal", pair=False).latent_prior()
+    return prior is not None and _standard_normal(prior)
 
 
 def prior_draws(model: Any, n: int = PRIOR_DRAWS, seed: int | None = 0) -> torch.Tensor:
     """``n`` draws ``(n, D)`` of the traversed latent from its prior, under ``seed``.
 
     p(z) for the VAE and the label models (their z part), and for the hierarchical VAE z1 from
-    p(z2) p(z1|z2), its marginal prior.
+    p(z2) p(z1|z2), its marginal prior (:meth:`pyro_vae.Model.latent_prior_sample`).
     """
     n = _positive_int(n, "the number of prior draws")
-    with _evaluating(model), _seeded(seed):
-        if _is_hierarchical(model):
-            return model.conditional_prior(model.prior().sample((n,))).sample()
-        prior_is_standard_normal(model)  # a model without prior() is refused in one line
-        return model.prior().sample((n,))
+    model = as_model(model, caller="prior_draws", pair=False)
+    with evaluating(model), seeded(seed):
+        model.latent_prior()  # a model without prior() is refused in one line
+        return model.latent_prior_sample(n)
 
 
 def prior_quantiles(
@@ -294,7 +236,7 @@ def prior_quantiles(
     if probs.ndim != 1 or not bool(((probs > 0) & (probs < 1)).all()):
         raise ConfigError("quantile probabilities must be a 1-D list of numbers strictly in (0, 1)")
     if prior_is_standard_normal(model):
-        d = model.prior().event_shape[-1]
+        d = as_model(model, pair=False).latent_prior().event_shape[-1]
         q = torch.distributions.Normal(0.0, 1.0).icdf(probs)
         return q.unsqueeze(-1).expand(-1, d).clone()
     draws = prior_draws(model, num_draws, seed).double()

@@ -269,6 +269,23 @@ def check_allocation(nbytes: float, what: str, hint: str = "", device: Any = "cp
         )
 
 
+# -- results ------------------------------------------------------------------------------------------
+def finite_result(name: str, value: Any) -> Any:
+    """``value`` (a number, tensor or array) if every entry is finite, else a one-line
+    :class:`DataError`: a loaded model that gives NaN or infinite values (weights that overflow,
+    a damaged or diverged run) has no number to report."""
+    import numpy as np
+    import torch
+
+    arr = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise DataError(
+            f"{name} is not finite (NaN or infinite) for these data: the model's weights overflow "
+            "or the run diverged, so there is no number to report; retrain it"
+        )
+    return value
+
+
 # -- worker processes --------------------------------------------------------------------------------
 def die_with_parent(*_: Any) -> None:
     """In a child process: be killed (SIGKILL) when the parent dies, however it dies (kill -9

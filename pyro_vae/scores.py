@@ -41,22 +41,22 @@ from typing import Any
 
 import numpy as np
 import torch
-from pyro.poutine import Trace
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 from tqdm.auto import tqdm
 
-from .boundary import as_data, finite_result
+from .boundary import as_data
 from .errors import ConfigError, DataError
-from .evaluate import _evaluating, _model_and_guide, analytic_kl_sites, log_likelihood, site_kl
+from .evaluate import log_likelihood
+from .kernel import chunks, evaluating, per_point, sample_chunk, seeded, site_terms, traces
+from .models.base import Model, as_model
 from .objectives.importance import (
     DATA_PLATE,
-    check_per_datum,
-    importance_traces,
     per_datum,
     site_log_prob,
     trace_log_weights,
 )
+from .safety import finite_result
 
 #: every score :func:`score` computes, in the order of its table's columns
 SCORES: tuple[str, ...] = (
@@ -105,12 +105,12 @@ _STAGE_SEED = {"bound": 0, "log_px": 1, "regret": 2}
 
 
 # -- input checks -------------------------------------------------------------------------------------
-def _as_data(model: Any, x: Any, caller: str = "score") -> torch.Tensor:
+def _as_data(model: Model, x: Any, caller: str = "score") -> torch.Tensor:
     """``x`` checked as every public function checks data (:func:`pyro_vae.boundary.as_data`:
     a tensor or NumPy array, float32, the model's shape, finite, in the likelihood's support), on
     the model's device and in its dtype."""
     x = as_data(model, x, caller)
-    param = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
+    param = next(iter(model.parameters()), None)
     if param is not None:
         x = x.to(device=param.device, dtype=param.dtype)
     return x
@@ -177,8 +177,8 @@ def _chosen_scores(
         )
     if "regret" in scores and (guide is not None or not _has_encoder(model)):
         raise ConfigError(
-            f"likelihood regret re-fits the model's encoder, but {type(model).__name__} has no "
-            "`encoder` module (a plain model/guide pair has none); drop 'regret'"
+            f"likelihood regret re-fits the model's encoder, but {type(model.recorded()).__name__} has "
+            "no `encoder` module (a plain model/guide pair has none); drop 'regret'"
         )
     if "complexity" in scores and not _in_unit_interval(x):
         raise DataError(
@@ -189,82 +189,43 @@ def _chosen_scores(
 
 
 # -- random numbers ---------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Torch's global generator(s) seeded with ``seed`` inside, and restored afterwards, so that
-    scoring neither depends on nor disturbs the caller's random state (Pyro draws from torch's)."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
 def _stage_seed(seed: int, stage: str, batch: int = 0) -> int:
     # distinct, reproducible streams per stage and batch
     return int(seed) * 1_000_003 + _STAGE_SEED[stage] * 100_003 + batch
 
 
 # -- the bound's terms per example --------------------------------------------------------------------
-def _trace_terms(
-    model_trace: Trace, guide_trace: Trace, nest: int, data_plate: str
+def _bound_terms(
+    model: Model, xb: torch.Tensor, num_samples: int, chunk: int, nest: int, data_plate: str
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-(sample, example) log weights, reconstruction terms and rates, each ``(K or 1, B)``.
+    """Per-example means over ``num_samples`` draws of (log w, recon, rate), in chunks of ``chunk``
+    samples so that memory stays bounded whatever ``num_samples`` is.
 
     ``recon`` sums log p over the observed sites; ``rate`` sums KL(q || p) over the latent sites that
     both the model and the guide sample: closed form where that is the site's term of the ELBO
-    (:func:`~pyro_vae.evaluate.analytic_kl_sites`, as in
+    (:func:`~pyro_vae.kernel.analytic_kl_sites`, as in
     :func:`~pyro_vae.evaluate.latent_statistics`), else the Monte Carlo log q - log p at the draw.
     """
-    lw = trace_log_weights(model_trace, guide_trace, nest, data_plate)
-    recon = torch.zeros_like(lw)
-    rate = torch.zeros_like(lw)
-    analytic = analytic_kl_sites(model_trace, guide_trace)
-    for name, site in model_trace.nodes.items():
-        if site["type"] != "sample" or site_is_subsample(site):
-            continue
-        if site["is_observed"]:
-            recon = recon + per_datum(site_log_prob(site, data_plate), site, nest, data_plate)[0]
-            continue
-        g = guide_trace.nodes.get(name)
-        if g is None:
-            continue
-        kl = site_kl(g, site, name in analytic, data_plate)
-        rate = rate + per_datum(kl, g, nest, data_plate)[0]
-    return lw, recon, rate
-
-
-def _bound_terms(
-    model_fn: Callable,
-    guide_fn: Callable,
-    xb: torch.Tensor,
-    num_samples: int,
-    chunk: int,
-    nest: int,
-    data_plate: str,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-example means over ``num_samples`` draws of (log w, recon, rate), in chunks of ``chunk``
-    samples so that memory stays bounded whatever ``num_samples`` is."""
     sums = [torch.zeros(xb.shape[0], device=xb.device, dtype=xb.dtype) for _ in range(3)]
-    done = 0
-    while done < num_samples:
-        k = min(chunk, num_samples - done)
-        model_trace, guide_trace = importance_traces(model_fn, guide_fn, (xb,), {}, k, nest)
-        check_per_datum(model_trace, guide_trace, data_plate, xb.shape[0])
-        for i, t in enumerate(_trace_terms(model_trace, guide_trace, nest, data_plate)):
+    for k in chunks(num_samples, chunk):
+        model_trace, guide_trace = traces(model, xb, k, nest, data_plate)
+        lw = trace_log_weights(model_trace, guide_trace, nest, data_plate)
+        recon, rate = torch.zeros_like(lw), torch.zeros_like(lw)
+        for term in site_terms(model_trace, guide_trace, nest, data_plate):
+            if term.guide is None:
+                recon = recon + term.value
+            else:
+                rate = rate + term.value
+        for i, t in enumerate((lw, recon, rate)):
             # a (1, B) term (the same for every draw, e.g. a closed-form KL) counts k times
             sums[i] = sums[i] + t.expand(k, -1).sum(0).to(sums[i])
-        done += k
     return tuple(s / num_samples for s in sums)  # type: ignore[return-value]
-
-
-def _per_point(x: torch.Tensor) -> int:
-    return max(1, x[0].numel())
 
 
 def _rows_per_batch(x: torch.Tensor, samples: int, batch_size: int, max_elements: int) -> int:
     """Rows per batch such that ``samples`` draws of decoded data hold at most ``max_elements``
     numbers (at least one row)."""
-    return max(1, min(batch_size, max_elements // (samples * _per_point(x))))
+    return max(1, min(batch_size, max_elements // (samples * per_point(x))))
 
 
 # -- likelihood regret --------------------------------------------------------------------------------
@@ -341,12 +302,7 @@ class _Offsets:
 
 
 def _regret_objective(
-    model_fn: Callable,
-    guide_fn: Callable,
-    xb: torch.Tensor,
-    num_samples: int,
-    nest: int,
-    data_plate: str,
+    model: Model, xb: torch.Tensor, num_samples: int, nest: int, data_plate: str
 ) -> torch.Tensor:
     r"""A surrogate whose gradient is that of :math:`\sum_n \mathrm{ELBO}(x_n)`, the K-sample ELBO.
 
@@ -355,8 +311,7 @@ def _regret_objective(
     Pyro's ELBOs do for such sites, with the mean of the other draws' log weights as baseline ``b``
     (leave-one-out, so the gradient stays unbiased; none with one draw).
     """
-    model_trace, guide_trace = importance_traces(model_fn, guide_fn, (xb,), {}, num_samples, nest)
-    check_per_datum(model_trace, guide_trace, data_plate, xb.shape[0])
+    model_trace, guide_trace = traces(model, xb, num_samples, nest, data_plate)
     lw = trace_log_weights(model_trace, guide_trace, nest, data_plate)  # (K, B)
     surrogate = lw.mean(0)
     k = lw.shape[0]
@@ -374,18 +329,11 @@ def _regret_objective(
 
 
 def _seeded_elbo(
-    model_fn: Callable,
-    guide_fn: Callable,
-    xb: torch.Tensor,
-    num_samples: int,
-    nest: int,
-    data_plate: str,
-    *,
-    seed: int,
+    model: Model, xb: torch.Tensor, num_samples: int, nest: int, data_plate: str, *, seed: int
 ) -> torch.Tensor:
     """The per-example ``num_samples``-sample ELBO of a batch on the draws of ``seed``."""
-    with _seeded(seed, xb.device):
-        terms = _bound_terms(model_fn, guide_fn, xb, num_samples, num_samples, nest, data_plate)
+    with seeded(seed, xb.device):
+        terms = _bound_terms(model, xb, num_samples, num_samples, nest, data_plate)
     return terms[0]
 
 
@@ -431,24 +379,24 @@ def likelihood_regret(
     """
     _check_regret_options(steps, lr)
     _check_count("num_samples", num_samples)
+    model = as_model(model, caller="likelihood_regret")
     x = _as_data(model, x)
     encoders = _encoders(model)
     if not encoders:
         raise ConfigError(
-            f"likelihood regret re-fits the model's encoder, but {type(model).__name__} has no "
-            "`encoder` module; drop 'regret'"
+            f"likelihood regret re-fits the model's encoder, but {type(model.recorded()).__name__} has "
+            "no `encoder` module; drop 'regret'"
         )
-    model_fn, guide_fn, modules = _model_and_guide(model, None, "likelihood_regret")
     rows = _rows_per_batch(x, num_samples, batch_size, max_elements)
     out = []
     batches = x.split(rows)
-    with _evaluating(modules):
+    with evaluating(model):
         for b, xb in enumerate(tqdm(batches, desc="regret", disable=not progress, leave=False)):
             offsets = _Offsets(encoders, xb.shape[0], xb.device)
             try:
-                guide = offsets.guide(guide_fn)
+                shifted = as_model(model.model, guide=offsets.guide(model.guide))
                 eval_seed = _stage_seed(seed, "regret", 2 * b)
-                args = (model_fn, guide, xb, num_samples, max_plate_nesting, data_plate)
+                args = (shifted, xb, num_samples, max_plate_nesting, data_plate)
                 before = _seeded_elbo(*args, seed=eval_seed)
                 if steps:
                     deltas = list(offsets.deltas.values())
@@ -456,7 +404,7 @@ def likelihood_regret(
                     # the step size decays linearly to 0, so that the last iterate settles at the
                     # optimum instead of jittering around it at the scale of lr
                     decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 - t / steps)
-                    with _seeded(eval_seed + 1, xb.device), torch.enable_grad():
+                    with seeded(eval_seed + 1, xb.device), torch.enable_grad():
                         for _ in range(steps):
                             loss = -_regret_objective(*args)
                             # gradients for the offsets only: the model's parameters stay untouched
@@ -603,6 +551,7 @@ def score(
         ("max_elements", max_elements),
     ):
         _check_count(name, value)
+    model = as_model(model, guide, caller="score")
     x = _as_data(model, x)
     chosen = _chosen_scores(scores, model, guide, x, reference_log_px is not None)
     entropy = _check_reference(reference_log_px) if "typicality" in chosen else None
@@ -614,34 +563,25 @@ def score(
 
     out: dict[str, torch.Tensor | np.ndarray] = {}
     if need & set(_BOUND_TERMS):
-        model_fn, guide_fn, modules = _model_and_guide(model, guide, "score")
         rows = _rows_per_batch(x, 1, batch_size, max_elements)
-        chunk = max(1, min(elbo_samples, max_elements // (min(rows, x.shape[0]) * _per_point(x))))
+        chunk = sample_chunk(x, min(rows, x.shape[0]), elbo_samples, max_elements)
         parts: list[tuple[torch.Tensor, ...]] = []
-        with _evaluating(modules):
+        with evaluating(model):
             batches = x.split(rows)
             for b, xb in enumerate(tqdm(batches, desc="elbo", disable=not progress, leave=False)):
-                with _seeded(_stage_seed(seed, "bound", b), xb.device):
-                    parts.append(
-                        _bound_terms(
-                            model_fn,
-                            guide_fn,
-                            xb,
-                            elbo_samples,
-                            chunk,
-                            max_plate_nesting,
-                            data_plate,
-                        )
+                with seeded(_stage_seed(seed, "bound", b), xb.device):
+                    terms = _bound_terms(
+                        model, xb, elbo_samples, chunk, max_plate_nesting, data_plate
                     )
+                parts.append(terms)
         for i, name in enumerate(_BOUND_TERMS):
             out[name] = torch.cat([p[i] for p in parts])
     if "log_px" in need:
-        with _seeded(_stage_seed(seed, "log_px"), x.device):
+        with seeded(_stage_seed(seed, "log_px"), x.device):
             out["log_px"] = log_likelihood(
                 model,
                 x,
                 num_samples,
-                guide=guide,
                 batch_size=batch_size,
                 max_elements=max_elements,
                 max_plate_nesting=max_plate_nesting,

@@ -18,15 +18,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import evaluate
-from .boundary import (
-    check_fast_on,
-    check_model_memory,
-    check_run_dir_argument,
-    check_train_arguments,
-    note_parts,
-    parts_boundary,
-    user_parts,
-)
+from .boundary import check_fast_on, check_run_dir_argument, check_train_arguments
+from .build import model_for, validate
 from .checkpoint import (
     CHECKPOINT,
     CONFIG,
@@ -43,13 +36,17 @@ from .config import RunConfig
 from .data import Dataset, fingerprint, load_dataset, received_data_dir
 from .engine import Engine, engine_for, running, set_rank_seed
 from .errors import CheckpointError, ConfigError, TrainingDiverged, TrainingStopped
+from .inventory import check_model_memory, user_parts
 from .loggers import open_loggers
-from .models import MODELS, Model, build_model
+from .models import MODELS, Model, as_model
 from .nn import network_precision
 from .objectives import objective_for
 from .optim import adam
-from .plan import Feed, TrainingPlan, UnsupervisedPlan
+from .paramstore import OwnParameters
+from .plan import Feed, TrainingPlan
+from .runspec import DESCRIPTION_KEY, MODEL_JSON, custom_name, rebuild_model, record_model
 from .safety import append_text, read_text, run_path
+from .usercode import note_parts, parts_boundary
 
 #: options a resumed run may change: it can be trained for longer, moved to another device, take the
 #: same steps by another route (--fast, --strategy, how the data are read), or log elsewhere
@@ -98,6 +95,8 @@ class TrainResult:
     run_dir: Path | None = None
     #: this process's rank in a data-parallel run; only rank 0 writes the run directory
     rank: int = 0
+    #: the figures ``plots=True`` drew
+    figures: list[Path] = field(default_factory=list)
 
 
 def config_differences(a: RunConfig, b: RunConfig) -> list[tuple[str, str, Any, Any]]:
@@ -125,24 +124,25 @@ def train(
     written there; ``resume=True`` continues from its checkpoint and gives the same result as an
     uninterrupted run on the same device.
 
-    ``dataset`` and ``model`` replace those the configuration describes. A model that
-    :func:`~pyro_vae.models.build_model` did not build from ``config.model`` is recorded in
-    ``config.json`` as ``"custom:<module>.<class>"`` (with its structure in ``model.txt``), and the run
-    is reloaded with ``load_run(run_dir, model=<the same architecture>)``. The data's fingerprint is
-    saved, so a run is never resumed or reloaded on other data than it was trained on.
+    ``dataset`` and ``model`` replace those the configuration describes. A model object is
+    recorded as what it is (:mod:`pyro_vae.runspec`): ``config.json``'s model section from its own
+    arguments, its description in the checkpoint and ``model.json``, from which ``load_run`` rebuilds
+    it. The data's fingerprint is saved, so a run is never resumed or reloaded on other data than it
+    was trained on. :func:`pyro_vae.train` is this in Python words.
     """
     config = check_train_arguments(config, run_dir, resume, progress, dataset, model)
     if run_dir is None and resume:
         raise ConfigError("resume needs the run directory to continue from")
-    config = config.validate(
-        model_class=type(model) if model is not None else None, check_data=dataset is None
+    given = model
+    if model is not None:
+        model = as_model(model)  # a plain model/guide pair becomes a Model here, once
+    config = validate(
+        config, model_class=type(model) if model is not None else None, check_data=dataset is None
     )
     kind = type(model) if model is not None else MODELS.get(config.model.model)
     check_fast_on(config.train.fast, resolve_device(config.train.device))
     engine = engine_for(
-        config.train,
-        resolve_device(config.train.device),
-        partial_steps=not issubclass(kind, Model) or kind.partial_steps,
+        config.train, resolve_device(config.train.device), partial_steps=kind.partial_steps
     )
     engine.launch()  # under --devices N, Fabric starts the other processes here
     parts = user_parts(config, model, dataset)
@@ -151,15 +151,19 @@ def train(
         # an exception from a plugin's part, a model or a data set passed in is reported as theirs
         with running(engine), parts_boundary(parts, "training"):
             if run_dir is None:
-                return _train(config, None, resume, progress, dataset, model, engine)
-            if not engine.is_main:  # rank 0 owns and writes the run directory
-                return _train(config, Path(run_dir), resume, False, dataset, model, engine)
-            with run_directory(Path(run_dir), create=not resume) as owned:
-                return _train(config, owned, resume, progress, dataset, model, engine)
+                result = _train(config, None, resume, progress, dataset, model, engine)
+            elif not engine.is_main:  # rank 0 owns and writes the run directory
+                result = _train(config, Path(run_dir), resume, False, dataset, model, engine)
+            else:
+                with run_directory(Path(run_dir), create=not resume) as owned:
+                    result = _train(config, owned, resume, progress, dataset, model, engine)
     except BaseException:
         if engine.is_main and engine.distributed:
             engine.stop_others()
         raise
+    if given is not None:
+        result.model = given  # the object the caller passed, trained
+    return result
 
 
 def _train(
@@ -168,18 +172,16 @@ def _train(
     resume: bool,
     progress: bool,
     dataset: Dataset | None,
-    model: nn.Module | None,
+    model: Model | None,
     engine: Engine,
 ) -> TrainResult:
-    custom = model is not None and not (
-        isinstance(model, Model) and model.built_from == config.model
-    )
-    if custom:
-        config = config.replace(model={"model": custom_name(model)})
+    checkpoint = load_checkpoint(run_dir / CHECKPOINT) if resume else None
+    described = None  # a model object's description (pyro_vae.describe)
+    if model is not None and model.built_from != config.model:
+        legacy = checkpoint is not None and DESCRIPTION_KEY not in checkpoint
+        config, described = record_model(config, model.recorded(), legacy=legacy)
     tcfg = config.train
-    checkpoint = None
     if resume:
-        checkpoint = load_checkpoint(run_dir / CHECKPOINT)
         if tcfg.epochs < checkpoint["epoch"]:
             raise ConfigError(
                 f"--resume: the run in {run_dir} has trained {checkpoint['epoch']} epochs; "
@@ -213,25 +215,24 @@ def _train(
             f"--resume: the data differ from those the run in {run_dir} was trained on (the file "
             "changed, or another data set was passed); start a new run in another --run-dir"
         )
-    if model is None:
+    if model is None and checkpoint is not None and DESCRIPTION_KEY in checkpoint:
+        model = rebuild_model(checkpoint[DESCRIPTION_KEY], run_dir)
+        described = checkpoint[DESCRIPTION_KEY]
+    if model is None:  # the size of what config.model describes, before it is allocated
         check_model_memory(config.model, data.x_shape, data.num_classes, device)
-        model = build_model(config.model, data.x_shape, data.num_classes)
-    if isinstance(model, Model):
-        model.check_data(data.train if isinstance(data.train, torch.Tensor) else _extremes(data))
-        model.check_data(data.test)
+    model = model_for(config, data, model)
+    # every row of a lazily read training set, by its range (read once, in chunks)
+    model.check_data(data.train if isinstance(data.train, torch.Tensor) else _extremes(data))
+    model.check_data(data.test)
     model.to(device)
     data = data.to(device, loading=config.data.loading, workers=config.data.workers)
 
     optim = adam(tcfg.lr)
     objective = objective_for(tcfg)
-    plan: TrainingPlan = (
-        model.training_plan(data, config, optim, objective)
-        if isinstance(model, Model)
-        else UnsupervisedPlan(model, data, config, optim, objective)
-    )
+    plan = model.training_plan(data, config, optim, objective)
     if not isinstance(plan, TrainingPlan):
         raise TypeError(f"{type(model).__name__}.training_plan must return a TrainingPlan")
-    prefix = param_prefix(model)
+    prefix = model.store_prefix()
     feed = Feed(data, tcfg.seed, engine.rank, engine.world)
 
     start_epoch, history = 0, []
@@ -256,8 +257,12 @@ def _train(
         # a run directory may come from someone else: no write goes through a link planted there
         atomic_write_text(run_path(run_dir, CONFIG), config.to_json())
         atomic_write_text(run_path(run_dir, METRICS), "".join(json_line(r) for r in history))
-        if custom:
-            atomic_write_text(run_path(run_dir, MODEL_TEXT), f"{custom_name(model)}\n{model}\n")
+        if described is not None:
+            recorded = model.recorded()
+            atomic_write_text(
+                run_path(run_dir, MODEL_TEXT), f"{custom_name(recorded)}\n{recorded}\n"
+            )
+            atomic_write_text(run_path(run_dir, MODEL_JSON), json.dumps(described, indent=2) + "\n")
     # the CSV log always, and --logger's; rank 0 only, as for every file of the run
     run_loggers = open_loggers(tcfg.loggers, run_dir, config, resume=resume) if writes else None
     status = "failed"
@@ -275,7 +280,7 @@ def _train(
             t0 = time.perf_counter()
             total, seen = 0.0, 0
             # the networks autocast under --precision bf16-mixed: training steps only
-            with network_precision(engine.dtype):
+            with network_precision(engine.dtype), OwnParameters(model):
                 for step, (loss, size) in enumerate(plan.epoch(feed)):
                     if not math.isfinite(loss):
                         raise TrainingDiverged(
@@ -331,6 +336,7 @@ def _train(
                         plan=plan.state_dict(),
                         feed=feed.state_dict(),
                         data_fingerprint=data_id,
+                        **({DESCRIPTION_KEY: described} if described is not None else {}),
                     )
                 except Exception as e:  # the others must not wait for rank 0 in the next step
                     failure = e
@@ -388,23 +394,11 @@ def json_line(record: dict[str, Any]) -> str:
     return json.dumps(clean, allow_nan=False) + "\n"
 
 
-def custom_name(model: nn.Module) -> str:
-    """How ``config.json`` names a model passed to :func:`train` as an object."""
-    cls = type(model)
-    return f"custom:{cls.__module__}.{cls.__qualname__}"
-
-
 def _kept(run_dir: Path | None, epoch: int) -> str:
     """What a diverged run leaves behind, for its error message."""
     if run_dir is not None and epoch:
         return f"the last good checkpoint (epoch {epoch}) is kept in {run_dir}"
     return "nothing was saved"
-
-
-def param_prefix(model: nn.Module) -> str | None:
-    """The prefix of a pyro-vae model's names in Pyro's parameter store (``"vae$$$"``); a model of
-    another kind names its parameters itself."""
-    return f"{model.name}$$$" if isinstance(model, Model) else None
 
 
 def _named(
@@ -496,9 +490,10 @@ def load_run(
     the run's configuration says (the run may come from another machine: a folder it names that is
     not here is never created nor downloaded into).
 
-    A run trained with a model object (``config.json`` names it ``"custom:..."``) is reloaded into
-    ``model``, a fresh object of the same architecture; a run trained on data passed in Python gets
-    them back through ``dataset``. Either is checked against what the run saved.
+    A run trained with a model object is rebuilt from the model's description (its class must be
+    importable here), or reloaded into ``model``, a fresh object of the same architecture; a run
+    trained on data passed in Python gets them back through ``dataset``. Either is checked against
+    what the run saved.
     """
     run_dir = check_run_dir_argument(run_dir)
     ckpt = load_checkpoint(run_dir / CHECKPOINT)
@@ -533,17 +528,20 @@ def _load_run(
                 else "; pass the data set the run was trained on"
             )
         )
+    if model is None and DESCRIPTION_KEY in ckpt:
+        model = rebuild_model(ckpt[DESCRIPTION_KEY], run_dir)
+    if model is None and config.model.model.startswith("custom:"):
+        raise CheckpointError(
+            f"the run in {run_dir} trained a model passed as an object "
+            f"({config.model.model[7:]}, see {MODEL_TEXT}); rebuild it and reload with "
+            "pyro_vae.load_run(RUN, model=...)"
+        )
     if model is None:
-        if config.model.model.startswith("custom:"):
-            raise CheckpointError(
-                f"the run in {run_dir} trained a model passed as an object "
-                f"({config.model.model[7:]}, see {MODEL_TEXT}); rebuild it and reload with "
-                "pyro_vae.load_run(RUN, model=...)"
-            )
         check_model_memory(config.model, data.x_shape, data.num_classes, dev, training=False)
-        model = build_model(config.model, data.x_shape, data.num_classes)
+    given = model
+    model = model_for(config, data, model)
     # a plan's selected epoch (M2's best validation accuracy) is the run's model; else the last epoch
     selected = ckpt.get("plan", {}).get("selected_model", ckpt["model"])
     load_model_state(model, selected, run_dir / CHECKPOINT)
     model.to(dev).eval()
-    return config, model, data.to(dev)
+    return config, given if given is not None else model, data.to(dev)

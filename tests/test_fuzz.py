@@ -237,10 +237,13 @@ def test_random_arrays_through_a_file_and_the_python_api(
         )
         config = RunConfig(
             data=DataConfig("digits"),
-            model=ModelConfig(model, latent_dim=2, hidden=(8,)),
-            train=TrainConfig(
-                epochs=1, batch_size=4, device="cpu", **({"labels": 3} if model == "m2" else {})
+            model=ModelConfig(
+                model,
+                latent_dim=2,
+                hidden=(8,),
+                model_options={"labels": 3} if model == "m2" else {},
             ),
+            train=TrainConfig(epochs=1, batch_size=4, device="cpu"),
         )
         result = train(config, progress=False, dataset=ds)
         assert all(math.isfinite(r["test_elbo"]) for r in result.history)
@@ -262,8 +265,13 @@ def test_a_python_dataset_with_bad_values_is_one_line(model) -> None:
     x[0, 0, 0, 0] = float("nan")
     ds = Dataset("bad", x[:8], x[8:], torch.arange(8) % 3, torch.arange(4) % 3, num_classes=3)
     config = RunConfig(
-        model=ModelConfig(model, latent_dim=2, hidden=(8,)),
-        train=TrainConfig(epochs=1, device="cpu", **({"labels": 3} if model == "m2" else {})),
+        model=ModelConfig(
+            model,
+            latent_dim=2,
+            hidden=(8,),
+            model_options={"labels": 3} if model == "m2" else {},
+        ),
+        train=TrainConfig(epochs=1, device="cpu"),
     )
     with pytest.raises(PyroVAEError) as e:
         train(config, progress=False, dataset=ds)

@@ -66,3 +66,35 @@ def test_the_first_two_commands_are_install_and_test() -> None:
     assert block[0].startswith("python3 -m venv .venv") and block[0].endswith("pyro-vae train")
     assert 'pip install -e ".[dev]"' in block[0]
     assert block[1] == "python -m pytest -q"
+
+
+def _python_section() -> list[str]:
+    section = README.split("\n## Python\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+def test_the_python_section_runs_as_written_and_its_model_meets_the_contract(
+    tmp_path, monkeypatch
+) -> None:
+    """Every Python block of the README's Python section, executed in order as one script; the
+    pv.Model subclass it defines then passes the model contract tests."""
+    from .models import test_contract as contract
+
+    blocks = _python_section()
+    assert len(blocks) >= 2 and any("class TinyVAE(pv.Model)" in b for b in blocks)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "readme"}
+    try:
+        for block in blocks:
+            exec(compile(block, "README.md", "exec"), namespace)
+        cls = namespace["TinyVAE"]
+        assert MODELS.get("tiny-vae") is cls
+        contract.test_every_model_declares_its_contract("tiny-vae")
+        contract.test_every_pair_of_choices_trains("tiny-vae", "diagonal", "normal", "elbo")
+        contract.test_every_pair_of_choices_trains("tiny-vae", "diagonal", "normal", "iwae")
+    finally:
+        MODELS._factories.pop("tiny-vae", None)
+    assert (tmp_path / "runs" / "digits" / "figures").is_dir()
+    config, model, _ = pv.load_run(tmp_path / "runs" / "digits")
+    assert (config.model.guide, config.model.prior, config.model.latent_dim) == ("iaf", "vamp", 7)
+    assert namespace["x"].shape == (16, 64, 1, 8, 8)

@@ -204,7 +204,7 @@ def test_resume_cannot_go_back_nor_take_another_config(tmp_path, run, capsys) ->
     assert main(["train", "--run-dir", str(run), "--resume", "--epochs", "0"]) == 2
     assert "--epochs must be a positive integer" in one_line_error(capsys)
     train(tiny_config(epochs=2), tmp_path / "two", progress=False)
-    with pytest.raises(ConfigError, match="has trained 2 epochs; --epochs 1 would go back"):
+    with pytest.raises(ConfigError, match="has trained 2 epochs; epochs=1 would go back"):
         train(tiny_config(epochs=1), tmp_path / "two", resume=True, progress=False)
     (tmp_path / "c.json").write_text("{}")
     argv = ["train", "--run-dir", str(run), "--resume", "--config", str(tmp_path / "c.json")]

@@ -16,6 +16,7 @@ from PIL import Image
 
 from pyro_vae import ConfigError, DataConfig, DataError, RunConfig, load_dataset
 from pyro_vae import streaming as streaming_module
+from pyro_vae.build import validate
 from pyro_vae.data import Dataset, _as_images, _split, binarize, fingerprint
 from pyro_vae.streaming import FolderRows, NpyRows, TensorRows
 
@@ -240,9 +241,9 @@ def test_static_binarization_reads_whole_or_refuses_to_stream(tmp_path, monkeypa
         lambda: ds.to("cpu", loading="stream"),
         lambda: ds.rows(torch.arange(3)),
         lambda: next(ds.batches([torch.arange(3)])),
-        lambda: RunConfig(
-            data=DataConfig(str(tmp_path / "x.npy"), binarize="static", loading="stream")
-        ).validate(),
+        lambda: validate(
+            RunConfig(data=DataConfig(str(tmp_path / "x.npy"), binarize="static", loading="stream"))
+        ),
     ):
         with pytest.raises(
             ConfigError, match="--binarize static .* needs the training set in"
@@ -366,7 +367,7 @@ def test_a_truncated_image_fails_naming_it(tmp_path) -> None:
 )
 def test_bad_data_options_are_one_line_config_errors(data: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match) as e:
-        RunConfig(data=DataConfig(**data)).validate()
+        validate(RunConfig(data=DataConfig(**data)))
     assert "\n" not in str(e.value)
 
 
@@ -375,4 +376,4 @@ def test_good_folder_options_validate() -> None:
         {"image_size": (28,), "image_mode": "L"},
         {"image_size": (32, 48), "image_mode": "RGB", "loading": "stream", "workers": 0},
     ):
-        RunConfig(data=DataConfig(dataset="folder:somewhere", **data)).validate()
+        validate(RunConfig(data=DataConfig(dataset="folder:somewhere", **data)))

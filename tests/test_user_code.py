@@ -219,7 +219,7 @@ def test_a_custom_model_that_raises_is_named(tmp_path) -> None:
 
 
 def test_our_own_errors_are_not_blamed_on_the_user() -> None:
-    from pyro_vae.boundary import blame, note_parts
+    from pyro_vae.usercode import blame, note_parts
 
     note_parts({})
     assert blame(KeyError("ours")) is None

@@ -11,6 +11,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from ..describe import Described
 from ..errors import ConfigError
 from ..registry import Registry
 
@@ -76,7 +77,7 @@ def check_hidden(value: Any, owner: str, *, allow_empty: bool = True) -> tuple[i
     return tuple(int(w) for w in value)
 
 
-class AmortizedGuide(nn.Module):
+class AmortizedGuide(Described, nn.Module):
     """Maps encoder features ``h`` of shape ``(..., feature_dim)`` to q(z|x) with event ``(latent_dim,)``.
 
     The encoder network is shared and lives in the model; a guide only owns the layers that turn the

@@ -8,11 +8,12 @@ import torch
 from pyro.distributions import TorchDistribution
 from torch import nn
 
+from ..describe import Described
 from ..errors import DataError
 from ..registry import Registry
 
 
-class Likelihood(nn.Module):
+class Likelihood(Described, nn.Module):
     """Maps the decoder's output ``(..., *x_shape)`` to a distribution whose event is one datum.
 
     Subclasses implement :meth:`dist` and :meth:`mean`, and say which data they accept in

@@ -1,6 +1,21 @@
-"""Generative models written as Pyro model/guide pairs."""
+"""Generative models written as Pyro model/guide pairs.
 
-from .base import MODEL_SPECIFIC, MODELS, Model, build_model, check_model_options, unique_name
+A new model is one module holding a :class:`Model` subclass and one ``MODELS.register`` line. Its
+options are the keyword arguments of its ``__init__`` beyond :data:`~pyro_vae.models.base.SHARED_ARGUMENTS`:
+they are typed from the signature and reach it as ``--model-opt KEY=VALUE`` or
+``ModelConfig(model_options={KEY: VALUE})``, with no change anywhere else.
+"""
+
+from .base import (
+    MODEL_SPECIFIC,
+    MODELS,
+    Model,
+    PyroPair,
+    as_model,
+    build_model,
+    check_model_options,
+    unique_name,
+)
 from .cvae import CVAE
 from .hierarchical import HierarchicalVAE
 from .m2 import M2
@@ -14,8 +29,10 @@ __all__ = [
     "M2",
     "HierarchicalVAE",
     "Model",
+    "PyroPair",
     "StackedM2",
     "VAE",
+    "as_model",
     "build_model",
     "check_model_options",
     "unique_name",

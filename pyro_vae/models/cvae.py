@@ -134,7 +134,13 @@ class CVAE(Model):
     def from_config(
         cls, config: ModelConfig, x_shape: Sequence[int], num_classes: int | None
     ) -> CVAE:
-        return cls(x_shape, num_classes, latent_dim=config.latent_dim, **part_options(config))
+        return cls(
+            x_shape,
+            num_classes,
+            latent_dim=config.latent_dim,
+            **part_options(config),
+            **config.model_options,
+        )
 
     # -- Pyro -------------------------------------------------------------------------------------
     def _register(self, *parts: str) -> None:
@@ -212,6 +218,17 @@ class CVAE(Model):
             - self.q(h).log_prob(z)
         )
         return score.argmax(0)
+
+    def representation(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, TorchDistribution, dict[str, torch.Tensor]]:
+        """The z part of ``latent_mean``'s ``[z, onehot(y)]`` and q(z|x, y), with y the model's own
+        prediction (returned as ``predicted_labels``): the labels a caller holds never enter q, so
+        the representation of a test image does not depend on its label (a probe on it would read
+        the answer)."""
+        y = self.predict(x)
+        mean = self.latent_mean(x, y)[..., : self.latent_dim]
+        return mean, self.encode(x, y), {"predicted_labels": y}
 
     def _labels_or_predicted(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         return self.predict(x) if y is None else y
@@ -299,7 +316,7 @@ class CVAE(Model):
 @torch.no_grad()
 def conditional_samples(model: CVAE, path: Path, styles: int = 10, seed: int = 0) -> Path | None:
     """One row per class, one column per style z: the same z decoded with every label."""
-    from ..plots import _save_grid
+    from ..images import _save_grid
 
     z = _prior_draws(model, styles, seed)
     labels = torch.arange(model.num_classes, device=z.device).unsqueeze(-1)  # (K, 1)
@@ -325,7 +342,7 @@ def style_transfer(
     model: CVAE, x: torch.Tensor, labels: torch.Tensor | None, path: Path, n: int = 8
 ) -> Path | None:
     """Each row: a test image, then its style z (inferred with its label) decoded with every label."""
-    from ..plots import _save_grid
+    from ..images import _save_grid
 
     x = x[:n]
     y = labels[:n] if labels is not None else None

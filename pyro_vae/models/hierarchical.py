@@ -13,11 +13,11 @@ from ..errors import ConfigError
 from ..guides import DiagonalNormal
 from ..nn import mlp
 from ..priors import PRIORS, Prior
-from .base import KL_WEIGHTING, MODELS, part_options, unique_name
+from .base import KL_WEIGHTING, MODELS, check_size, part_options, unique_name
 from .vae import VAE, _plate_size
 
 if TYPE_CHECKING:
-    from ..config import ModelConfig
+    from ..config import ModelConfig, RunConfig
 
 
 class HierarchicalVAE(VAE):
@@ -63,8 +63,11 @@ class HierarchicalVAE(VAE):
         if not isinstance(latent_dim, int) or latent_dim < 1:
             raise ConfigError(f"the latent size must be a positive integer, got {latent_dim!r}")
         d2 = latent_dim2 if latent_dim2 else max(1, latent_dim // 2)
+        check_size("--latent-dim2", d2)
         if not isinstance(d2, int) or d2 < 1:
-            raise ConfigError(f"--latent-dim2 must be a positive integer, got {latent_dim2!r}")
+            raise ConfigError(
+                f"--latent-dim2 must be 0 (half of --latent-dim) or positive, got {latent_dim2!r}"
+            )
         top_prior = PRIORS.resolve(prior, latent_dim=d2, **(prior_options or {}))
         super().__init__(
             x_shape,
@@ -78,6 +81,7 @@ class HierarchicalVAE(VAE):
         )
         self.latent_dim2 = d2
         widths = tuple(hidden2) if hidden2 is not None else (max(int(hidden[-1]) // 2, 8),) * 2
+        check_size("hidden2", max(widths, default=1))
         if not widths or any(int(w) < 1 for w in widths):
             raise ConfigError(f"hidden2 needs positive layer sizes, got {widths!r}")
         self.hidden2 = widths
@@ -88,13 +92,18 @@ class HierarchicalVAE(VAE):
         )  # z2 -> features
         self.p1 = DiagonalNormal(widths[0], latent_dim)  # p(z1 | z2)
 
-    options = KL_WEIGHTING | {"model.latent_dim2"}
+    options = KL_WEIGHTING
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any], config: RunConfig) -> None:
+        check_size("--latent-dim2", options.get("latent_dim2") or 0)
+        check_size("hidden2", max(options.get("hidden2") or (0,)))
 
     @classmethod
     def from_config(
         cls, config: ModelConfig, x_shape: Sequence[int], num_classes: int | None
     ) -> HierarchicalVAE:
-        return cls(x_shape, config.latent_dim, config.latent_dim2 or None, **part_options(config))
+        return cls(x_shape, config.latent_dim, **part_options(config), **config.model_options)
 
     # -- the Pyro model/guide pair -------------------------------------------------------------
     def conditional_prior(self, z2: torch.Tensor) -> TorchDistribution:
@@ -131,6 +140,14 @@ class HierarchicalVAE(VAE):
         The exact q(z2|u) integrates over z1 and has no density in closed form.
         """
         return self.encode_top(self.q.mean(self.encoder(u)))
+
+    def latent_prior(self) -> None:
+        """None: z1's prior, the marginal of p(z2) p(z1|z2), has no density in closed form."""
+        return None
+
+    def latent_prior_sample(self, n: int) -> torch.Tensor:
+        """``n`` draws of z1 from p(z2) p(z1|z2)."""
+        return self.conditional_prior(self.prior().sample((n,))).sample()
 
     # -- conveniences --------------------------------------------------------------------------
     def sample(self, n: int) -> torch.Tensor:

@@ -61,14 +61,39 @@ class M2(CVAE):
     #: trained with its own bound (labels summed out by TraceEnum_ELBO), the ELBO of eq. 6 and 7
     objectives = frozenset({"elbo"})
     partial_steps = True  # the classification step uses q(y|x) alone
-    options = frozenset(
-        {"train.labels", "train.val_size", "train.aux_weight", "train.labelled_every"}
-    )
+    options = frozenset()
 
     def __init__(
-        self, x_shape: Sequence[int], num_classes: int, *, name: str | None = None, **kw: Any
+        self,
+        x_shape: Sequence[int],
+        num_classes: int,
+        *,
+        labels: int = 0,
+        val_size: int | None = None,
+        aux_weight: float | None = None,
+        labelled_every: int = 1,
+        name: str | None = None,
+        **kw: Any,
     ) -> None:
+        """``labels``: training images that keep their label (class-balanced, chosen by the run's
+        seed; at least one per class); ``val_size``: validation images held out of the unlabelled
+        data (default :func:`default_val_size`); ``aux_weight``: alpha of the classification loss
+        per labelled image and step (default :data:`DEFAULT_AUX_WEIGHT`); ``labelled_every``: a
+        labelled batch after every k unlabelled ones (0: one labelled pass an epoch). These
+        describe the training plan (:class:`SemiSupervisedPlan`); the model's parts are
+        :class:`~pyro_vae.models.CVAE`'s keywords."""
+        for what, value, low in (
+            ("--labels", labels, 0),
+            ("--val-size", 0 if val_size is None else val_size, 0),
+            ("--labelled-every", labelled_every, 0),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"{what} must be a whole number >= {low}, got {value!r}")
+        if aux_weight is not None and not aux_weight >= 0:
+            raise ConfigError(f"--aux-weight must be non-negative, got {aux_weight!r}")
         super().__init__(x_shape, num_classes, name=name, **kw)
+        self.num_labelled, self.val_size = labels, val_size
+        self.aux_weight, self.labelled_every = aux_weight, labelled_every
         self.classifier = build_classifier(
             self.x_shape,
             self.num_classes,
@@ -81,7 +106,13 @@ class M2(CVAE):
     def from_config(
         cls, config: ModelConfig, x_shape: Sequence[int], num_classes: int | None
     ) -> M2:
-        return cls(x_shape, num_classes, latent_dim=config.latent_dim, **part_options(config))
+        return cls(
+            x_shape,
+            num_classes,
+            latent_dim=config.latent_dim,
+            **part_options(config),
+            **config.model_options,
+        )
 
     # -- Pyro -------------------------------------------------------------------------------------
     def label_guide(self, x: torch.Tensor) -> TorchDistribution:
@@ -234,14 +265,14 @@ class SemiSupervisedPlan(Plan):
     ) -> None:
         t = config.train
         self.model = model
-        if t.labels < 1:
+        if model.num_labelled < 1:
             raise ConfigError(
                 "--model m2 is semi-supervised: pass --labels N, how many training images keep their "
                 "labels (class-balanced, chosen by --seed)"
             )
         n = labels.shape[0]
-        num_val = default_val_size(n) if t.val_size is None else t.val_size
-        lab, val, unl = split_labels(labels, t.labels, num_val, model.num_classes, t.seed)
+        num_val = default_val_size(n) if model.val_size is None else model.val_size
+        lab, val, unl = split_labels(labels, model.num_labelled, num_val, model.num_classes, t.seed)
         device = data.device
         self.labelled = lab.to(device)
         self.val = val.to(device)
@@ -254,16 +285,12 @@ class SemiSupervisedPlan(Plan):
         # each process's share of the labelled set in one batch at most
         self.sup_batch = min(b, -(-self.labelled.numel() // world))
         self.num_unsup = num_batches(self.unlabelled.numel(), b, world)
-        if t.labelled_every < 0:
-            raise ConfigError(
-                f"--labelled-every must be 0 (auto) or positive, got {t.labelled_every}"
-            )
-        if t.labelled_every == 0:
+        if model.labelled_every == 0:
             self.num_sup = num_batches(self.labelled.numel(), self.sup_batch, world)
         else:
-            self.num_sup = max(1, self.num_unsup // t.labelled_every)
+            self.num_sup = max(1, self.num_unsup // model.labelled_every)
         self.steps_per_epoch = self.num_unsup + self.num_sup
-        self.aux_weight = DEFAULT_AUX_WEIGHT if t.aux_weight is None else t.aux_weight
+        self.aux_weight = DEFAULT_AUX_WEIGHT if model.aux_weight is None else model.aux_weight
         if self.aux_weight < 0:
             raise ConfigError(f"--aux-weight must be non-negative, got {self.aux_weight}")
         particles = dict(

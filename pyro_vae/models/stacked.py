@@ -12,7 +12,7 @@ from pyro.distributions import TorchDistribution
 from ..config import changed_fields
 from ..errors import ConfigError
 from ..plan import Feed, make_svi
-from .base import KL_WEIGHTING, MODELS, part_options, unique_name
+from .base import KL_WEIGHTING, MODELS, check_size, part_options, unique_name
 from .cvae import join
 from .m2 import M2, SemiSupervisedPlan
 from .vae import VAE, _plate_size
@@ -56,9 +56,18 @@ class StackedM2(M2):
     Gaussian guide and the standard-normal prior of the paper.
     """
 
-    #: M2's options, z's size, the length of M1's stage, and KL weighting of M1's stage (whose
-    #: objective is the configured one)
-    options = M2.options | KL_WEIGHTING | {"model.latent_dim2", "train.m1_epochs"}
+    #: KL weighting of M1's stage, whose objective is the configured one
+    options = KL_WEIGHTING
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any], config: RunConfig) -> None:
+        check_size("--latent-dim2", options.get("latent_dim2", 0))
+        m1_epochs, epochs = options.get("m1_epochs"), config.train.epochs
+        if m1_epochs is not None and not 0 <= m1_epochs < epochs:
+            raise ConfigError(
+                f"--m1-epochs must lie in 0..{epochs - 1} (M2 needs at least one of the "
+                f"--epochs {epochs}), got {m1_epochs!r}"
+            )
 
     @classmethod
     def from_config(
@@ -68,8 +77,8 @@ class StackedM2(M2):
             x_shape,
             num_classes,
             latent_dim=config.latent_dim,
-            latent_dim2=config.latent_dim2,
             **part_options(config),
+            **config.model_options,
         )
 
     def __init__(
@@ -79,6 +88,11 @@ class StackedM2(M2):
         latent_dim: int = 50,
         latent_dim2: int = 0,
         *,
+        m1_epochs: int | None = None,
+        labels: int = 0,
+        val_size: int | None = None,
+        aux_weight: float | None = None,
+        labelled_every: int = 1,
         network: str = "mlp",
         hidden: Sequence[int] = (500,),
         activation: str = "relu",
@@ -89,6 +103,7 @@ class StackedM2(M2):
     ) -> None:
         if not isinstance(latent_dim2, int) or latent_dim2 < 0:
             raise ConfigError(f"--latent-dim2 must be 0 or a positive integer, got {latent_dim2!r}")
+        check_size("--latent-dim2", latent_dim2)
         super().__init__(
             (latent_dim,),
             num_classes,
@@ -99,8 +114,15 @@ class StackedM2(M2):
             likelihood="gaussian",
             likelihood_options={"learn_scale": True},
             name=name if name is not None else unique_name("m1m2"),
+            labels=labels,
+            val_size=val_size,
+            aux_weight=aux_weight,
+            labelled_every=labelled_every,
             **m2_parts,
         )
+        if m1_epochs is not None and (isinstance(m1_epochs, bool) or m1_epochs < 0):
+            raise ConfigError(f"--m1-epochs must be 0 or positive, got {m1_epochs!r}")
+        self.m1_epochs = m1_epochs
         self.m1 = VAE(
             x_shape,
             latent_dim,
@@ -229,7 +251,7 @@ class StackedPlan(SemiSupervisedPlan):
     ) -> None:
         super().__init__(model, data, labels, config, optim)
         t = config.train
-        self.m1_epochs = default_m1_epochs(t.epochs) if t.m1_epochs is None else t.m1_epochs
+        self.m1_epochs = default_m1_epochs(t.epochs) if model.m1_epochs is None else model.m1_epochs
         if not 0 <= self.m1_epochs < t.epochs:
             raise ConfigError(
                 f"--m1-epochs {self.m1_epochs} leaves no epoch for M2 out of --epochs {t.epochs}; "

@@ -95,7 +95,7 @@ class VAE(Model):
     def from_config(
         cls, config: ModelConfig, x_shape: Sequence[int], num_classes: int | None
     ) -> VAE:
-        return cls(x_shape, config.latent_dim, **part_options(config))
+        return cls(x_shape, config.latent_dim, **part_options(config), **config.model_options)
 
     # -- the Pyro model/guide pair -------------------------------------------------------------
     def model(self, x: torch.Tensor | None = None, *, size: int | None = None) -> None:

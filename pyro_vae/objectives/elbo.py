@@ -1,9 +1,16 @@
 from __future__ import annotations
 
-from pyro.infer import JitTrace_ELBO, Trace_ELBO
+import copy
+
+from pyro.infer import ELBO, JitTrace_ELBO, Trace_ELBO
 from pyro.util import warn_if_nan
 
-from .base import OBJECTIVES
+from ..describe import Described
+from .base import OBJECTIVES, Objective
+
+
+class MonteCarloELBO(Described, Trace_ELBO):
+    """Pyro's :class:`~pyro.infer.Trace_ELBO`, recording the arguments it was built with."""
 
 
 @OBJECTIVES.register("elbo")
@@ -15,14 +22,14 @@ def elbo(num_particles: int = 1, max_plate_nesting: int = 1) -> Trace_ELBO:
     estimated with ``num_particles`` reparameterised samples drawn in one vectorised pass.
     Pyro's :class:`~pyro.infer.Trace_ELBO`.
     """
-    return Trace_ELBO(
+    return MonteCarloELBO(
         num_particles=num_particles,
         vectorize_particles=num_particles > 1,
         max_plate_nesting=max_plate_nesting,
     )
 
 
-class JitTraceELBO(JitTrace_ELBO):
+class JitTraceELBO(Described, JitTrace_ELBO, Objective):
     """Pyro's :class:`~pyro.infer.JitTrace_ELBO` with ``differentiable_loss`` fixed.
 
     Pyro 1.9's returns ``loss + (surrogate - surrogate.detach())`` with ``loss`` itself
@@ -35,6 +42,16 @@ class JitTraceELBO(JitTrace_ELBO):
         loss = loss.detach()
         warn_if_nan(loss, "loss")
         return loss + (surrogate_loss - surrogate_loss.detach())
+
+    compiled = True
+
+    def eager(self) -> ELBO:
+        """A shallow copy as Pyro's :class:`~pyro.infer.Trace_ELBO`, the loss this one compiles."""
+        out = copy.copy(self)
+        out.__class__ = Trace_ELBO
+        for attr in ("_loss_and_surrogate_loss", "_differentiable_loss", "_loss_and_grads"):
+            out.__dict__.pop(attr, None)
+        return out
 
 
 @OBJECTIVES.register("jit-elbo")

@@ -51,6 +51,7 @@ from pyro.poutine.indep_messenger import CondIndepStackFrame
 from pyro.poutine.util import site_is_subsample
 from pyro.util import warn_if_nan
 
+from ..describe import Described
 from ..errors import ConfigError
 
 DATA_PLATE = "data"
@@ -329,7 +330,7 @@ def check_reparameterized(guide_trace: Trace, objective: str) -> None:
             )
 
 
-class ImportanceWeightedELBO(ELBO):
+class ImportanceWeightedELBO(Described, ELBO):
     r"""Base class of bounds that are a function of the per-datum log weights ``log w[k, n]``.
 
     Subclasses implement :meth:`bound`, mapping ``(K, N)`` log weights to ``(N,)`` per-datum bounds;

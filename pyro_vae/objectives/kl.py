@@ -13,6 +13,7 @@ hinge that turns the KL term into the floor of Kingma et al. (2016), eq. 15.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import math
 from collections.abc import Callable, Sequence
@@ -26,12 +27,18 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from pyro.util import warn_if_nan
 
+from ..describe import Described
 from ..errors import ConfigError
-from .base import OBJECTIVES
+from .base import OBJECTIVES, Objective, is_compiled
+from .base import eager as eager_objective
+from .base import set_epoch as set_objective_epoch
 from .importance import DATA_PLATE, data_dim, subsample_scale
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
+
+#: the training options of KL weighting, which apply to every objective (``--beta``, ...)
+KL_OPTIONS = ("beta", "kl_anneal", "kl_anneal_start", "free_bits")
 
 
 class LatentScale(Messenger):
@@ -176,7 +183,7 @@ def _data_points(site: dict[str, Any], data_plate: str) -> float:
     return b * subsample_scale(site, data_plate)
 
 
-class KLWeighted(ELBO):
+class KLWeighted(Described, ELBO, Objective):
     r"""Any objective with its latent terms weighted by :math:`\beta_t` and an optional free-bits floor.
 
     - ``beta``: the weight on ``log p(z) - log q(z|x)`` of every latent site (beta-VAE, Higgins et al.
@@ -211,8 +218,7 @@ class KLWeighted(ELBO):
         self.free_bits = float(free_bits)
         self.data_plate = data_plate
         self.epoch = 0
-        self._jit = "Jit" in type(inner).__name__
-        if self.free_bits > 0 and self._jit:
+        if self.free_bits > 0 and self.compiled:
             raise ConfigError(
                 "--free-bits needs the latent distributions at every step, which a JIT-compiled "
                 "objective hides; use --objective elbo or meanfield"
@@ -226,17 +232,29 @@ class KLWeighted(ELBO):
             return self.kl_anneal_start + (self.beta - self.kl_anneal_start) * t
         return self.beta
 
+    @property
+    def compiled(self) -> bool:  # type: ignore[override]
+        return is_compiled(self.inner)
+
+    def eager(self) -> ELBO:
+        plain = eager_objective(self.inner)
+        if plain is self.inner:
+            return self
+        out = copy.copy(self)
+        out.inner = plain
+        return out
+
+    def capture_key(self) -> float:
+        return self.kl_weight
+
     def set_epoch(self, epoch: int) -> None:
         before = self.kl_weight
         self.epoch = int(epoch)
-        if self._jit and self.kl_weight != before:
+        if self.compiled and self.kl_weight != before:
             # a compiled objective baked the old weight in as a constant: recompile
             for attr in ("_loss_and_surrogate_loss", "_differentiable_loss"):
-                if hasattr(self.inner, attr):
-                    delattr(self.inner, attr)
-        hook = getattr(self.inner, "set_epoch", None)
-        if hook is not None:
-            hook(epoch)
+                self.inner.__dict__.pop(attr, None)
+        set_objective_epoch(self.inner, epoch)
 
     def _scaled(self) -> contextlib.AbstractContextManager:
         w = self.kl_weight
@@ -315,6 +333,34 @@ def build_objective(
         return inner
     data_plate = options.get("data_plate", DATA_PLATE)
     return KLWeighted(inner, beta, kl_anneal, start, free_bits, data_plate)
+
+
+def objective_options(t: TrainConfig) -> dict[str, Any]:
+    """Refuse objective and KL-weighting settings no run can use; return ``t.objective_options``
+    typed from the objective's signature."""
+    if t.particles < 1:
+        raise ConfigError(f"--particles must be a positive integer, got {t.particles!r}")
+    if t.particles > 10**5:
+        raise ConfigError(f"--particles {t.particles} is larger than pyro-vae allows ({10**5})")
+    for name, value in (("--beta", t.beta), ("--free-bits", t.free_bits)):
+        if value < 0:
+            raise ConfigError(f"{name} must be at least 0, got {value!r}")
+    if t.kl_anneal < 0:
+        raise ConfigError(f"--kl-anneal must be a whole number of epochs >= 0, got {t.kl_anneal}")
+    if t.kl_anneal_start is not None:
+        if t.kl_anneal == 0:
+            raise ConfigError(
+                "--kl-anneal-start needs --kl-anneal EPOCHS, the length of the warm-up"
+            )
+        if t.kl_anneal_start < 0:
+            raise ConfigError(f"--kl-anneal-start must be at least 0, got {t.kl_anneal_start}")
+    for key in t.objective_options:
+        if key in KL_OPTIONS:
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(
+                f"{key} is a training option of its own ({flag}), not an objective option"
+            )
+    return OBJECTIVES.options(t.objective, t.objective_options)
 
 
 def objective_for(train: TrainConfig) -> ELBO:

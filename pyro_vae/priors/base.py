@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import pyro.distributions as dist
 from torch import nn
 
+from ..describe import Described
 from ..errors import ConfigError
 from ..registry import Registry
 
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
     from ..models.vae import VAE
 
 
-class Prior(nn.Module):
+class Prior(Described, nn.Module):
     """``forward()`` returns p(z) with event shape ``(latent_dim,)`` and empty batch shape.
 
     The model broadcasts it over the data plate. Priors that depend on other parts of the model

@@ -27,10 +27,10 @@ class VampPrior(Prior):
     prior follows them through training. Pseudo-inputs start at ``N(init_mean, init_std^2)`` and, with
     ``bounded=True`` (for data in [0, 1]), pass through a hard tanh onto ``[0, 1]`` as in the paper.
 
-    The model is found through :meth:`attach`: a model with a ``vamp_component(u)`` method (the
-    hierarchical VAE) supplies the components itself; otherwise they are
-    ``model.q.prior_component(model.encoder(u))``, which is q(z|u) for Gaussian guides and the Gaussian
-    base of a flow guide (flows without an inverse cannot score a z they did not draw).
+    The model is found through :meth:`attach`, and supplies the components itself
+    (:meth:`pyro_vae.Model.vamp_component`): by default ``q.prior_component(encoder(u))``, which is
+    q(z|u) for Gaussian guides and the Gaussian base of a flow guide (flows without an inverse cannot
+    score a z they did not draw); the hierarchical VAE's are q(z2 | z1 = its point summary).
     """
 
     def __init__(
@@ -83,8 +83,7 @@ class VampPrior(Prior):
     def forward(self) -> dist.TorchDistribution:
         u = self.pseudo_inputs()
         model = self.__dict__["_model"]
-        component = getattr(model, "vamp_component", None)
-        comps = component(u) if component is not None else model.q.prior_component(model.encoder(u))
+        comps = model.vamp_component(u)
         logits = torch.zeros(self.num_pseudo, dtype=u.dtype, device=u.device)
         if (
             isinstance(comps, dist.Independent)

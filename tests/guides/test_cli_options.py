@@ -16,4 +16,6 @@ def test_no_flows_flag_leaves_the_guide_options_alone() -> None:
 
 
 def test_latent_dim2_reaches_the_model_config() -> None:
-    assert _config(["--model", "hvae", "--latent-dim2", "5"]).model.latent_dim2 == 5
+    assert _config(["--model", "hvae", "--latent-dim2", "5"]).model.model_options == {
+        "latent_dim2": 5
+    }

@@ -121,7 +121,9 @@ def test_conveniences_work_on_z1() -> None:
 
 def test_registered_and_built_from_the_config() -> None:
     m = build_model(
-        ModelConfig(model="hvae", latent_dim=6, latent_dim2=3, hidden=(16,)), X_SHAPE, 10
+        ModelConfig(model="hvae", latent_dim=6, hidden=(16,), model_options={"latent_dim2": 3}),
+        X_SHAPE,
+        10,
     )
     assert isinstance(m, HierarchicalVAE) and m.latent_dim2 == 3 and m.prior.latent_dim == 3
     default = build_model(ModelConfig(model="hvae", latent_dim=6, hidden=(16,)), X_SHAPE, 10)
@@ -135,6 +137,8 @@ def test_cli_trains_a_hierarchical_vae_with_a_flow_guide(tmp_path: Path) -> None
     args += ["--prior-opt", "num_pseudo=5", "--hidden", "16", "--epochs", "1", "--no-progress"]
     assert main(args) == 0
     config = json.loads((run / "config.json").read_text())["model"]
-    assert config["guide_options"] == {"num_flows": 3} and config["latent_dim2"] == 2
+    assert config["guide_options"] == {"num_flows": 3} and config["model_options"] == {
+        "latent_dim2": 2
+    }
     assert (run / "figures" / "samples.png").exists()
     assert main(["evaluate", str(run), "--json", "--nll-samples", "20", "--limit", "10"]) == 0

@@ -84,19 +84,13 @@ def test_labelled_subset_is_class_balanced_disjoint_and_seeded() -> None:
         split_labels(labels, 5, 100, 10, seed=0)
 
 
-def m2_config(labels: int = 50, epochs: int = 2, seed: int = 0, **train_kw) -> RunConfig:
+def m2_config(labels: int = 50, epochs: int = 2, seed: int = 0, **model_options) -> RunConfig:
     return RunConfig(
         data=DataConfig("digits"),
-        model=ModelConfig("m2", latent_dim=8, hidden=(128,)),
-        train=TrainConfig(
-            epochs=epochs,
-            batch_size=128,
-            lr=3e-3,
-            seed=seed,
-            device="cpu",
-            labels=labels,
-            **train_kw,
+        model=ModelConfig(
+            "m2", latent_dim=8, hidden=(128,), model_options={"labels": labels, **model_options}
         ),
+        train=TrainConfig(epochs=epochs, batch_size=128, lr=3e-3, seed=seed, device="cpu"),
     )
 
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from pyro.infer import TraceEnum_ELBO
 
 from pyro_vae import DataConfig, ModelConfig, RunConfig, TrainConfig, load_dataset, train
+from pyro_vae.build import validate
 from pyro_vae.cli import main
 from pyro_vae.errors import ConfigError
 from pyro_vae.models import StackedM2
@@ -58,16 +59,13 @@ def test_stacked_bound_equals_the_sum_over_classes_by_hand() -> None:
 def stacked_config(epochs: int = 3, m1_epochs: int = 1, seed: int = 0) -> RunConfig:
     return RunConfig(
         data=DataConfig("digits"),
-        model=ModelConfig("m1m2", latent_dim=6, hidden=(32,)),
-        train=TrainConfig(
-            epochs=epochs,
-            m1_epochs=m1_epochs,
-            batch_size=128,
-            lr=3e-3,
-            seed=seed,
-            device="cpu",
-            labels=50,
+        model=ModelConfig(
+            "m1m2",
+            latent_dim=6,
+            hidden=(32,),
+            model_options={"m1_epochs": m1_epochs, "labels": 50},
         ),
+        train=TrainConfig(epochs=epochs, batch_size=128, lr=3e-3, seed=seed, device="cpu"),
     )
 
 
@@ -84,7 +82,7 @@ def test_first_stage_trains_m1_only_and_second_stage_m2_only() -> None:
     data = load_dataset(config.data)
     pyro.clear_param_store()
     torch.manual_seed(0)
-    m = StackedM2(data.x_shape, 10, latent_dim=6, hidden=(32,))
+    m = StackedM2(data.x_shape, 10, latent_dim=6, hidden=(32,), **config.model.model_options)
     optim = adam(1e-3)
     plan = m.training_plan(data, config, optim, build_objective("elbo"))
     feed = Feed(data, seed=0)
@@ -133,7 +131,7 @@ def test_resume_reload_and_the_validation_pick(tmp_path: Path) -> None:
 
 def test_m1_epochs_must_leave_m2_an_epoch() -> None:
     with pytest.raises(ConfigError, match="--m1-epochs"):
-        stacked_config(epochs=3, m1_epochs=3).validate()
+        validate(stacked_config(epochs=3, m1_epochs=3))
 
 
 def test_cli_trains_evaluates_and_draws_m1m2(tmp_path: Path, capsys) -> None:
@@ -155,7 +153,7 @@ def test_cli_trains_evaluates_and_draws_m1m2(tmp_path: Path, capsys) -> None:
     figures = {p.name for p in (run / "figures").iterdir()}
     assert {"conditional_samples.png", "style_transfer.png", "reconstructions.png"} <= figures
     config = json.loads((run / "config.json").read_text())
-    assert config["train"]["m1_epochs"] == 1 and config["model"]["model"] == "m1m2"
+    assert config["model"]["model_options"]["m1_epochs"] == 1 and config["model"]["model"] == "m1m2"
 
 
 def test_m1m2_refuses_another_objective(tmp_path: Path, capsys) -> None:

@@ -1,0 +1,64 @@
+"""The build layer: a run's configuration checked against every part, and the run's parts built.
+
+The one module that knows every family at once. Below it each part owns its options and checks them
+(:mod:`pyro_vae.data`, :mod:`pyro_vae.engine`, :mod:`pyro_vae.loggers`, the objectives, the models
+and their guides, priors and likelihoods); :mod:`pyro_vae.config` is a leaf that only reads, writes and
+types the fields. The trainer and the command line call :func:`validate` and :func:`model_for`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from .config import RunConfig
+from .data import Dataset, check_data_options
+from .engine import check_engine_options
+from .loggers import check_loggers
+from .models import Model, build_model, check_model_options
+from .models.base import as_model, check_parts_config
+from .objectives.kl import objective_options
+
+
+def validate(
+    config: RunConfig, *, model_class: type | None = None, check_data: bool = True
+) -> RunConfig:
+    """``config`` checked and normalised; raises :class:`~pyro_vae.ConfigError` on anything no run
+    can use.
+
+    Field types are coerced from the annotations, and each part's options (guide, prior, likelihood,
+    objective, model) from that part's signature, so ``{"centred": "False"}`` becomes ``False``.
+    Names must be registered; options that the chosen model or data set does not read are refused.
+    ``model_class`` is the class of a model passed as an object (its signature and declarations are
+    checked instead of the registered model's); ``check_data=False`` skips the data set's options,
+    for data passed as an object.
+    """
+    config = config.coerced()
+    check_engine_options(config.train)
+    check_loggers(config.train.loggers)
+    config = config.replace(
+        model=dataclasses.asdict(check_parts_config(config.model)),
+        train={"objective_options": objective_options(config.train)},
+    )
+    options = check_model_options(config, model_class)
+    config = config.replace(model={"model_options": options})
+    if check_data:
+        check_data_options(config.data)
+    return config
+
+
+def model_for(config: RunConfig, data: Dataset, model: Any | None = None) -> Model:
+    """The run's model: ``model`` where one was passed (a plain object with Pyro ``model`` and
+    ``guide`` methods is wrapped into a :class:`~pyro_vae.Model` here, once), else the registered
+    model that ``config.model`` names, built for ``data``."""
+    if model is None:
+        return build_model(config.model, data.x_shape, data.num_classes)
+    return as_model(model)
+
+
+def model_class(model: nn.Module | Callable | None) -> type | None:
+    """The class whose declarations (options, objectives) a model object is checked against."""
+    return None if model is None else type(as_model(model))
