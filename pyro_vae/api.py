@@ -192,6 +192,10 @@ def train(
         raise ConfigError("plots=True draws into run_dir/figures: pass run_dir= too")
     if run_dir is None and resume:
         raise ConfigError("resume=True needs run_dir=, the run to continue")
+    if run_dir is not None and not isinstance(run_dir, (str, os.PathLike)):
+        raise ConfigError(
+            f"run_dir must be a path (str or pathlib.Path), got {type(run_dir).__name__}"
+        )
     run = Path(run_dir) if run_dir is not None else None
 
     what = model_or_config

@@ -110,25 +110,24 @@ def test_not_a_model_is_one_line(model) -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs, message",
+    "args, kwargs, message",
     [
-        ({"config": None}, "config must be a pyro_vae.RunConfig"),
-        ({"config": "vae"}, "config must be a pyro_vae.RunConfig"),
-        ({"config": {"model": {"hidden": [0]}}}, "--hidden needs positive layer sizes"),
-        ({"config": {"nope": {}}}, "unknown config section"),
-        ({"model": "vae"}, "model must be a torch.nn.Module"),
-        ({"model": torch.nn.Linear(2, 2)}, "has no model(x) method"),
-        ({"dataset": [torch.rand(4, 2)]}, "dataset must be a pyro_vae.Dataset"),
-        ({"dataset": "digits"}, "dataset must be a pyro_vae.Dataset"),
-        ({"run_dir": 3}, "run_dir must be a path"),
-        ({"resume": "yes"}, "resume must be True or False"),
-        ({"progress": None}, "progress must be True or False"),
+        ((3,), {}, "train() trains a model object, a model's name"),
+        (({"model": {"hidden": [0]}},), {}, "got a dict"),
+        ((pv.RunConfig(), [torch.rand(4, 2)]), {}, "data must be a pv.Dataset"),
+        ((), {"config": pv.RunConfig(model=pv.ModelConfig(hidden=(0,)))}, "hidden"),
+        ((), {"model": "vae"}, "model must be a torch.nn.Module"),
+        ((), {"model": torch.nn.Linear(2, 2)}, "has no model(x) method"),
+        ((), {"dataset": [torch.rand(4, 2)]}, "dataset must be a pyro_vae.Dataset"),
+        ((), {"dataset": "digits"}, "dataset must be a pyro_vae.Dataset"),
+        ((), {"run_dir": 3}, "run_dir must be a path"),
+        ((), {"resume": "yes"}, "resume must be True or False"),
+        ((), {"progress": None}, "progress must be True or False"),
     ],
 )
-def test_train_arguments(kwargs, message) -> None:
-    kwargs = {"config": pv.RunConfig(), "progress": False, **kwargs}
-    config = kwargs.pop("config")
-    assert message in _one_line(lambda: pv.train(config, **kwargs))
+def test_train_arguments(args, kwargs, message) -> None:
+    kwargs = {"progress": False, **kwargs}
+    assert message in _one_line(lambda: pv.train(*args, **kwargs))
 
 
 @pytest.mark.parametrize("run_dir", [None, 3, ["runs"], b"\xff"])
