@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 import types
@@ -688,7 +689,35 @@ class Terminated(KeyboardInterrupt):
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
+    if _mid_fork(frame):
+        # an exception raised while worker processes are being forked or shut down is swallowed
+        # by Python's at-fork hooks (which then leave the logging module's lock held, and the next
+        # fork hangs) or leaves a half-made DataLoader iterator that prints a traceback: the stop
+        # is delivered again a moment later, outside them
+        threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+        return
     raise Terminated
+
+
+#: (file, function) where a stop must wait: Python's at-fork hooks and a DataLoader starting or
+#: ending its worker processes
+_NOT_NOW = (
+    (os.path.join("logging", "__init__.py"), None),
+    (
+        os.path.join("torch", "utils", "data", "dataloader.py"),
+        ("__init__", "_reset", "_shutdown_workers"),
+    ),
+)
+
+
+def _mid_fork(frame: Any) -> bool:
+    while frame is not None:
+        code = frame.f_code
+        for file, functions in _NOT_NOW:
+            if code.co_filename.endswith(file) and (functions is None or code.co_name in functions):
+                return True
+        frame = frame.f_back
+    return False
 
 
 def _program() -> str:

@@ -18,11 +18,12 @@ the machine before anything is allocated (:func:`check_allocation`).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -287,6 +288,29 @@ def finite_result(name: str, value: Any) -> Any:
 
 
 # -- worker processes --------------------------------------------------------------------------------
+@contextlib.contextmanager
+def stops_deferred() -> Iterator[None]:
+    """SIGTERM and SIGINT held back (delivered when the block ends) while worker processes are
+    forked: a stop that lands inside Python's at-fork hooks is swallowed there and leaves the
+    logging module's lock held, so that the next fork hangs for ever."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stops = {signal.SIGTERM, signal.SIGINT}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _quiet(*_: Any) -> None:
+    pass
+
+
 def die_with_parent(*_: Any) -> None:
     """In a child process: be killed (SIGKILL) when the parent dies, however it dies (kill -9
     included), so that no DataLoader worker outlives the run. Linux only; elsewhere a no-op (the
@@ -295,6 +319,15 @@ def die_with_parent(*_: Any) -> None:
     import signal
     import sys
 
+    # a forked worker inherits the parent's stop handlers and blocked signals: its own are the
+    # defaults (the DataLoader ends it through its queues, or its parent's death through the kernel)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    # the worker's errors reach the parent through the DataLoader; what its helper threads report
+    # when the parent is gone mid-transfer (multiprocessing's resource sharer: ECONNRESET) would
+    # print tracebacks under the parent's one-line stop message
+    sys.excepthook = _quiet
     if not sys.platform.startswith("linux"):
         return
     try:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, DataError
-from .safety import check_allocation, die_with_parent
+from .safety import check_allocation, die_with_parent, stops_deferred
 
 #: a float ``.npy`` file up to this size is scanned for NaN and infinite values (and its range) when
 #: it is opened; a larger one is checked batch by batch as its rows are read
@@ -838,7 +838,9 @@ def read_batches(
         # a worker dies with this process however it stops (kill -9 included)
         worker_init_fn=die_with_parent if workers > 0 else None,
     )
-    for x in loader:
+    with stops_deferred():  # the workers are forked here
+        batches_read = iter(loader)
+    for x in batches_read:
         if isinstance(x, _Failure):
             raise DataError(x.message)
         yield x.to(device=device, dtype=dtype, non_blocking=cuda)

@@ -145,7 +145,7 @@ def train(
         config.train, resolve_device(config.train.device), partial_steps=kind.partial_steps
     )
     engine.launch()  # under --devices N, Fabric starts the other processes here
-    parts = user_parts(config, model, dataset)
+    parts = user_parts(config, given, dataset)  # the object passed in, not its wrapper
     note_parts(parts)
     try:
         # an exception from a plugin's part, a model or a data set passed in is reported as theirs

@@ -172,7 +172,9 @@ def test_stream_workers_end_with_their_parent(stop, tmp_path) -> None:
     argv += ["--dataset", str(tmp_path / "x.npy"), "--loading", "stream", "--workers", "3"]
     argv += ["--run-dir", str(tmp_path / "r")]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    err = tmp_path / "stderr.txt"
+    with open(err, "w") as f:
+        proc = subprocess.Popen(argv, env=env, stderr=f, stdout=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
         workers: set[int] = set()
@@ -189,6 +191,16 @@ def test_stream_workers_end_with_their_parent(stop, tmp_path) -> None:
         while time.time() < deadline and any(_alive(w) for w in workers):
             time.sleep(0.2)
         assert not any(_alive(w) for w in workers), "a worker outlived its parent"
+        if stop != signal.SIGKILL:  # a clean stop says so in one line, and nothing else
+            lines = [
+                line
+                for line in err.read_text().splitlines()
+                if "Warning" not in line and "check_worker_number" not in line
+            ]
+            assert lines == [
+                f"pyro-vae: terminated; continue with: pyro-vae train --run-dir {tmp_path / 'r'} "
+                "--resume"
+            ], lines
     finally:
         if proc.poll() is None:
             proc.kill()
