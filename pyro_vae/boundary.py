@@ -6,9 +6,9 @@ names the argument, never an exception from deep inside torch. The rules:
 
 * data are a ``torch.Tensor`` or a NumPy array (converted with ``torch.as_tensor``); lists and
   other objects are refused;
-* floating data of another precision (float64, float16, bfloat16) are converted to float32, the
-  dtype the models compute in; integer and boolean data are converted to float32 *without
-  rescaling* (0/1 data stay 0/1; 8-bit pixels 0..255 fall outside [0, 1] and are refused by a
+* floating data of another precision (float64, float16, bfloat16) are converted to the dtype the
+  model computes in (its parameters': float32 for pyro-vae's models); integer and boolean data are
+  converted to it *without rescaling* (0/1 data stay 0/1; 8-bit pixels 0..255 fall outside [0, 1] and are refused by a
   Bernoulli model: divide by 255 first);
 * data have the model's shape: ``(N, *x_shape)`` with ``N >= 1``; a single datum or flattened rows
   are refused with the shape to reshape to;
@@ -54,6 +54,13 @@ def _x_shape(model: Any) -> tuple[int, ...] | None:
     return None
 
 
+def _parameter_dtype(model: Any) -> torch.dtype:
+    """The floating dtype the model computes in: its parameters' (float32 for pyro-vae's)."""
+    params = model.parameters() if isinstance(model, torch.nn.Module) else ()
+    param = next((p for p in params if p.is_floating_point()), None)
+    return param.dtype if param is not None else torch.float32
+
+
 def as_data(model: Any, x: Any, caller: str, name: str = "x") -> torch.Tensor:
     """``x`` as float32 data of ``model``'s shape, on the device it came on (the rules in this
     module's docstring), or a one-line :class:`DataError` naming ``caller`` and the argument.
@@ -70,8 +77,9 @@ def as_data(model: Any, x: Any, caller: str, name: str = "x") -> torch.Tensor:
         )
     if x.is_complex():
         raise DataError(f"{where} is complex ({x.dtype}); pass real numbers")
-    if x.dtype != torch.float32:
-        x = x.to(torch.float32)  # the stated rule: float32, integers not rescaled
+    dtype = _parameter_dtype(model)
+    if x.dtype != dtype:
+        x = x.to(dtype)  # the stated rule: the model's float dtype, integers not rescaled
     shape = _x_shape(model)
     if x.dim() == 0:
         raise DataError(f"{where} is a scalar; pass a batch of shape (N, ...)")

@@ -272,15 +272,18 @@ def check_received_config(config: RunConfig, path: Path) -> RunConfig:
     # a model passed as an object is checked as a Model: its own class is rebuilt and checked later
     known = config.model.model in MODELS
     loggers = config.train.loggers  # a logger's package is needed to train, not to load a run
+    # a model object's own options are its class's to check, when it is rebuilt
+    own = {} if known else {"model_options": {}}
     try:
         checked = validate(
-            config.replace(train={"loggers": ()}),
+            config.replace(train={"loggers": ()}, model=own),
             model_class=None if known else Model,
             check_data=False,
         )
     except ConfigError as e:
         raise CheckpointError(f"{path}: its configuration is refused: {e}") from None
-    return checked.replace(train={"loggers": loggers})
+    restored = {} if known else {"model_options": config.model.model_options}
+    return checked.replace(train={"loggers": loggers}, model=restored)
 
 
 def check_optim_fits(optim: dict[str, Any], model: torch.nn.Module, path: Path) -> None:
