@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pyro_vae import CheckpointError, load_run
+from pyro_vae import CheckpointError, PyroVAEError, load_run
 from pyro_vae.checkpoint import load_checkpoint
 from pyro_vae.cli import main
 
@@ -232,6 +232,10 @@ def test_a_received_configuration_is_validated(run, section, values, message, ca
         assert message in err and err.count("\n") == 1, err
         # (a data option is checked when the data are read: the same one line, without the prefix)
         assert "its configuration is refused" in err or section == "data", err
+    if section == "data":  # refused when the data are read
+        with pytest.raises(PyroVAEError, match=message.split(" ")[0]):
+            load_run(run)
+        return
     with pytest.raises(CheckpointError, match="its configuration is refused"):
         load_run(run)  # (in Python words: seed=-1)
 
