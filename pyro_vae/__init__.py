@@ -1,5 +1,7 @@
 """pyro-vae: variational autoencoders as Pyro model/guide pairs."""
 
+# the residual and autoregressive network families register themselves with NETWORKS
+from . import pixelcnn, resnet  # noqa: F401
 from .api import elbo, load_run, log_likelihood, train
 from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from .data import Dataset, load_dataset
@@ -12,6 +14,7 @@ from .errors import (
     TrainingDiverged,
     UserCodeError,
 )
+from .export import export, load
 from .guides import GUIDES
 from .likelihoods import LIKELIHOODS
 from .models import MODELS, VAE, Model, build_model
@@ -19,6 +22,7 @@ from .objectives import OBJECTIVES
 from .plan import Feed, TrainingPlan
 from .plugins import import_plugin
 from .priors import PRIORS
+from .runs import RunData, load_model
 from .train import TrainResult
 
 __version__ = "0.1.0"
@@ -48,10 +52,14 @@ __all__ = [
     "build_model",
     "describe",
     "elbo",
+    "export",
+    "load",
     "import_plugin",
     "log_likelihood",
     "rebuild",
     "load_dataset",
+    "load_model",
     "load_run",
+    "RunData",
     "train",
 ]

@@ -18,9 +18,23 @@ import torch
 
 from .config import RunConfig
 from .errors import CheckpointError, ConfigError
-from .safety import atomic_write_bytes, atomic_write_text, open_lock, regular_file
+from .safety import (
+    atomic_write_bytes,
+    atomic_write_text,
+    file_mode,
+    open_lock,
+    regular_file,
+    umask,
+)
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "file_mode",
+    "load_checkpoint",
+    "save_checkpoint",
+    "umask",
+]
 
 FORMAT = "pyro-vae-checkpoint"
 VERSION = 1

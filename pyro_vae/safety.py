@@ -119,6 +119,30 @@ def regular_file(path: str | Path, what: str = "file", error: type = DataError) 
 
 
 # -- writing ----------------------------------------------------------------------------------------
+def umask() -> int:
+    """This process's umask, read without changing it where Linux reports it."""
+    try:  # Linux >= 4.7
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode ``open()`` gives a new file in this process: ``0o666`` less the umask.
+
+    ``tempfile.mkstemp`` creates its file ``0o600`` whatever the umask; a file renamed into place
+    gets this mode instead, so that a run or bundle on a shared file system is readable by whom the
+    user's umask allows, as every other file they write.
+    """
+    return 0o666 & ~umask()
+
+
 def write_error(path: str | Path, e: OSError) -> WriteFailed:
     """One line for a failed write: the file and the system's reason (``No space left on
     device``), and that the previous file was kept."""
@@ -146,6 +170,7 @@ def atomic_write_bytes(path: str | Path, write: Callable[[IO[bytes]], Any]) -> N
     except OSError as e:
         raise write_error(path, e) from None
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -170,6 +195,7 @@ def atomic_save(path: str | Path, save: Callable[[str], Any]) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+        os.fchmod(fd, file_mode())
         os.close(fd)
     except OSError as e:
         raise write_error(path, e) from None

@@ -15,10 +15,9 @@ from typing import Any
 import pyro
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import evaluate
-from .boundary import check_fast_on, check_run_dir_argument, check_train_arguments
+from .boundary import check_fast_on, check_train_arguments
 from .build import model_for, validate
 from .checkpoint import (
     CHECKPOINT,
@@ -33,7 +32,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import RunConfig
-from .data import Dataset, fingerprint, load_dataset, received_data_dir
+from .data import Dataset, fingerprint, load_dataset
 from .engine import Engine, engine_for, running, set_rank_seed
 from .errors import CheckpointError, ConfigError, TrainingDiverged, TrainingStopped
 from .inventory import check_model_memory, user_parts
@@ -44,6 +43,9 @@ from .objectives import objective_for
 from .optim import adam
 from .paramstore import OwnParameters
 from .plan import Feed, TrainingPlan
+from .progress import check_mode, epoch_line
+from .progress import outputs as progress_outputs
+from .runs import MODEL_TEXT, data_spec, load_run, resolve_device  # noqa: F401 (load_run: pyro_vae.train.load_run)
 from .runspec import DESCRIPTION_KEY, MODEL_JSON, custom_name, rebuild_model, record_model
 from .safety import append_text, read_text, run_path
 from .usercode import note_parts, parts_boundary
@@ -59,31 +61,6 @@ RESUMABLE_CHANGES = {
     ("data", "loading"),
     ("data", "workers"),
 }
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present; otherwise the named device, checked to exist."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(
-            f"--device {name}: pyro-vae trains on cpu or cuda (cuda:N), not {device.type}"
-        )
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"--device {name} asks for CUDA, but this machine has no usable GPU; use --device cpu"
-            )
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), "
-                f"cuda:0..cuda:{torch.cuda.device_count() - 1}"
-            )
-    return device
 
 
 @dataclass
@@ -114,7 +91,7 @@ def train(
     run_dir: str | Path | None = None,
     *,
     resume: bool = False,
-    progress: bool = True,
+    progress: bool | str = True,
     dataset: Dataset | None = None,
     model: nn.Module | None = None,
 ) -> TrainResult:
@@ -123,6 +100,9 @@ def train(
     With ``run_dir`` the configuration, a checkpoint after every epoch and ``metrics.jsonl`` are
     written there; ``resume=True`` continues from its checkpoint and gives the same result as an
     uninterrupted run on the same device.
+
+    ``progress``: ``True`` (``"auto"``) draws a bar where stderr is a terminal and prints one line
+    per epoch on stdout where stdout is not one; ``"bar"``, ``"lines"`` choose; ``False`` is silent.
 
     ``dataset`` and ``model`` replace those the configuration describes. A model object is
     recorded as what it is (:mod:`pyro_vae.runspec`): ``config.json``'s model section from its own
@@ -133,6 +113,7 @@ def train(
     config = check_train_arguments(config, run_dir, resume, progress, dataset, model)
     if run_dir is None and resume:
         raise ConfigError("resume needs the run directory to continue from")
+    check_mode(progress)
     given = model
     if model is not None:
         model = as_model(model)  # a plain model/guide pair becomes a Model here, once
@@ -170,7 +151,7 @@ def _train(
     config: RunConfig,
     run_dir: Path | None,
     resume: bool,
-    progress: bool,
+    progress: bool | str,
     dataset: Dataset | None,
     model: Model | None,
     engine: Engine,
@@ -210,6 +191,7 @@ def _train(
     data = dataset if dataset is not None else load_dataset(config.data)
     data.check()  # a data set built in Python meets the same rules as a loaded one
     data_id = fingerprint(data)
+    spec = data_spec(data, from_python=dataset is not None)
     if checkpoint is not None and checkpoint.get("data_fingerprint", data_id) != data_id:
         raise ConfigError(
             f"--resume: the data differ from those the run in {run_dir} was trained on (the file "
@@ -267,12 +249,9 @@ def _train(
     run_loggers = open_loggers(tcfg.loggers, run_dir, config, resume=resume) if writes else None
     status = "failed"
 
-    bar = tqdm(
-        total=(tcfg.epochs - start_epoch) * plan.steps_per_epoch,
-        disable=not progress or not engine.is_main,
-        unit="step",
-        dynamic_ncols=True,
-    )
+    # a bar on a terminal, one line per epoch elsewhere (progress.outputs); rank 0 only
+    show_bar, show_lines = progress_outputs(progress) if engine.is_main else (False, False)
+    bar = _bar(show_bar, (tcfg.epochs - start_epoch) * plan.steps_per_epoch)
     try:
         for epoch in range(start_epoch, tcfg.epochs):
             plan.begin_epoch(epoch)
@@ -317,6 +296,16 @@ def _train(
             bar.set_postfix_str(
                 f"epoch {epoch + 1}/{tcfg.epochs} test ELBO {record['test_elbo']:.2f}"
             )
+            if show_lines:
+                line = epoch_line(
+                    epoch + 1,
+                    tcfg.epochs,
+                    record["train_elbo"],
+                    record["test_elbo"],
+                    epoch_time,
+                    seen,
+                )
+                print(line, flush=True)
             rng = _rng_state(device)
             if engine.distributed:
                 rng["ranks"] = engine.gather(dict(rng))
@@ -336,6 +325,7 @@ def _train(
                         plan=plan.state_dict(),
                         feed=feed.state_dict(),
                         data_fingerprint=data_id,
+                        data_spec=spec,
                         **({DESCRIPTION_KEY: described} if described is not None else {}),
                     )
                 except Exception as e:  # the others must not wait for rank 0 in the next step
@@ -352,9 +342,6 @@ def _train(
             run_loggers.close(status)
     plan.finish()  # e.g. M2 returns to the epoch its validation set picked
     return TrainResult(model, data, config, history, run_dir, engine.rank)
-
-
-MODEL_TEXT = "model.txt"
 
 
 def _extremes(data: Dataset) -> torch.Tensor:
@@ -377,6 +364,25 @@ def _restoring(path: Path, entry: str) -> Iterator[None]:
             f"damaged or not from pyro-vae ({path}); restore it from a backup, or retrain without "
             "--resume"
         ) from None
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix_str(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(show: bool, total: int) -> Any:
+    if not show:
+        return _NoBar()
+    from tqdm.auto import tqdm  # only where a bar is drawn
+
+    return tqdm(total=total, unit="step", dynamic_ncols=True)
 
 
 def json_line(record: dict[str, Any]) -> str:
@@ -474,74 +480,3 @@ def _read_metrics(path: Path) -> list[dict[str, Any]]:
             )
         records.append(record)
     return records
-
-
-def load_run(
-    run_dir: str | Path,
-    device: str = "cpu",
-    *,
-    model: nn.Module | None = None,
-    dataset: Dataset | None = None,
-    data_dir: str | Path | None = None,
-) -> tuple[RunConfig, nn.Module, Dataset]:
-    """Rebuild a trained run's model and data set from its directory.
-
-    ``data_dir`` is where a torchvision data set of the run lives on this machine, when not where
-    the run's configuration says (the run may come from another machine: a folder it names that is
-    not here is never created nor downloaded into).
-
-    A run trained with a model object is rebuilt from the model's description (its class must be
-    importable here), or reloaded into ``model``, a fresh object of the same architecture; a run
-    trained on data passed in Python gets them back through ``dataset``. Either is checked against
-    what the run saved.
-    """
-    run_dir = check_run_dir_argument(run_dir)
-    ckpt = load_checkpoint(run_dir / CHECKPOINT)
-    config: RunConfig = ckpt["config"]
-    parts = user_parts(config, model, dataset)
-    note_parts(parts)
-    with parts_boundary(parts, "loading the run"):
-        return _load_run(run_dir, ckpt, config, device, model, dataset, data_dir)
-
-
-def _load_run(
-    run_dir: Path,
-    ckpt: dict[str, Any],
-    config: RunConfig,
-    device: str,
-    model: nn.Module | None,
-    dataset: Dataset | None,
-    data_dir: str | Path | None,
-) -> tuple[RunConfig, nn.Module, Dataset]:
-    dev = resolve_device(device)
-    pyro.set_rng_seed(config.train.seed)
-    if dataset is None:
-        config = config.replace(data={"data_dir": received_data_dir(config.data, data_dir)})
-    data = dataset if dataset is not None else load_dataset(config.data)
-    saved = ckpt.get("data_fingerprint")
-    if saved is not None and fingerprint(data) != saved:
-        raise CheckpointError(
-            f"the data differ from those the run in {run_dir} was trained on"
-            + (
-                " (config.json's data set changed on disk); restore them or pass dataset="
-                if dataset is None
-                else "; pass the data set the run was trained on"
-            )
-        )
-    if model is None and DESCRIPTION_KEY in ckpt:
-        model = rebuild_model(ckpt[DESCRIPTION_KEY], run_dir)
-    if model is None and config.model.model.startswith("custom:"):
-        raise CheckpointError(
-            f"the run in {run_dir} trained a model passed as an object "
-            f"({config.model.model[7:]}, see {MODEL_TEXT}); rebuild it and reload with "
-            "pyro_vae.load_run(RUN, model=...)"
-        )
-    if model is None:
-        check_model_memory(config.model, data.x_shape, data.num_classes, dev, training=False)
-    given = model
-    model = model_for(config, data, model)
-    # a plan's selected epoch (M2's best validation accuracy) is the run's model; else the last epoch
-    selected = ckpt.get("plan", {}).get("selected_model", ckpt["model"])
-    load_model_state(model, selected, run_dir / CHECKPOINT)
-    model.to(dev).eval()
-    return config, given if given is not None else model, data.to(dev)
