@@ -132,9 +132,8 @@ def check_train_arguments(
             f"train: run_dir must be a path (str or pathlib.Path) or None, got "
             f"{type(run_dir).__name__}"
         )
-    for name, value in (("resume", resume), ("progress", progress)):
-        if not isinstance(value, bool):
-            raise ConfigError(f"train: {name} must be True or False, got {value!r}")
+    if not isinstance(resume, bool):  # (progress is a mode: pyro_vae.progress checks it)
+        raise ConfigError(f"train: resume must be True or False, got {resume!r}")
     if dataset is not None and not isinstance(dataset, Dataset):
         raise DataError(
             f"train: dataset must be a pyro_vae.Dataset (e.g. Dataset(name, train_x, test_x)) or "

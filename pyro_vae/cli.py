@@ -266,11 +266,6 @@ def build_parser() -> argparse.ArgumentParser:
         )
         q.add_argument("run", type=Path, help="run directory written by `pyro-vae train`")
         q.add_argument("--device", default="cpu", help="device to load the model on")
-        q.add_argument(
-            "--data-dir",
-            default=None,
-            help="where the run's torchvision data set lives here (default: the run's own)",
-        )
         _add_common(q)
         return q
 
@@ -338,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data(q)
     _add_data(q, "--against", "in-distribution reference (e.g. the run's own test set)")
+    q.add_argument("--data-dir", default=None, help="where torchvision data sets live")
     q.add_argument(
         "--out", type=Path, default=None, help="table (.csv or .npz); default RUN/scores/"
     )
@@ -356,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = run_parser("encode", "write the latent means and scales of q(z|x) for a data set")
     _add_data(q)
+    q.add_argument("--data-dir", default=None, help="where torchvision data sets live")
     q.add_argument("--out", type=Path, required=True, help="output file (.npz)")
 
     q = sub.add_parser(

@@ -122,7 +122,6 @@ def test_not_a_model_is_one_line(model) -> None:
         ((), {"dataset": "digits"}, "dataset must be a pyro_vae.Dataset"),
         ((), {"run_dir": 3}, "run_dir must be a path"),
         ((), {"resume": "yes"}, "resume must be True or False"),
-        ((), {"progress": None}, "progress must be True or False"),
     ],
 )
 def test_train_arguments(args, kwargs, message) -> None:
