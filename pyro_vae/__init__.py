@@ -7,7 +7,14 @@ from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from .data import Dataset, load_dataset
 from .describe import describe, rebuild
 from .disentangle import disentanglement
-from .errors import CheckpointError, ConfigError, DataError, PyroVAEError, TrainingDiverged
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    PyroVAEError,
+    TrainingDiverged,
+    UserCodeError,
+)
 from .export import export, load
 from .guides import GUIDES
 from .likelihoods import LIKELIHOODS
@@ -42,6 +49,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainingDiverged",
+    "UserCodeError",
     "build_model",
     "disentanglement",
     "describe",

@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from .checkpoint import CHECKPOINT, CONFIG, METRICS, load_checkpoint, run_directory
+from .build import read_checkpoint
+from .checkpoint import CHECKPOINT, CONFIG, METRICS, run_directory
 from .config import SECTIONS, DataConfig, ModelConfig, RunConfig, TrainConfig
 from .data import DATASETS, Dataset
 from .errors import ConfigError, PyroVAEError
@@ -192,6 +193,10 @@ def train(
         raise ConfigError("plots=True draws into run_dir/figures: pass run_dir= too")
     if run_dir is None and resume:
         raise ConfigError("resume=True needs run_dir=, the run to continue")
+    if run_dir is not None and not isinstance(run_dir, (str, os.PathLike)):
+        raise ConfigError(
+            f"run_dir must be a path (str or pathlib.Path), got {type(run_dir).__name__}"
+        )
     run = Path(run_dir) if run_dir is not None else None
 
     what = model_or_config
@@ -207,7 +212,7 @@ def train(
             f"a {type(what).__name__}"
         )
     if config is None and resume and (run / CHECKPOINT).exists():
-        config = load_checkpoint(run / CHECKPOINT)["config"]  # continue with the run's own
+        config = read_checkpoint(run / CHECKPOINT)["config"]  # continue with the run's own
     config = config if config is not None else RunConfig()
     if isinstance(what, str):
         config = config.replace(model={"model": what})

@@ -3,22 +3,27 @@
 The one module that knows every family at once. Below it each part owns its options and checks them
 (:mod:`pyro_vae.data`, :mod:`pyro_vae.engine`, :mod:`pyro_vae.loggers`, the objectives, the models
 and their guides, priors and likelihoods); :mod:`pyro_vae.config` is a leaf that only reads, writes and
-types the fields. The trainer and the command line call :func:`validate` and :func:`model_for`.
+types the fields. The trainer and the command line call :func:`validate` and :func:`model_for`; every reader of a
+run's checkpoint calls :func:`read_checkpoint`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
+from .checkpoint import load_checkpoint
 from .config import RunConfig
 from .data import Dataset, check_data_options, dataset_options
 from .engine import check_engine_options
+from .errors import CheckpointError, ConfigError
 from .loggers import check_loggers
-from .models import Model, build_model, check_model_options
+from .models import MODELS, Model, build_model, check_model_options
 from .models.base import as_model, check_parts_config
 from .objectives.kl import objective_options
 
@@ -63,3 +68,33 @@ def model_for(config: RunConfig, data: Dataset, model: Any | None = None) -> Mod
 def model_class(model: nn.Module | Callable | None) -> type | None:
     """The class whose declarations (options, objectives) a model object is checked against."""
     return None if model is None else type(as_model(model))
+
+
+def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """:func:`pyro_vae.checkpoint.load_checkpoint`, with the configuration inside checked as a new
+    one is (:func:`received_config`): every reader of a run goes through here, so a received run is
+    never acted on before its configuration passes."""
+    payload = load_checkpoint(path, map_location)
+    payload["config"] = received_config(payload["config"], Path(path))
+    return payload
+
+
+def received_config(config: RunConfig, path: Path) -> RunConfig:
+    """A checkpoint's configuration passes the checks a new one does (a received run may hold a
+    negative seed or a hidden size of 10**9): the same :func:`validate`, less the data
+    set's options (the data may live elsewhere here)."""
+    # a model passed as an object is checked as a Model: its own class is rebuilt and checked later
+    known = config.model.model in MODELS
+    loggers = config.train.loggers  # a logger's package is needed to train, not to load a run
+    # a model object's own options are its class's to check, when it is rebuilt
+    own = {} if known else {"model_options": {}}
+    try:
+        checked = validate(
+            config.replace(train={"loggers": ()}, model=own),
+            model_class=None if known else Model,
+            check_data=False,
+        )
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: its configuration is refused: {e}") from None
+    restored = {} if known else {"model_options": config.model.model_options}
+    return checked.replace(train={"loggers": loggers}, model=restored)

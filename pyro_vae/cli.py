@@ -13,9 +13,12 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
+import traceback
 import types
 import typing
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,6 +26,7 @@ from typing import Any
 
 from .errors import ConfigError, PyroVAEError
 from .registry import Registry
+from .safety import run_folder, run_path
 
 if typing.TYPE_CHECKING:
     from .config import RunConfig
@@ -453,7 +457,7 @@ def _positive(name: str, value: int) -> None:
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The validated configuration ``pyro-vae train`` runs with: the defaults, a ``--config`` file or
     (with ``--resume``) the run's own configuration, then the options typed on the command line."""
-    from .checkpoint import load_checkpoint
+    from .build import read_checkpoint
     from .config import RunConfig
 
     overrides = {o.target: getattr(args, o.target) for o in options() if hasattr(args, o.target)}
@@ -462,7 +466,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             raise ConfigError("--resume needs --run-dir, the run to continue")
         if args.config is not None:
             raise ConfigError("--resume continues a run with its own configuration; drop --config")
-        base = load_checkpoint(args.run_dir)["config"]
+        base = read_checkpoint(args.run_dir)["config"]
     elif args.config is not None:
         if not args.config.is_file():
             raise ConfigError(f"no config file at {args.config}")
@@ -602,7 +606,7 @@ def _rows(
     every row of a file with no split of its own unless a split is named, else that split (test by
     default). Without a name, the run's own data, which are then loaded and checked against the
     run's fingerprint (:class:`~pyro_vae.runs.RunData`)."""
-    from .data import load_dataset, load_rows
+    from .data import load_dataset, load_rows, received_data_dir
 
     data_dir = getattr(args, "data_dir", None)
     if name is None and data_dir is None:
@@ -614,6 +618,9 @@ def _rows(
             dataset=name or config.data.dataset,
             data_dir=data_dir if data_dir is not None else config.data.data_dir,
         )
+        # --data-dir must be read by the data set (else it is refused, not ignored), and a folder
+        # the run names that is not here is never created nor downloaded into
+        cfg = replace(cfg, data_dir=received_data_dir(cfg, data_dir))
         label = Path(cfg.dataset).stem if name is None else name
         if split is None:
             source, whole = load_rows(cfg)
@@ -659,7 +666,8 @@ def _model_device(model: Any) -> Any:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .checkpoint import CHECKPOINT, load_checkpoint
+    from .build import read_checkpoint
+    from .checkpoint import CHECKPOINT
     from .evaluate import report
     from .models import Model
     from .runs import load_run
@@ -685,7 +693,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         keep = (probe_y >= 0).nonzero().squeeze(-1)
         probe_x, probe_y = rows.source.rows(keep), probe_y[keep]
     if isinstance(model, Model):  # e.g. the labels a semi-supervised run used, and how it selected
-        plan_state = load_checkpoint(Path(args.run) / CHECKPOINT).get("plan", {})
+        plan_state = read_checkpoint(Path(args.run) / CHECKPOINT).get("plan", {})
         result.update(model.run_summary(config, plan_state, data))
     result.update(
         report(
@@ -769,7 +777,7 @@ def cmd_figure(args: argparse.Namespace) -> int:
     if args.out is not None:
         _check_figure_path(args.out)
     config, model, data = load_run(args.run, args.device)
-    figs = Path(args.run) / plots.FIGURES
+    figs = run_folder(args.run, plots.FIGURES)  # no link in a received run followed
     if args.command == "sample":
         _positive("-n", args.n)
         path = plots.samples(model, args.out or figs / "samples.png", n=args.n)
@@ -860,7 +868,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"pyro-vae: note: no complexity score: {refused}", file=sys.stderr)
     table = scores.score(model, rows.x, scores=tuple(names), progress=progress, **options)
-    out = args.out or Path(args.run) / "scores" / f"{Path(rows.label).name}.csv"
+    out = args.out or run_path(args.run, "scores", f"{Path(rows.label).name}.csv")
     out.parent.mkdir(parents=True, exist_ok=True)
     scores.write_table(table, out)
     result: dict[str, Any] = {
@@ -927,7 +935,7 @@ def cmd_traverse(args: argparse.Namespace) -> int:
     x = _rows(args, config, data, _model_device(model), args.data, args.data_split).x
     if not 0 <= args.image < x.shape[0]:
         raise ConfigError(f"--image must lie in 0..{x.shape[0] - 1}, got {args.image}")
-    out = args.out or Path(args.run) / plots.FIGURES / "traversal.png"
+    out = args.out or run_path(args.run, plots.FIGURES, "traversal.png")
     path = plots.traversal(model, x, out, image=args.image, steps=args.steps)
     if path is None:
         raise ConfigError("this data set is not image-shaped, so there is no image to draw")
@@ -1004,7 +1012,35 @@ class Terminated(KeyboardInterrupt):
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
+    if _mid_fork(frame):
+        # an exception raised while worker processes are being forked or shut down is swallowed
+        # by Python's at-fork hooks (which then leave the logging module's lock held, and the next
+        # fork hangs) or leaves a half-made DataLoader iterator that prints a traceback: the stop
+        # is delivered again a moment later, outside them
+        threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+        return
     raise Terminated
+
+
+#: (file, function) where a stop must wait: Python's at-fork hooks and a DataLoader starting or
+#: ending its worker processes
+_NOT_NOW = (
+    (os.path.join("logging", "__init__.py"), None),
+    (
+        os.path.join("torch", "utils", "data", "dataloader.py"),
+        ("__init__", "_reset", "_shutdown_workers"),
+    ),
+)
+
+
+def _mid_fork(frame: Any) -> bool:
+    while frame is not None:
+        code = frame.f_code
+        for file, functions in _NOT_NOW:
+            if code.co_filename.endswith(file) and (functions is None or code.co_name in functions):
+                return True
+        frame = frame.f_back
+    return False
 
 
 def _program() -> str:
@@ -1019,10 +1055,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     (``--debug`` shows it). Exit status 2: bad input; 1: an internal error (a bug to report);
     130/143: interrupted by Ctrl-C / SIGTERM."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    with warnings.catch_warnings():
+        if "--debug" not in argv:  # pyro-vae's own checks report a NaN in one line, not per site
+            warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)
+        return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
     debug = "--debug" in argv
     try:
         _preimport(argv)
     except PyroVAEError as e:
+        if debug and e.__cause__ is not None:  # a plugin's own error: its traceback
+            traceback.print_exception(e.__cause__)
         print(f"pyro-vae: error: {e}", file=sys.stderr)
         return 2
     try:
@@ -1038,6 +1083,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with reporting(not getattr(args, "quiet", False)):
             return COMMANDS[args.command](args)
     except PyroVAEError as e:
+        if debug and e.__cause__ is not None:  # e.g. the user's part that failed: its traceback
+            traceback.print_exception(e.__cause__)
         print(f"{_program()}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
@@ -1056,6 +1103,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:
         if debug:
             raise
+        from .usercode import blame
+
+        theirs = blame(e)  # raised in the user's code, or in a run of their parts
+        if theirs is not None:
+            print(f"{_program()}: error: {theirs}", file=sys.stderr)
+            return 2
         first = str(e).strip().split("\n", 1)[0][:300]
         print(
             f"pyro-vae: internal error: {type(e).__name__}: {first}. This is a bug; please report "

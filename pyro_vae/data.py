@@ -24,9 +24,10 @@ import torch
 
 from . import streaming
 from .config import DataConfig
-from .errors import ConfigError, DataError
+from .errors import CheckpointError, ConfigError, DataError
 from .factors import FactorDataset, FactorSplit
 from .registry import Registry
+from .safety import regular_file
 from .streaming import LOADINGS, MAX_WORKERS, NpyRows, RowSource, TensorRows, convert_rows
 
 _TEST_BINARIZATION_SEED = 1  # fixed, so every run is scored on the same binary test set
@@ -609,6 +610,32 @@ def check_data_options(config: DataConfig) -> None:
         raise streaming.static_refusal("--loading stream reads it batch by batch")
 
 
+def received_data_dir(config: DataConfig, data_dir: str | Path | None = None) -> str | None:
+    """The data folder a loaded run reads its data set from: ``data_dir`` when given (it must be
+    one the data set reads), else the run's own, which must exist here: a run from another machine
+    names folders of that machine, and loading it must not create them nor download into them."""
+    source = dataset_source(config.dataset)
+    if data_dir is not None:
+        if "data_dir" not in source.options:
+            raise ConfigError(
+                f"--data-dir is not used by the run's data set {config.dataset}; it is read by "
+                f"{', '.join(n for n in DATASETS if 'data_dir' in DATASETS.get(n).options)}"
+            )
+        path = Path(data_dir).expanduser()
+        if not path.is_dir():
+            raise ConfigError(f"--data-dir {data_dir}: no such folder")
+        return str(data_dir)
+    if config.data_dir is None or "data_dir" not in source.options:
+        return config.data_dir
+    if not Path(config.data_dir).expanduser().is_dir():
+        raise CheckpointError(
+            f"the run's data set {config.dataset} was read from {config.data_dir}, which does not "
+            "exist on this machine; give the folder that holds it here (--data-dir DIR, "
+            "load_run(..., data_dir=DIR))"
+        )
+    return config.data_dir
+
+
 def load_dataset(config: DataConfig) -> Dataset:
     """Load ``config.dataset`` on the CPU, scaled to [0, 1] where it is image data, and binarize it.
 
@@ -901,6 +928,7 @@ def _as_labels(a: np.ndarray, n: int, path: Path, key: str) -> torch.Tensor:
 def _array_file(path: Path, test_fraction: float, fraction_given: bool = False) -> Dataset:
     if not path.exists():
         raise DataError(f"no such data file: {path}")
+    regular_file(path, "data file")  # a FIFO would block for ever
     try:
         with open(path, "rb") as f:
             magic = f.read(6)

@@ -23,6 +23,7 @@ import importlib
 import inspect
 import math
 import numbers
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -129,7 +130,16 @@ def import_path(cls: type) -> str:
     return f"{module}:{qualname}"
 
 
+def _importable_here(module: str) -> bool:
+    """Whether :func:`rebuild` may import ``module``: pyro_vae's own, or one this process has
+    already imported. A description comes from a file someone else may have written, and
+    importing the module it names would run that module's code: loading never does that."""
+    return module == "pyro_vae" or module.startswith("pyro_vae.") or module in sys.modules
+
+
 def _resolve(module: str, qualname: str) -> Any:
+    if not _importable_here(module):
+        return None
     try:
         obj: Any = importlib.import_module(module)
         for attr in qualname.split("."):
@@ -210,8 +220,9 @@ def _value(value: Any, where: str) -> Any:
 def rebuild(description: Mapping[str, Any]) -> Any:
     """A fresh object of the class and arguments :func:`describe` wrote down (new weights).
 
-    Only classes that describe themselves (subclasses of :class:`Described`) are built; the module
-    that defines one is imported, as Python's own ``import`` would.
+    Only classes that describe themselves (subclasses of :class:`Described`) are built, and only
+    from pyro_vae's own modules or modules this process has already imported: a description never
+    makes pyro_vae import (run) a module it names.
     """
     return _build_part(description, "the description")
 
@@ -221,6 +232,12 @@ def _build_part(d: Mapping[str, Any], where: str) -> Any:
         raise ConfigError(f"{where} must be an object with a 'class' entry, got {d!r}")
     path = d["class"]
     module, _, qualname = path.partition(":")
+    if qualname and not _importable_here(module):
+        raise NotDescribable(
+            f"{where} names the class {path}, whose module {module!r} is not imported: loading "
+            f"never imports code that a file names; import it first (`import {module}` in Python, "
+            f"--import {module} on the command line) and load again"
+        )
     cls = _resolve(module, qualname) if qualname else None
     if cls is None:
         raise NotDescribable(

@@ -34,3 +34,22 @@ class TrainingDiverged(PyroVAEError, FloatingPointError):
 
 class TrainingStopped(PyroVAEError):
     """Another process of a data-parallel run failed, so this one stopped too."""
+
+
+class UserCodeError(PyroVAEError):
+    """Code of the user's own (a plugin, a registered part, a model or data set passed as an object)
+    failed; the message names it, the call and the exception, which is the ``__cause__``
+    (``--debug`` prints its traceback)."""
+
+
+class UnsafePath(PyroVAEError):
+    """A path inside a run directory is a symbolic link, or leads outside the run directory."""
+
+
+class WriteFailed(PyroVAEError):
+    """A file could not be written (disk full, permission, read-only file system); the file as it
+    was before is kept."""
+
+
+class TooLarge(ConfigError):
+    """A size would allocate more memory than this machine has."""

@@ -11,6 +11,7 @@ from pyro.infer import ELBO
 from pyro.poutine import Trace
 from torch import nn
 
+from .boundary import as_data, check_count
 from .errors import ConfigError
 from .kernel import (
     analytic_kl_sites,
@@ -31,6 +32,7 @@ from .objectives.importance import (
 )
 from .objectives.kl import per_dimension_kl
 from .progress import track
+from .safety import finite_result
 
 __all__ = [
     "analytic_kl_sites",
@@ -62,6 +64,9 @@ def elbo(
     particles.
     """
     model = as_model(model, guide, caller="elbo")
+    x = as_data(model, x, "elbo")
+    num_particles = check_count(num_particles, "elbo: num_particles")
+    batch_size = check_count(batch_size, "elbo: batch_size")
     if objective is None:
         objective = model.evaluation_objective(num_particles)  # e.g. M2 sums unknown labels out
     with evaluating(model):
@@ -105,12 +110,16 @@ def report(
       ``probe_counts`` that fits the training set (:func:`pyro_vae.represent.linear_probe`).
     """
     model = as_model(model, caller="report")
-    out: dict[str, Any] = {"test_elbo": elbo(model, x, num_particles=particles)}
+    out: dict[str, Any] = {
+        "test_elbo": finite_result("the test ELBO", elbo(model, x, num_particles=particles))
+    }
     if iwae_samples > 0:
         out["iwae_samples"] = iwae_samples
-        out["test_iwae"] = float(log_likelihood(model, x, iwae_samples).mean())
+        out["test_iwae"] = float(
+            finite_result("the IWAE bound", log_likelihood(model, x, iwae_samples).mean())
+        )
     if nll_samples > 0:
-        ll = float(log_likelihood(model, x, nll_samples).mean())
+        ll = float(finite_result("log p(x)", log_likelihood(model, x, nll_samples).mean()))
         out.update(nll_samples=nll_samples, test_log_likelihood=ll, test_nll=-ll)
     from .units import bits_report
 
@@ -153,9 +162,13 @@ def log_likelihood(
     decoded data holds at most ``max_elements`` numbers (memory stays bounded whatever K is), and the
     chunks are combined by log-sum-exp.
     """
-    if not isinstance(num_samples, int) or num_samples < 1:
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ConfigError(f"the number of importance samples must be positive, got {num_samples!r}")
+    batch_size = check_count(batch_size, "log_likelihood: batch_size")
     model = as_model(model, guide, caller="log_likelihood")
+    # float32 of the model's shape, finite, inside the likelihood's support (else log p(x) would be
+    # NaN, or positive for data a Bernoulli cannot produce)
+    x = as_data(model, x, "log_likelihood")
     out = []
     batches = x.split(batch_size)
     desc = f"log p(x), {num_samples} samples"
@@ -226,6 +239,7 @@ def latent_statistics(
     ``guide`` as in :func:`log_likelihood`.
     """
     model = as_model(model, guide, caller="latent_statistics")
+    x = as_data(model, x, "latent_statistics")
     nest = max_plate_nesting
     rate = distortion = 0.0
     n = 0

@@ -42,6 +42,9 @@ def _subplots(figsize: tuple[float, float]) -> tuple[Figure, Any]:
     return fig, fig.subplots()
 
 
+from .safety import atomic_save, finite_result  # noqa: E402
+
+
 def _as_images(x: torch.Tensor) -> torch.Tensor | None:
     """``(N, C, H, W)`` images from data of any event shape, or ``None`` if they are not images."""
     x = x.detach().float().cpu()
@@ -59,6 +62,7 @@ def _save_grid(images: torch.Tensor, nrow: int, path: Path, title: str) -> Path 
     imgs = _as_images(images)
     if imgs is None:
         return None
+    finite_result(f"the figure {Path(path).name}", imgs)  # never a picture of NaN
     grid = make_grid(imgs.clamp(0, 1), nrow=nrow, padding=1, pad_value=1.0)
     cols, rows = min(nrow, imgs.shape[0]), math.ceil(imgs.shape[0] / nrow)
     # about half an inch per image, whatever its pixel size, so 8x8 digits and MNIST both read well
@@ -77,7 +81,7 @@ def _save_grid(images: torch.Tensor, nrow: int, path: Path, title: str) -> Path 
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Written to a temporary file that then replaces ``path``: a full disk or a crash keeps the
+    figure that was there, and a link at ``path`` is replaced rather than written through."""
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return path
+    return atomic_save(Path(path), lambda tmp: fig.savefig(tmp, dpi=120))

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 from .registry import Registry, coerce
+from .safety import append_text, read_text, run_path
 
 if TYPE_CHECKING:
     from lightning.fabric.loggers import Logger
@@ -239,7 +240,8 @@ def open_loggers(
     opened: list[Logger] = []
     try:
         for name in (CSV, *names):
-            home = run_dir / LOGS / name
+            # a received run directory may hold links: a logger's folder must be its own
+            home = run_path(run_dir, LOGS, name)
             # a logger that continues its record keeps the hyperparameters it was first given
             continues = resume and home.is_dir() and any(home.iterdir())
             factory = csv_logger if name == CSV else LOGGERS.get(name)
@@ -275,20 +277,18 @@ class CSVLog(Resumable):
     """
 
     def __init__(self, root_dir: Path, *, resume: bool = False) -> None:
-        self.log_dir = Path(root_dir) / CSV
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.metrics_file_path = self.log_dir / "metrics.csv"
+        self.metrics_file_path = run_path(Path(root_dir), CSV, "metrics.csv")
+        self.log_dir = self.metrics_file_path.parent
         self.metrics_keys: list[str] = []
         if resume and self.metrics_file_path.is_file():
-            with open(self.metrics_file_path, newline="") as f:
-                self.metrics_keys = next(csv.reader(f), [])  # appends keep this header
+            self.metrics_keys = self._header()  # appends keep this header
         elif self.metrics_file_path.exists():
             self.metrics_file_path.unlink()  # a new run's log replaces an old attempt's
 
     def log_hyperparams(self, params: Mapping[str, Any]) -> None:
         import yaml
 
-        from .checkpoint import atomic_write_text
+        from .safety import atomic_write_text
 
         text = yaml.safe_dump(dict(params), sort_keys=True, default_flow_style=False)
         atomic_write_text(self.log_dir / "hparams.yaml", text)
@@ -300,8 +300,9 @@ class CSVLog(Resumable):
             self.metrics_keys += new  # a new column: the file is rewritten with the wider header
             self._rewrite([*self._rows(), row])
             return
-        with open(self.metrics_file_path, "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self.metrics_keys).writerow(row)
+        text = io.StringIO()
+        csv.DictWriter(text, fieldnames=self.metrics_keys).writerow(row)
+        append_text(self.metrics_file_path, text.getvalue())
 
     def continue_at(self, step: int) -> None:
         """Remove the rows at ``step`` and after (epochs a resumed run repeats)."""
@@ -316,14 +317,39 @@ class CSVLog(Resumable):
     def finalize(self, status: str) -> None:
         """Nothing stays open between rows."""
 
+    def _header(self) -> list[str]:
+        rows = list(csv.reader(io.StringIO(self._text())))
+        header = rows[0] if rows else []
+        if rows and (not header or header[0] != "step" or any(not k for k in header)):
+            raise self._damaged("its first line is not a header starting with 'step'")
+        return header
+
+    def _text(self) -> str:
+        from .errors import CheckpointError
+
+        return read_text(self.metrics_file_path, "CSV log", CheckpointError)
+
+    def _damaged(self, what: str) -> Exception:
+        from .errors import CheckpointError
+
+        return CheckpointError(
+            f"the CSV log {self.metrics_file_path} is damaged ({what}); delete it to resume "
+            "without the old log"
+        )
+
     def _rows(self) -> list[dict[str, str]]:
         if not self.metrics_file_path.is_file():
             return []
-        with open(self.metrics_file_path, newline="") as f:
-            return list(csv.DictReader(f))
+        try:
+            rows = list(csv.DictReader(io.StringIO(self._text(), newline="")))
+        except csv.Error as e:
+            raise self._damaged(str(e)) from None
+        if any(None in row for row in rows):  # more cells than the header has names
+            raise self._damaged("a row has more cells than the header")
+        return rows
 
     def _rewrite(self, rows: list[dict[str, Any]]) -> None:
-        from .checkpoint import atomic_write_text
+        from .safety import atomic_write_text
 
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=self.metrics_keys)
@@ -390,12 +416,19 @@ def mlflow_logger(run_dir: Path, name: str, *, resume: bool = False) -> Logger:
 def _run_id(home: Path, resume: bool) -> str | None:
     path = home / RUN_ID
     if resume and path.is_file():
-        return path.read_text().strip() or None
+        from .errors import CheckpointError
+
+        text = read_text(path, "logger run id", CheckpointError).strip()
+        if text and not all(c.isalnum() or c in "-_" for c in text):
+            raise CheckpointError(
+                f"{path} does not hold a run id; delete it to start a new logger run"
+            )
+        return text or None
     return None
 
 
 def _write_run_id(home: Path, run_id: str) -> str:
-    from .checkpoint import atomic_write_text
+    from .safety import atomic_write_text
 
     atomic_write_text(home / RUN_ID, f"{run_id}\n")
     return run_id

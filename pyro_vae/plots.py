@@ -16,7 +16,9 @@ from .errors import ConfigError, PyroVAEError
 from .evaluate import batched
 from .images import _as_images, _save, _save_grid, _subplots, make_grid
 from .kernel import evaluating, seeded
+from .models import Model
 from .models.base import as_model
+from .safety import check_allocation, run_folder
 
 FIGURES = "figures"
 
@@ -28,15 +30,19 @@ def training_curves(
     quantized data, :func:`pyro_vae.units.quantized_dims`) a second axis in bits per dimension."""
     if not history:
         return None
-    epochs = [r["epoch"] for r in history]
     fig, ax = _subplots(figsize=(6, 4))
-    ax.plot(epochs, [r["train_elbo"] for r in history], label="train ELBO")
-    ax.plot(epochs, [r["test_elbo"] for r in history], label="test ELBO")
     for key, label in [
+        ("train_elbo", "train ELBO"),
+        ("test_elbo", "test ELBO"),
         ("test_iwae", "test IWAE bound"),
         ("test_log_likelihood", "test log p(x) (IS)"),
     ]:
-        pts = [(r["epoch"], r[key]) for r in history if key in r]
+        # a record read back from metrics.jsonl may lack a number (null for a non-finite one)
+        pts = [
+            (r["epoch"], r[key])
+            for r in history
+            if isinstance(r.get(key), numbers.Real) and isinstance(r.get("epoch"), numbers.Real)
+        ]
         if pts:
             ax.plot(*zip(*pts), label=label)
     ax.set_xlabel("epoch")
@@ -56,6 +62,7 @@ def training_curves(
 @torch.no_grad()
 def reconstructions(model: Any, x: torch.Tensor, path: Path, n: int = 16) -> Path | None:
     x = x[:n]
+    check_grid(model, 2 * x.shape[0], "reconstructions")
     recon = model.reconstruct(x)
     return _save_grid(
         torch.cat([x, recon]),
@@ -65,8 +72,27 @@ def reconstructions(model: Any, x: torch.Tensor, path: Path, n: int = 16) -> Pat
     )
 
 
+#: the most images one figure holds: beyond it a grid is unreadable, and its pixels alone take
+#: gigabytes
+MAX_GRID_IMAGES = 10_000
+
+
+def check_grid(model: Any, n: int, what: str) -> None:
+    """Refuse a figure of ``n`` images before drawing (or decoding) them: at most
+    :data:`MAX_GRID_IMAGES`, and the decoded images must fit in memory."""
+    if n > MAX_GRID_IMAGES:
+        raise ConfigError(
+            f"{what}: a figure of {n:,} images is more than pyro-vae draws ({MAX_GRID_IMAGES:,}); "
+            "ask for fewer"
+        )
+    numel = math.prod(model.x_shape) if isinstance(model, Model) else 1
+    # the decoded means, their grid and the figure's canvas: a few float32 copies of each image
+    check_allocation(16 * n * numel, f"{what}: {n:,} images of {numel} values", "ask for fewer")
+
+
 @torch.no_grad()
 def samples(model: Any, path: Path, n: int = 64) -> Path | None:
+    check_grid(model, n, "samples")
     return _save_grid(
         model.sample(n),
         nrow=int(math.sqrt(n)),
@@ -79,6 +105,7 @@ def samples(model: Any, path: Path, n: int = 64) -> Path | None:
 def interpolation(
     model: Any, x: torch.Tensor, path: Path, steps: int = 10, pairs: int = 4
 ) -> Path | None:
+    check_grid(model, steps * min(pairs, x.shape[0] // 2), "interpolation")
     rows = []
     for i in range(min(pairs, x.shape[0] // 2)):
         z = model.latent_mean(x[2 * i : 2 * i + 2])
@@ -263,6 +290,8 @@ def traversal(
     for data that are not image-shaped."""
     if _as_images(x[:1]) is None:
         return None
+    if isinstance(steps, int) and isinstance(max_dims, int):
+        check_grid(model, steps * (max_dims if dims is None else len(dims)), "traversal")
     images, rows, kl = traversal_images(
         model,
         x,
@@ -308,7 +337,9 @@ def draw_all(
     projection: str = "pca",
 ) -> list[Path]:
     """Every figure this model supports, into ``run_dir/figures``; returns the files written."""
-    out = Path(run_dir) / FIGURES
+    # a received run directory may hold links: the folder must be its own, and each figure
+    # replaces what is at its name (a link included) rather than writing through it
+    out = run_folder(run_dir, FIGURES)
     was_training = model.training
     model.eval()
     try:

@@ -113,6 +113,12 @@ def coerce(value: Any, tp: Any, what: str) -> Any:
     return value
 
 
+def _origin(factory: Any) -> str:
+    """``module.name`` of a registered factory, for messages."""
+    module = getattr(factory, "__module__", None) or "?"
+    return f"{module}.{getattr(factory, '__qualname__', type(factory).__qualname__)}"
+
+
 class Registry(Generic[T]):
     """A named collection of factories of one kind (``"guide"``, ``"prior"``, ...).
 
@@ -130,7 +136,11 @@ class Registry(Generic[T]):
     def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def decorator(factory: Callable[..., T]) -> Callable[..., T]:
             if name in self._factories:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
+                first = _origin(self._factories[name])
+                raise ConfigError(
+                    f"{self.kind} {name!r} is registered twice: by {first} and by "
+                    f"{_origin(factory)}; give one of them another name"
+                )
             self._factories[name] = factory
             return factory
 
@@ -239,7 +249,20 @@ class Registry(Generic[T]):
         factory = self.get(name)
         supplied = {k: v for k, v in kwargs.items() if k in self.supplied}
         options = self.options(name, {k: v for k, v in kwargs.items() if k not in self.supplied})
-        try:
-            return factory(**supplied, **options)
-        except TypeError as e:
-            raise ConfigError(f"bad options for {self.kind} {name!r}: {e}") from None
+        from .usercode import is_users_object, users_code
+
+        if not is_users_object(factory):
+            try:
+                return factory(**supplied, **options)
+            except TypeError as e:
+                raise ConfigError(f"bad options for {self.kind} {name!r}: {e}") from None
+        # a plugin's part: what it raises is its own error, and what it returns must be of the kind
+        with users_code(f"the {self.kind} {name!r} ({_origin(factory)})", "failed to build"):
+            built = factory(**supplied, **options)
+        if self.base is not None and not isinstance(built, self.base):
+            raise ConfigError(
+                f"the {self.kind} {name!r} ({_origin(factory)}) built a {type(built).__name__}, "
+                f"not a {self.base.__module__}.{self.base.__qualname__}; a registered "
+                f"{self.kind} must subclass it"
+            )
+        return built

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .boundary import as_data
 from .errors import ConfigError, DataError
 from .kernel import evaluating, seeded
 from .models.base import Model, as_model
@@ -151,12 +152,9 @@ def encode(
     batch_size = _positive_int(batch_size, "batch_size")
     scale_samples = _positive_int(scale_samples, "scale_samples", low=2)
     model = as_model(model, guide, caller="encode", pair=guide is not None)
-    if not isinstance(x, torch.Tensor):
-        raise DataError(f"encode needs the data as a torch.Tensor, got {type(x).__name__}")
-    if x.ndim < 1 or x.shape[0] == 0:
-        raise DataError("there is nothing to encode: the data have no examples")
+    # wrong type, shape or dtype, NaN, values outside the likelihood's support: one line
+    x = as_data(model, x, "encode")
     given = None if labels is None else _as_labels(labels, x.shape[0], "labels")
-    model.check_data(x)  # wrong shape, NaN, values outside the likelihood's support: one line
     device = _device(model, x)
     parts: dict[str, list[np.ndarray]] = {}
     used = 0
@@ -167,6 +165,11 @@ def encode(
             for key, t in batch.items():
                 parts.setdefault(key, []).append(t.detach().cpu().numpy())
     out = {key: np.concatenate(chunks) for key, chunks in parts.items()}
+    if not np.isfinite(out["mean"]).all():
+        raise DataError(
+            "the latent means of q(z|x) are not finite for some examples: the model's weights "
+            "overflow (a damaged or diverged run); retrain it"
+        )
     if "scale" in out:
         out["scale_samples"] = np.asarray(used, dtype=np.int64)
     if given is not None:
@@ -179,7 +182,7 @@ def write_encoding(enc: Mapping[str, np.ndarray], path: str | Path) -> Path:
 
     Written atomically (a crash leaves the old file or the new one); the directory is created.
     """
-    from .checkpoint import atomic_write_bytes
+    from .safety import atomic_write_bytes
 
     path = Path(path)
     if path.suffix != ".npz":
@@ -364,6 +367,8 @@ def _flat(x: Any, what: str) -> np.ndarray:
     arr = np.asarray(x, dtype=np.float64)
     if arr.ndim < 1 or arr.shape[0] == 0:
         raise DataError(f"the {what} have no examples; pass at least one")
+    if not np.isfinite(arr).all():
+        raise DataError(f"the {what} contain NaN or infinite values; a probe needs finite ones")
     return arr.reshape(arr.shape[0], -1)
 
 

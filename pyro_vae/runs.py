@@ -13,14 +13,19 @@ through it and should start as fast as ``import torch, pyro``.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from .checkpoint import CHECKPOINT, load_checkpoint, load_model_state
+from .boundary import check_run_dir_argument
+from .build import read_checkpoint
+from .checkpoint import CHECKPOINT, load_model_state
 from .errors import CheckpointError, ConfigError, DataError
+from .inventory import check_model_memory, user_parts
+from .usercode import note_parts, parts_boundary
 
 if TYPE_CHECKING:
     from .config import RunConfig
@@ -120,8 +125,12 @@ class RunData:
                     f"({self._spec.get('name')!r}), so it cannot load them itself: pass them with "
                     "pyro_vae.load_run(RUN, dataset=...), or other data with --data"
                 )
+            from .data import received_data_dir
+
+            # a folder a received run names that is not here is never created nor downloaded into
+            data_dir = received_data_dir(self._config.data)
             try:
-                data = load_dataset(self._config.data)
+                data = load_dataset(dataclasses.replace(self._config.data, data_dir=data_dir))
             except (DataError, ConfigError, OSError) as e:
                 raise DataError(
                     f"{where} needs its training data {self._config.data.dataset!r} here, and they "
@@ -157,17 +166,24 @@ def load_model(
     A run trained with a model object is rebuilt from the model's description (its class must be
     importable here), or reloaded into ``model``, a fresh object of the same architecture.
     """
+    run_dir = check_run_dir_argument(run_dir)
+    ckpt = read_checkpoint(run_dir / CHECKPOINT)
+    config: RunConfig = ckpt["config"]
+    parts = user_parts(config, model)
+    note_parts(parts)
+    with parts_boundary(parts, "loading the run"):
+        return _load_model(run_dir, ckpt, config, device, model)
+
+
+def _load_model(
+    run_dir: Path, ckpt: dict[str, Any], config: RunConfig, device: str, model: nn.Module | None
+) -> tuple[RunConfig, nn.Module, dict[str, Any]]:
     import pyro
 
     from .models import build_model
     from .models.base import as_model
     from .runspec import DESCRIPTION_KEY, rebuild_model
 
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"no run directory at {run_dir}")
-    ckpt = load_checkpoint(run_dir / CHECKPOINT)
-    config: RunConfig = ckpt["config"]
     dev = resolve_device(device)
     pyro.set_rng_seed(config.train.seed)
     if model is None and DESCRIPTION_KEY in ckpt:
@@ -184,6 +200,7 @@ def load_model(
         if spec is None:  # a checkpoint older than data_spec: its data say what shape to build
             data = RunData(run_dir, config, ckpt, torch.device("cpu")).load()
             spec = {"shape": list(data.x_shape), "num_classes": data.num_classes}
+        check_model_memory(config.model, spec["shape"], spec["num_classes"], dev, training=False)
         model = build_model(config.model, spec["shape"], spec["num_classes"])
     else:
         model = as_model(model)  # a plain model/guide pair is wrapped into a Model, once

@@ -44,6 +44,7 @@ import torch
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 
+from .boundary import as_data
 from .checkpoint import file_mode
 from .errors import ConfigError, DataError
 from .evaluate import log_likelihood
@@ -56,6 +57,7 @@ from .objectives.importance import (
     trace_log_weights,
 )
 from .progress import current, reporting, track
+from .safety import finite_result
 
 #: every score :func:`score` computes, in the order of its table's columns
 SCORES: tuple[str, ...] = (
@@ -105,28 +107,14 @@ _STAGE_SEED = {"bound": 0, "log_px": 1, "regret": 2}
 
 
 # -- input checks -------------------------------------------------------------------------------------
-def _as_data(model: Model, x: Any) -> torch.Tensor:
-    """``x`` as a floating tensor on the model's device, or a one-line :class:`DataError`."""
-    if not torch.is_tensor(x):
-        try:
-            x = torch.as_tensor(np.asarray(x, dtype=np.float32))
-        except (TypeError, ValueError) as e:
-            raise DataError(
-                f"the data must be a tensor or numeric array of shape (N, ...), got "
-                f"{type(x).__name__} ({e})"
-            ) from None
-    if x.dim() == 0 or x.shape[0] == 0:
-        raise DataError(
-            f"the data set is empty (shape {tuple(x.shape)}); pass at least one example"
-        )
-    if not x.is_floating_point():
-        x = x.float()
+def _as_data(model: Model, x: Any, caller: str = "score") -> torch.Tensor:
+    """``x`` checked as every public function checks data (:func:`pyro_vae.boundary.as_data`:
+    a tensor or NumPy array, float32, the model's shape, finite, in the likelihood's support), on
+    the model's device and in its dtype."""
+    x = as_data(model, x, caller)
     param = next(iter(model.parameters()), None)
     if param is not None:
         x = x.to(device=param.device, dtype=param.dtype)
-    model.check_data(x)  # shape, and the likelihood's support (e.g. [0, 1] for Bernoulli)
-    if not torch.isfinite(x).all():
-        raise DataError("the data contain NaN or infinite values; clean or impute them first")
     return x
 
 
@@ -652,13 +640,16 @@ def score(
         )
     if "typicality" in need:
         out["typicality"] = (-out["log_px"].cpu().double() - entropy).abs()
-    return {
+    table = {
         name: np.asarray(
             out[name].detach().cpu().double().numpy() if torch.is_tensor(out[name]) else out[name],
             dtype=np.float64,
         )
         for name in chosen
     }
+    for name, values in table.items():  # a NaN score would rank as an anomaly of its own
+        finite_result(f"the score {name}", values)
+    return table
 
 
 # -- detection metrics --------------------------------------------------------------------------------

@@ -30,13 +30,12 @@ from typing import Any
 import pyro
 import torch
 
-from .build import validate
+from .build import read_checkpoint, validate
 from .checkpoint import (
     CHECKPOINT,
     CONFIG,
     atomic_write_bytes,
     atomic_write_text,
-    load_checkpoint,
 )
 from .config import RunConfig, changed_fields, default_of
 from .data import UNLABELLED, Dataset, load_dataset
@@ -237,7 +236,7 @@ def _one_run(config: RunConfig, run_dir: Path, data: Dataset, progress: bool) ->
     if not isinstance(model, Model):
         raise TypeError(f"{type(model).__name__} is not a pyro-vae model")
     model.eval()
-    plan_state = load_checkpoint(run_dir / CHECKPOINT).get("plan", {})
+    plan_state = read_checkpoint(run_dir / CHECKPOINT).get("plan", {})
     summary = model.run_summary(config, plan_state, data)
     pyro.set_rng_seed(config.train.seed)  # the test ELBO's draws: the same on a rerun
     with torch.no_grad():

@@ -27,6 +27,7 @@ import hashlib
 import math
 import numbers
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, DataError
+from .safety import check_allocation, die_with_parent, stops_deferred
 
 #: a float ``.npy`` file up to this size is scanned for NaN and infinite values (and its range) when
 #: it is opened; a larger one is checked batch by batch as its rows are read
@@ -289,6 +291,13 @@ class RowSource:
         """The whole source as one float32 tensor on ``device``, read in chunks (and with
         ``workers`` DataLoader processes where reading is slow, e.g. decoding images)."""
         device = torch.device(device)
+        check_allocation(
+            4 * math.prod(self.shape),
+            f"reading {self.describe()} whole ({len(self)} rows of shape "
+            f"{tuple(self.shape[1:])}, float32)",
+            "use fewer or smaller images (--image-size)",
+            device,
+        )
         if self.static_seed is not None:
             x = self._materialize(torch.device("cpu"), workers)
             g = torch.Generator().manual_seed(self.static_seed)
@@ -600,8 +609,6 @@ def _layout(root: Path) -> tuple[list[str], list[int] | None, list[str] | None]:
     """The image files under ``root`` and their labels: images directly in ``root`` (unlabelled),
     or in class subfolders named by the class (labels: the sorted names' indices, as
     ``torchvision.datasets.ImageFolder`` numbers them)."""
-    from torchvision.datasets.folder import make_dataset
-
     if not root.exists():
         raise DataError(
             f"no such folder: {root}; --dataset folder:PATH reads the images in the folder PATH, "
@@ -616,16 +623,12 @@ def _layout(root: Path) -> tuple[list[str], list[int] | None, list[str] | None]:
         entries = sorted(os.scandir(root), key=lambda e: e.name)
     except OSError as e:
         raise DataError(f"cannot list the folder {root}: {one_line(e)}") from None
-    direct = [e.path for e in entries if e.is_file() and is_image_file(e.path)]
+    # not e.is_file(): a FIFO or device named like an image is listed, and refused by its type
+    direct = [e.path for e in entries if not e.is_dir() and is_image_file(e.path)]
     subdirs = [e.name for e in entries if e.is_dir() and not e.name.startswith(".")]
     samples: list[tuple[str, int]] = []
     if subdirs:
-        samples = make_dataset(
-            str(root),
-            {c: i for i, c in enumerate(subdirs)},
-            is_valid_file=is_image_file,
-            allow_empty=True,
-        )
+        samples = _walk_classes(root, subdirs)
     exts = ", ".join(image_extensions())
     if direct:
         if samples:
@@ -651,6 +654,38 @@ def _layout(root: Path) -> tuple[list[str], list[int] | None, list[str] | None]:
     return [p for p, _ in samples], [label for _, label in samples], subdirs
 
 
+def _walk_classes(root: Path, classes: list[str]) -> list[tuple[str, int]]:
+    """(image path, class index) under each class folder, in sorted order, as torchvision's
+    ``make_dataset`` lists them, but a folder reached twice (a symbolic link back up the tree, or
+    a link to another class's folder) is refused instead of read again: with links followed
+    blindly, 50 files became 43,050 images and aliases became classes."""
+    seen: dict[tuple[int, int], str] = {}
+
+    def visit(folder: str) -> None:
+        st = os.stat(folder)
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            raise DataError(
+                f"the folder {folder} is {seen[key]} again (a symbolic link loop or an alias); "
+                "every image folder must be read once: remove the link"
+            )
+        seen[key] = folder
+
+    visit(str(root))
+    out = []
+    for index, name in enumerate(classes):
+        walked = []
+        for folder, _, files in os.walk(str(root / name), followlinks=True):
+            visit(folder)  # before going deeper: a loop ends at its first repeat
+            walked.append((folder, files))
+        for folder, files in sorted(walked):  # make_dataset's order
+            for f in sorted(files):
+                path = os.path.join(folder, f)
+                if is_image_file(path):
+                    out.append((path, index))
+    return out
+
+
 def scan_folder(
     root: Path | str, image_size: Any = None, image_mode: Any = None
 ) -> tuple[FolderRows, np.ndarray | None, list[str] | None]:
@@ -668,6 +703,11 @@ def scan_folder(
     files, labels, classes = _layout(root)
     sizes, modes, stats = [], [], []
     for p in files:
+        if not stat.S_ISREG(os.stat(p).st_mode):
+            raise DataError(
+                f"{p} is not a regular file (a FIFO, device or socket); image folders hold image "
+                "files only: remove it"
+            )
         try:
             st = os.stat(p)
             with Image.open(p) as im:
@@ -795,8 +835,12 @@ def read_batches(
         # its own generator: the DataLoader draws a base seed for its workers from it, which would
         # otherwise come from the global RNG and shift the run's random numbers
         generator=torch.Generator().manual_seed(0),
+        # a worker dies with this process however it stops (kill -9 included)
+        worker_init_fn=die_with_parent if workers > 0 else None,
     )
-    for x in loader:
+    with stops_deferred():  # the workers are forked here
+        batches_read = iter(loader)
+    for x in batches_read:
         if isinstance(x, _Failure):
             raise DataError(x.message)
         yield x.to(device=device, dtype=dtype, non_blocking=cuda)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,13 +17,14 @@ import torch
 from torch import nn
 
 from . import evaluate
-from .build import model_for, validate
+from .boundary import check_fast_on, check_train_arguments
+from .build import model_for, read_checkpoint, validate
 from .checkpoint import (
     CHECKPOINT,
     CONFIG,
     METRICS,
     atomic_write_text,
-    load_checkpoint,
+    check_optim_fits,
     load_model_state,
     non_finite,
     run_directory,
@@ -30,6 +34,7 @@ from .config import RunConfig
 from .data import Dataset, fingerprint, load_dataset
 from .engine import Engine, engine_for, running, set_rank_seed
 from .errors import CheckpointError, ConfigError, TrainingDiverged, TrainingStopped
+from .inventory import check_model_memory, user_parts
 from .loggers import open_loggers
 from .models import MODELS, Model, as_model
 from .nn import network_precision
@@ -41,6 +46,8 @@ from .progress import check_mode, epoch_line
 from .progress import outputs as progress_outputs
 from .runs import MODEL_TEXT, data_spec, load_run, resolve_device  # noqa: F401 (load_run: pyro_vae.train.load_run)
 from .runspec import DESCRIPTION_KEY, MODEL_JSON, custom_name, rebuild_model, record_model
+from .safety import append_text, read_text, run_path
+from .usercode import note_parts, parts_boundary
 
 #: options a resumed run may change: it can be trained for longer, moved to another device, take the
 #: same steps by another route (--fast, --strategy, how the data are read), or log elsewhere
@@ -103,6 +110,7 @@ def train(
     it. The data's fingerprint is saved, so a run is never resumed or reloaded on other data than it
     was trained on. :func:`pyro_vae.train` is this in Python words.
     """
+    config = check_train_arguments(config, run_dir, resume, progress, dataset, model)
     if run_dir is None and resume:
         raise ConfigError("resume needs the run directory to continue from")
     check_mode(progress)
@@ -113,12 +121,16 @@ def train(
         config, model_class=type(model) if model is not None else None, check_data=dataset is None
     )
     kind = type(model) if model is not None else MODELS.get(config.model.model)
+    check_fast_on(config.train.fast, resolve_device(config.train.device))
     engine = engine_for(
         config.train, resolve_device(config.train.device), partial_steps=kind.partial_steps
     )
     engine.launch()  # under --devices N, Fabric starts the other processes here
+    parts = user_parts(config, given, dataset)  # the object passed in, not its wrapper
+    note_parts(parts)
     try:
-        with running(engine):
+        # an exception from a plugin's part, a model or a data set passed in is reported as theirs
+        with running(engine), parts_boundary(parts, "training"):
             if run_dir is None:
                 result = _train(config, None, resume, progress, dataset, model, engine)
             elif not engine.is_main:  # rank 0 owns and writes the run directory
@@ -144,7 +156,7 @@ def _train(
     model: Model | None,
     engine: Engine,
 ) -> TrainResult:
-    checkpoint = load_checkpoint(run_dir / CHECKPOINT) if resume else None
+    checkpoint = read_checkpoint(run_dir / CHECKPOINT) if resume else None
     described = None  # a model object's description (pyro_vae.describe)
     if model is not None and model.built_from != config.model:
         legacy = checkpoint is not None and DESCRIPTION_KEY not in checkpoint
@@ -188,12 +200,11 @@ def _train(
     if model is None and checkpoint is not None and DESCRIPTION_KEY in checkpoint:
         model = rebuild_model(checkpoint[DESCRIPTION_KEY], run_dir)
         described = checkpoint[DESCRIPTION_KEY]
+    if model is None:  # the size of what config.model describes, before it is allocated
+        check_model_memory(config.model, data.x_shape, data.num_classes, device)
     model = model_for(config, data, model)
-    # a streamed training set is checked on its first rows here, the rest as it streams (a NaN then
-    # shows as a non-finite loss, which stops the run)
-    model.check_data(
-        data.train if isinstance(data.train, torch.Tensor) else data.train[:_CHECKED_ROWS]
-    )
+    # every row of a lazily read training set, by its range (read once, in chunks)
+    model.check_data(data.train if isinstance(data.train, torch.Tensor) else _extremes(data))
     model.check_data(data.test)
     model.to(device)
     data = data.to(device, loading=config.data.loading, workers=config.data.workers)
@@ -209,23 +220,31 @@ def _train(
     start_epoch, history = 0, []
     set_rank_seed(tcfg.seed, engine)
     if checkpoint is not None:
-        load_model_state(model, checkpoint["model"], run_dir / CHECKPOINT)
+        path = run_dir / CHECKPOINT
+        load_model_state(model, checkpoint["model"], path)
+        check_optim_fits(checkpoint["optim"], model, path)
         optim.set_state(_named(checkpoint["optim"], "{model}", prefix, checkpoint["config"]))
         rng = checkpoint["rng"]
-        _set_rng_state(rng["ranks"][engine.rank] if "ranks" in rng else rng, device)
+        with _restoring(path, "rng"):
+            _set_rng_state(rng["ranks"][engine.rank] if "ranks" in rng else rng, device)
         if "feed" in checkpoint:  # the data order (checkpoints before scale-out have none)
-            feed.load_state_dict(checkpoint["feed"])
+            with _restoring(path, "feed"):
+                feed.load_state_dict(checkpoint["feed"])
         start_epoch = checkpoint["epoch"]
-        plan.load_state_dict(checkpoint.get("plan", {}))
+        with _restoring(path, "plan"):
+            plan.load_state_dict(checkpoint.get("plan", {}))
         history = _read_metrics(run_dir / METRICS)[:start_epoch]
     engine.attach(model)
     if writes:  # created and owned by run_directory()
-        atomic_write_text(run_dir / CONFIG, config.to_json())
-        atomic_write_text(run_dir / METRICS, "".join(json_line(r) for r in history))
+        # a run directory may come from someone else: no write goes through a link planted there
+        atomic_write_text(run_path(run_dir, CONFIG), config.to_json())
+        atomic_write_text(run_path(run_dir, METRICS), "".join(json_line(r) for r in history))
         if described is not None:
             recorded = model.recorded()
-            atomic_write_text(run_dir / MODEL_TEXT, f"{custom_name(recorded)}\n{recorded}\n")
-            atomic_write_text(run_dir / MODEL_JSON, json.dumps(described, indent=2) + "\n")
+            atomic_write_text(
+                run_path(run_dir, MODEL_TEXT), f"{custom_name(recorded)}\n{recorded}\n"
+            )
+            atomic_write_text(run_path(run_dir, MODEL_JSON), json.dumps(described, indent=2) + "\n")
     # the CSV log always, and --logger's; rank 0 only, as for every file of the run
     run_loggers = open_loggers(tcfg.loggers, run_dir, config, resume=resume) if writes else None
     status = "failed"
@@ -295,12 +314,11 @@ def _train(
             failure: BaseException | None = None
             if writes:
                 try:
-                    with open(run_dir / METRICS, "a") as f:
-                        f.write(json_line(record))
+                    append_text(run_path(run_dir, METRICS), json_line(record))
                     # before the checkpoint: a crash in between repeats an epoch, never loses one
                     run_loggers.log(record, epoch + 1)
                     save_checkpoint(
-                        run_dir / CHECKPOINT,
+                        run_path(run_dir, CHECKPOINT),
                         config,
                         epoch + 1,
                         model=model.state_dict(),
@@ -328,8 +346,26 @@ def _train(
     return TrainResult(model, data, config, history, run_dir, engine.rank)
 
 
-#: rows of a streamed training set a model checks before training
-_CHECKED_ROWS = 4096
+def _extremes(data: Dataset) -> torch.Tensor:
+    """Two rows standing for a lazily read training set: its least and its greatest value (read
+    once, in chunks, over every row), so that a model checks the whole set's range without
+    holding it in memory."""
+    lo, hi = data.train.value_range(scan=True)
+    shape = (1, *data.train.shape[1:])
+    return torch.cat([torch.full(shape, lo), torch.full(shape, hi)])
+
+
+@contextlib.contextmanager
+def _restoring(path: Path, entry: str) -> Iterator[None]:
+    """A checkpoint entry that passed the structure check but does not restore is still damage."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+        raise CheckpointError(
+            f"{path.name}: {entry!r} cannot be restored ({type(e).__name__}: {e}): the file is "
+            f"damaged or not from pyro-vae ({path}); restore it from a backup, or retrain without "
+            "--resume"
+        ) from None
 
 
 class _NoBar:
@@ -422,11 +458,27 @@ def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None
 
 
 def _read_metrics(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
+    """The records of ``metrics.jsonl``: one JSON object a line, each with its whole-number
+    ``epoch``; anything else is a one-line :class:`CheckpointError` naming the line."""
+    if not os.path.lexists(path):
         return []
-    try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except json.JSONDecodeError as e:
-        raise CheckpointError(
-            f"{path} is corrupt ({e}); delete it to resume without the old metrics"
-        ) from None
+    text = read_text(path, "metrics.jsonl")
+    records = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise CheckpointError(
+                f"{path} line {i} is not JSON ({e}); delete the file to resume without the old "
+                "metrics"
+            ) from None
+        epoch = record.get("epoch") if isinstance(record, dict) else None
+        if not isinstance(epoch, int) or isinstance(epoch, bool):
+            raise CheckpointError(
+                f"{path} line {i} is not a record of an epoch (a JSON object with a whole-number "
+                "'epoch'); delete the file to resume without the old metrics"
+            )
+        records.append(record)
+    return records

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pyro_vae import CheckpointError, RunConfig, load_run
+from pyro_vae import CheckpointError, PyroVAEError, RunConfig, load_run
 from pyro_vae.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 
 
@@ -18,14 +18,17 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path) -> None:
         f.write(b"half a checkpoint")
         raise OSError("disk full")
 
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(PyroVAEError, match="disk full"):
         atomic_write_bytes(path, crash)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
 
 
 def test_round_trip_with_weights_only(tmp_path) -> None:
-    save_checkpoint(tmp_path / "c.pt", RunConfig(), epoch=3, model={"w": torch.arange(3.0)})
+    state = {"optim": {}, "rng": {"cpu": torch.get_rng_state()}, "plan": {}}
+    save_checkpoint(
+        tmp_path / "c.pt", RunConfig(), epoch=3, model={"w": torch.arange(3.0)}, **state
+    )
     ckpt = load_checkpoint(tmp_path / "c.pt")
     assert ckpt["epoch"] == 3 and ckpt["config"] == RunConfig()
     assert torch.equal(ckpt["model"]["w"], torch.arange(3.0))

@@ -93,10 +93,27 @@ def test_what_cannot_be_described_is_named() -> None:
 def test_rebuild_only_calls_parts() -> None:
     with pytest.raises(pv.ConfigError, match="not a pyro_vae part.*refusing"):
         pv.rebuild({"class": "os:system", "args": {"command": "true"}})
-    with pytest.raises(NotDescribable, match="cannot be imported here"):
+    with pytest.raises(NotDescribable, match="is not imported"):
         pv.rebuild({"class": "no_such_module_xyz:Thing", "args": {}})
     with pytest.raises(pv.ConfigError, match="'class' entry"):
         pv.rebuild({"args": {}})
+
+
+def test_rebuild_never_imports_a_module_the_description_names(tmp_path, monkeypatch) -> None:
+    # a received run naming a module that sits on the path: loading it must not run that module
+    marker = tmp_path / "ran"
+    (tmp_path / "planted_part_mod.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nimport pyro_vae\nclass Part(pyro_vae.Model): pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(NotDescribable, match="import planted_part_mod.*--import planted_part_mod"):
+        pv.rebuild({"class": "planted_part_mod:Part", "args": {}})
+    assert not marker.exists()
+    import planted_part_mod  # noqa: F401  the user's own choice to run it
+
+    assert marker.exists()
+    with pytest.raises(TypeError):  # now found and called (Part needs arguments of a Model)
+        pv.rebuild({"class": "planted_part_mod:Part", "positional": [1, 2, 3, 4], "args": {}})
 
 
 @pytest.mark.parametrize("name", pv.OBJECTIVES.names())

@@ -4,6 +4,7 @@ never an "internal error" (exit status 1), never a traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -18,6 +19,8 @@ from pyro_vae import GUIDES, LIKELIHOODS, MODELS, OBJECTIVES, PRIORS, PyroVAEErr
 from pyro_vae.cli import main, options
 from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from pyro_vae.data import Dataset
+
+from .validation import one_line_outcome, python_outcome
 
 FUZZ = settings(
     max_examples=40,
@@ -76,12 +79,7 @@ def command_lines(draw) -> list[str]:
     return argv
 
 
-def _one_line_outcome(code: int, err: str) -> None:
-    event(f"exit {code}")  # --hypothesis-show-statistics tallies the outcomes
-    assert code in (0, 2), f"exit {code}: {err}"
-    if code == 2:
-        assert err.count("\n") == 1 and err.startswith("pyro-vae: error: "), err
-    assert "Traceback" not in err
+_one_line_outcome = one_line_outcome
 
 
 def _train_cli(argv: list[str], tmp: Path, capsys) -> None:
@@ -150,13 +148,7 @@ def test_random_config_files_succeed_or_fail_in_one_line(content, tmp_path_facto
     _one_line_outcome(main(base), capsys.readouterr().err)
 
 
-def _python_outcome(fn) -> None:
-    try:
-        fn()
-        event("python: success")
-    except PyroVAEError as e:
-        event("python: one-line error")
-        assert str(e) and "\n" not in str(e), repr(str(e))
+_python_outcome = python_outcome
 
 
 # weighted towards good data, so that successes are part of the corpus too
@@ -284,3 +276,242 @@ def test_a_python_dataset_with_bad_values_is_one_line(model) -> None:
     with pytest.raises(PyroVAEError) as e:
         train(config, progress=False, dataset=ds)
     assert "\n" not in str(e.value)
+
+
+# -- the Python API ------------------------------------------------------------------------------------
+_API_MODEL: dict = {}
+
+
+def _api_model():
+    if "vae" not in _API_MODEL:
+        from pyro_vae import ModelConfig, build_model
+
+        torch.manual_seed(0)
+        _API_MODEL["vae"] = build_model(ModelConfig(latent_dim=2, hidden=(8,)), (1, 4, 4), None)
+    return _API_MODEL["vae"]
+
+
+API_SHAPES = st.sampled_from([(3, 1, 4, 4), (1, 1, 4, 4), (2, 16), (16,), (0, 1, 4, 4)]) | (
+    st.sampled_from([(1, 4, 4), (2, 1, 4, 4, 1), (2, 2, 4, 4), ()])
+)
+API_DTYPES = st.sampled_from(["float32", "float64", "float16", "int64", "uint8", "bool"])
+API_FILLS = st.sampled_from(["uniform", "binary", "nan", "inf", "big", "negative"])
+API_CONTAINERS = st.sampled_from(["tensor", "numpy"]) | st.sampled_from(["list", "none", "str"])
+API_COUNTS = st.sampled_from([1, 2, 3]) | st.sampled_from([0, -1, 2.5, True, "2", None])
+
+
+def _api_data(shape, dtype, fill, container):
+    if container == "none":
+        return None
+    if container == "str":
+        return "images.npy"
+    x = torch.rand(shape)
+    if fill == "binary":
+        x = x.round()
+    elif fill == "nan" and x.numel():
+        x.view(-1)[0] = float("nan")
+    elif fill == "inf" and x.numel():
+        x.view(-1)[-1] = float("inf")
+    elif fill == "big":
+        x = x * 1e6
+    elif fill == "negative":
+        x = x - 0.5
+    if dtype in ("int64", "uint8", "bool"):
+        x = torch.nan_to_num(x, nan=0.0, posinf=1.0).clamp(-1, 255).round()
+        x = x.to(getattr(torch, dtype)) if dtype != "uint8" else x.clamp(0, 255).to(torch.uint8)
+    else:
+        x = x.to(getattr(torch, dtype))
+    if container == "numpy":
+        return x.numpy()
+    if container == "list":
+        return x.tolist()
+    return x
+
+
+API_JUNK = st.sampled_from(
+    [None, "vae", 3, [], {"train": {"epochs": -1}}, {"model": []}, b"run", 1.5, torch.ones(2)]
+)
+
+
+@FUZZ
+@given(
+    args=st.tuples(API_JUNK, API_JUNK, st.sampled_from(["config", "model", "dataset", "run_dir"]))
+)
+def test_random_train_and_load_run_arguments_fail_in_one_line(args, tmp_path_factory) -> None:
+    """pv.train and pv.load_run with arguments of every wrong type: a one-line PyroVAEError."""
+    from pyro_vae import load_run
+
+    junk, other, slot = args
+    tiny = RunConfig(model=ModelConfig(latent_dim=2, hidden=(8,)), train=TrainConfig(epochs=1))
+    kwargs = {"config": tiny, "progress": False, slot: junk}
+    config = kwargs.pop("config")
+    with contextlib.chdir(tmp_path_factory.mktemp("fuzzapi")):  # run_dir="vae" is written here
+        _python_outcome(lambda: train(config, **kwargs))
+        _python_outcome(lambda: load_run(other))
+
+
+@FUZZ
+@given(
+    fn=st.sampled_from(["log_likelihood", "elbo", "encode", "latent_statistics", "score"]),
+    shape=API_SHAPES,
+    dtype=API_DTYPES,
+    fill=API_FILLS,
+    container=API_CONTAINERS,
+    count=API_COUNTS,
+)
+def test_random_python_api_arguments_succeed_or_fail_in_one_line(
+    fn, shape, dtype, fill, container, count
+) -> None:
+    """pv.log_likelihood, pv.elbo, encode, latent_statistics and score with random containers,
+    dtypes, shapes, values and sample counts: a finite result of one row per datum, or a one-line
+    PyroVAEError; never NaN, never a positive log p(x) for data a Bernoulli cannot produce."""
+    from pyro_vae import elbo, log_likelihood
+    from pyro_vae.evaluate import latent_statistics
+    from pyro_vae.represent import encode
+    from pyro_vae.scores import score
+
+    vae = _api_model()
+    x = _api_data(shape, dtype, fill, container)
+
+    def call() -> None:
+        if fn == "log_likelihood":
+            out = log_likelihood(vae, x, count)
+            assert out.shape == (shape[0],) and torch.isfinite(out).all() and (out <= 0).all()
+        elif fn == "elbo":
+            assert math.isfinite(elbo(vae, x, num_particles=count))
+        elif fn == "encode":
+            assert np.isfinite(encode(vae, x, scale_samples=count)["mean"]).all()
+        elif fn == "latent_statistics":
+            assert math.isfinite(latent_statistics(vae, x, count)["rate"])
+        else:
+            table = score(vae, x, num_samples=count, scores=("elbo", "log_px"))
+            assert all(np.isfinite(np.asarray(v)).all() for v in table.values())
+
+    _python_outcome(call)
+
+
+# -- damaged checkpoints: the structure, not only the bytes ----------------------------------------------
+_BASE_RUN: dict = {}
+
+
+def _base_run(tmp_path_factory, model: str = "vae") -> Path:
+    """A trained run of ``model`` (M2's checkpoint holds a plan state and a selected model)."""
+    if model not in _BASE_RUN:
+        run = tmp_path_factory.mktemp(f"fuzzckpt-{model}") / "run"
+        argv = ["train", "--epochs", "1", "--hidden", "8", "--latent-dim", "2", "--no-progress"]
+        argv += ["--model", model] + (["--labels", "100"] if model == "m2" else [])
+        assert main([*argv, "--no-plots", "--run-dir", str(run)]) == 0
+        _BASE_RUN[model] = run
+    return _BASE_RUN[model]
+
+
+JUNK_VALUES = st.sampled_from(
+    [
+        None,
+        -1,
+        0,
+        2**40,
+        "x",
+        [],
+        [1, 2],
+        {},
+        {"x": 1},
+        torch.ones(3),
+        torch.full((2,), float("nan")),
+        torch.ones(2, dtype=torch.uint8),
+        torch.zeros(0),
+        torch.full((3,), 1e38),
+        1.5,
+        True,
+    ]
+)
+CONFIG_JUNK = st.sampled_from([None, -5, 0, 10**9, "x", [], {}, [10**9], 1e308, True])
+
+
+def _entries(payload: dict, prefix: tuple = ()) -> list[tuple]:
+    """Every key path of a checkpoint's nested dicts and lists."""
+    out = []
+    items = payload.items() if isinstance(payload, dict) else enumerate(payload)
+    for key, value in items:
+        path = (*prefix, key)
+        out.append(path)
+        if isinstance(value, dict | list) and len(path) < 4:
+            out.extend(_entries(value, path))
+    return out
+
+
+@st.composite
+def damages(draw) -> tuple:
+    kind = draw(st.sampled_from(["replace", "delete", "config", "scale", "config-text"]))
+    config_junk = draw(JSON_VALUES if kind == "config-text" else CONFIG_JUNK)
+    return kind, draw(st.integers(0, 10**6)), draw(JUNK_VALUES), config_junk
+
+
+def _damage(ckpt: dict, damage: tuple) -> str:
+    kind, pick, junk, config_junk = damage
+    if kind == "config-text":  # a configuration that is not even an object of sections
+        ckpt["config"] = json.dumps(config_junk)
+        return f"config-text {config_junk!r}"
+    if kind == "config":
+        config = json.loads(ckpt["config"])
+        section = sorted(config)[pick % len(config)]
+        key = sorted(config[section])[pick // 7 % len(config[section])]
+        config[section][key] = config_junk
+        ckpt["config"] = json.dumps(config)
+        return f"config.{section}.{key}={config_junk!r}"
+    paths = [p for p in _entries(ckpt) if p[0] not in ("format", "version")]
+    path = paths[pick % len(paths)]
+    parent = ckpt
+    for key in path[:-1]:
+        parent = parent[key]
+    if kind == "delete" and isinstance(parent, dict):
+        del parent[path[-1]]
+    elif kind == "scale" and isinstance(parent[path[-1]], torch.Tensor):
+        t = parent[path[-1]]
+        parent[path[-1]] = t * 1e30 if t.is_floating_point() else t[:1]  # huge weights
+    else:
+        parent[path[-1]] = junk
+    return f"{kind} {'.'.join(map(str, path))}"
+
+
+@FUZZ
+@given(
+    damage=damages(),
+    command=st.sampled_from(["resume", "evaluate", "sample", "encode", "load_run"]),
+    model=st.sampled_from(["vae", "m2"]),
+)
+def test_random_damaged_checkpoints_fail_in_one_line(
+    damage, command, model, tmp_path_factory, capsys
+) -> None:
+    """A checkpoint that loads but whose entries are missing, of the wrong type, of the wrong shape,
+    huge, or whose configuration holds junk: every command is a success or one line, and the Python
+    API a PyroVAEError."""
+    import shutil
+
+    from pyro_vae import load_run
+
+    tmp = tmp_path_factory.mktemp("fuzzckpt")
+    run = tmp / "run"
+    shutil.copytree(_base_run(tmp_path_factory, model), run)
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    event(_damage(ckpt, damage).split(" ")[0])
+    torch.save(ckpt, run / "checkpoint.pt")
+    if command == "load_run":
+        _python_outcome(lambda: load_run(run))
+        return
+    argv = {
+        "resume": [
+            "train",
+            "--run-dir",
+            str(run),
+            "--resume",
+            "--epochs",
+            "2",
+            "--no-progress",
+            "--no-plots",
+        ],  # fmt: skip
+        "evaluate": ["evaluate", str(run), "--nll-samples", "4", "--iwae-samples", "2"],
+        "sample": ["sample", str(run), "-n", "4"],
+        "encode": ["encode", str(run), "--out", str(tmp / "z.npz")],
+    }[command]
+    _one_line_outcome(main(argv), capsys.readouterr().err)

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from pyro_vae import GUIDES, ConfigError, plugins
+from pyro_vae import GUIDES, PyroVAEError, plugins
 from pyro_vae.cli import main
 
 PLUGIN = """
@@ -52,7 +52,10 @@ def test_import_option_finds_a_users_guide(tmp_path, monkeypatch, capsys) -> Non
     argv += ["--run-dir", str(tmp_path / "run")]
     assert main(argv) == 2  # not imported: an unknown guide, and the hint says how
     assert "--import MODULE" in capsys.readouterr().err
-    assert main([*argv, "--import", "my_vae_parts"]) == 0
+    # a module name is looked up on the path as it is: the current directory is not added
+    assert main([*argv, "--import", "my_vae_parts"]) == 2
+    assert "--import ./my_vae_parts.py" in capsys.readouterr().err
+    assert main([*argv, "--import", "./my_vae_parts.py"]) == 0
     assert '"floor": 0.5' in (tmp_path / "run" / "config.json").read_text()
     assert main(["evaluate", str(tmp_path / "run"), "--nll-samples", "0"]) == 0
 
@@ -76,5 +79,5 @@ def test_an_installed_plugin_is_found_through_its_entry_point(tmp_path, monkeypa
 def test_a_broken_plugin_is_one_line(tmp_path, monkeypatch) -> None:
     (tmp_path / "broken_parts.py").write_text("raise RuntimeError('boom')\n")
     _install(tmp_path, monkeypatch, "broken_parts", "broken")
-    with pytest.raises(ConfigError, match=r"plugin 'broken' \(broken_parts\) failed to load"):
+    with pytest.raises(PyroVAEError, match=r"plugin .broken. \(broken_parts\) failed to load"):
         plugins.load_entry_points()

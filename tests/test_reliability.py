@@ -185,10 +185,10 @@ def test_a_nan_planted_in_a_checkpoint_is_refused(tmp_path, run) -> None:
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        (lambda c: c.pop("model"), "'model' entry is missing"),
-        (lambda c: c.__setitem__("config", 7), "'config' entry is missing or not a str"),
+        (lambda c: c.pop("model"), "'model' is missing"),
+        (lambda c: c.__setitem__("config", 7), "'config' is an int, not a str"),
         (lambda c: c.__setitem__("config", '{"train": []}'), "cannot read"),
-        (lambda c: c.__setitem__("epoch", "2"), "'epoch' entry"),
+        (lambda c: c.__setitem__("epoch", "2"), "'epoch' is a str"),
     ],
 )
 def test_a_damaged_checkpoint_is_one_line(damage, message, tmp_path, run, capsys) -> None:

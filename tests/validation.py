@@ -26,3 +26,31 @@ def refused(call: Callable[[], object], option: str) -> None:
     with pytest.raises(ConfigError, match=option) as e:
         call()
     assert "\n" not in str(e.value)
+
+
+# -- the fuzz corpus's outcomes (tests/test_fuzz.py and the boundary tests) ----------------------------
+def one_line_outcome(code: int, err: str) -> None:
+    """A command's outcome: success (0), or exit 2 with exactly one ``pyro-vae: error:`` line; never
+    an internal error (exit 1) nor a traceback."""
+    from hypothesis import event
+
+    event(f"exit {code}")  # --hypothesis-show-statistics tallies the outcomes
+    assert code in (0, 2), f"exit {code}: {err}"
+    if code == 2:
+        assert err.count("\n") == 1 and err.startswith("pyro-vae: error: "), err
+    assert "Traceback" not in err and "internal error" not in err, err
+
+
+def python_outcome(fn: Callable[[], object]) -> None:
+    """A Python call's outcome: it returns, or raises a :class:`PyroVAEError` of one line; any other
+    exception fails the test."""
+    from hypothesis import event
+
+    from pyro_vae import PyroVAEError
+
+    try:
+        fn()
+        event("python: success")
+    except PyroVAEError as e:
+        event("python: one-line error")
+        assert str(e) and "\n" not in str(e), repr(str(e))
