@@ -206,7 +206,7 @@ def type_dispatch(root: Path = PACKAGE, concrete: dict[str, str] | None = None) 
     return out
 
 
-#: hooks that were looked up with getattr and are contract methods now
+#: contract methods, which code calls on the contract rather than looking them up as optional hooks
 CONTRACT_METHODS = ("vamp_component", "set_epoch", "continue_at", "kl_weight")
 
 
