@@ -12,6 +12,7 @@ import functools
 import os
 import re
 import shutil
+import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,7 +21,7 @@ from torch import nn
 
 from .checkpoint import CHECKPOINT, CONFIG, METRICS, load_checkpoint, run_directory
 from .config import SECTIONS, DataConfig, ModelConfig, RunConfig, TrainConfig
-from .data import Dataset
+from .data import DATASETS, Dataset
 from .errors import ConfigError, PyroVAEError
 from .evaluate import elbo as _elbo
 from .evaluate import log_likelihood as _log_likelihood
@@ -33,10 +34,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: flags of the command line that are not configuration fields -> their Python words
 _COMMAND_WORDS = {
     "--resume": "resume=True",
-    "--run-dir": "run_dir",
-    "--config": "config",
+    "--run-dir": "run_dir={}",
+    "--config": "config={}",
     "--no-progress": "progress=False",
-    "--import": "pyro_vae.import_plugin",
+    "--import": "pyro_vae.import_plugin({})",
 }
 #: words after a flag that are English, not its value
 _NOT_VALUES = frozenset(
@@ -48,8 +49,6 @@ _NOT_VALUES = frozenset(
 @functools.cache
 def _flag_words() -> dict[str, tuple[str, str | None, type | None]]:
     """flag -> (Python argument, key inside a dict argument or None, the argument's type)."""
-    import typing
-
     out: dict[str, tuple[str, str | None, type | None]] = {}
     for kind in SECTIONS.values():
         hints = typing.get_type_hints(kind)
@@ -77,14 +76,16 @@ def python_words(message: str) -> str:
 
     def replace(m: re.Match[str]) -> str:
         flag, value = m.group(1), m.group(3)
-        if value is not None and (value.lower() in _NOT_VALUES or value.endswith(",")):
+        if value is not None and value.lower() in _NOT_VALUES:
             value = None
         tail = "" if value is not None else (m.group(2) or "") + (m.group(3) or "")
         if flag in _COMMAND_WORDS:
             word = _COMMAND_WORDS[flag]
-            if value is not None and "=" not in word:
-                return f"{word}={_python_value(value)}"
-            return word + (f" {value}" if value is not None else "") + tail
+            if "{}" not in word:
+                return word + (f" {value}" if value is not None else "") + tail
+            if value is None:
+                return word.replace("={}", "").replace("({})", "") + tail
+            return word.format(_python_value(value))
         if flag not in words:
             return m.group(0)
         name, key, tp = words[flag]
@@ -102,8 +103,6 @@ def python_words(message: str) -> str:
 
 
 def typing_is_dict(tp: Any) -> bool:
-    import typing
-
     return typing.get_origin(tp) is dict or tp is dict
 
 
@@ -172,7 +171,11 @@ def train(
     same result as an uninterrupted run) or ``overwrite=True`` (replace it). ``plots=True`` draws
     the figures into ``run_dir/figures``. The old call ``train(config, run_dir, ...)`` still works.
     """
-    if isinstance(data, (str, os.PathLike)) and isinstance(model_or_config, RunConfig):
+    if (
+        isinstance(data, (str, os.PathLike))
+        and isinstance(model_or_config, RunConfig)
+        and not _names_data(data)
+    ):
         if run_dir is not None:
             raise ConfigError("run_dir is given twice: as the second argument and as run_dir=")
         run_dir, data = data, None  # train(config, run_dir): the order before data= existed
@@ -180,6 +183,9 @@ def train(
         raise ConfigError("the model is given twice: as the first argument and as model=")
     if dataset is not None and data is not None:
         raise ConfigError("the data are given twice: as data= and as dataset=")
+    for name, flag in (("overwrite", overwrite), ("resume", resume), ("plots", plots)):
+        if not isinstance(flag, bool):
+            raise ConfigError(f"{name} must be True or False, got {flag!r}")
     if resume and overwrite:
         raise ConfigError("resume=True continues the run, overwrite=True replaces it: pass one")
     if plots and run_dir is None:
@@ -254,6 +260,13 @@ def train(
     return result
 
 
+def _names_data(data: str | os.PathLike) -> bool:
+    """Whether a string names a data set (a registered one, a .npz/.npy file or ``folder:PATH``)
+    rather than a run directory, in the old call ``train(config, run_dir)``."""
+    text = os.fspath(data)
+    return text in DATASETS or text.endswith((".npz", ".npy")) or text.startswith("folder:")
+
+
 def _remove_run(run: Path) -> None:
     """Delete the files of the run in ``run`` (under its lock), leaving anything else there."""
     with run_directory(run, create=False):
@@ -273,8 +286,6 @@ def documented(cls: type) -> type:
     """Append to ``cls``'s docstring one line per field, from the field's metadata: its type,
     default, what it means and the command line's flag for it, so ``help(cls)`` documents every
     field."""
-    import typing
-
     hints = typing.get_type_hints(cls)
     lines = ["", "Fields (keyword arguments; the command line's flag in brackets):", ""]
     for f in dataclasses.fields(cls):

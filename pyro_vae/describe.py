@@ -29,6 +29,7 @@ from typing import Any
 from .errors import ConfigError
 
 _ARGS = "_pv_arguments"
+_LEVELS = "_pv_levels"
 
 
 class NotDescribable(ConfigError):
@@ -39,7 +40,8 @@ class Described:
     """Mixin of every part: each object records the arguments its constructor was called with.
 
     The hook wraps the ``__init__`` of each subclass that defines one; the outermost call (the
-    object's own class) records, the ``super().__init__`` calls below it do not.
+    object's own class) records what the object is rebuilt from, and each ``super().__init__`` call
+    what its class was given (:func:`arguments` with ``level``).
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -53,13 +55,20 @@ class Described:
 
         @functools.wraps(init)
         def __init__(self: Any, *args: Any, **kw: Any) -> None:
-            if _ARGS not in self.__dict__:
+            levels = self.__dict__.get(_LEVELS)
+            if levels is None:
+                levels = {}
+                object.__setattr__(self, _LEVELS, levels)
+            if cls not in levels:
                 try:
                     bound = signature.bind(self, *args, **kw)
                 except TypeError:
                     bound = None  # the constructor itself raises the error about its arguments
                 if bound is not None:
-                    object.__setattr__(self, _ARGS, _arguments(bound))
+                    recorded = _arguments(bound)
+                    levels[cls] = recorded[1]
+                    if _ARGS not in self.__dict__:  # the object's own class: the outermost call
+                        object.__setattr__(self, _ARGS, recorded)
             init(self, *args, **kw)
 
         __init__._pv_records = True  # type: ignore[attr-defined]
@@ -86,9 +95,13 @@ def _arguments(bound: inspect.BoundArguments) -> tuple[tuple[Any, ...], dict[str
     return tuple(args), kwargs
 
 
-def arguments(obj: Any) -> dict[str, Any] | None:
+def arguments(obj: Any, level: type | None = None) -> dict[str, Any] | None:
     """The keyword arguments ``obj`` was built with (defaults included), or None if it did not
-    record them."""
+    record them; with ``level``, those that the ``__init__`` of its base class ``level`` was called
+    with (by ``super().__init__``)."""
+    if level is not None:
+        found = getattr(obj, "__dict__", {}).get(_LEVELS, {}).get(level)
+        return None if found is None else dict(found)
     recorded = getattr(obj, "__dict__", {}).get(_ARGS)
     return None if recorded is None else dict(recorded[1])
 

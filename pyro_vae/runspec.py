@@ -53,6 +53,10 @@ def model_record(model: nn.Module) -> tuple[dict[str, Any], dict[str, Any]]:
     args = arguments(model)
     if args is None:
         return section, description
+    # a subclass of a registered model: what it gave that model's constructor fills in the rest
+    base = next((c for c in type(model).__mro__[1:] if registered_name(MODELS, c)), None)
+    if base is not None and section["model"].startswith("custom:"):
+        args = {**(arguments(model, base) or {}), **args}
     names = {f.name for f in dataclasses.fields(ModelConfig)}
     own_options = MODELS.settable(
         type(model)

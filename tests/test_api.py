@@ -112,6 +112,8 @@ def test_a_user_class_is_recorded_by_import_path_and_reloads(tmp_path, monkeypat
     assert spec["args"] == {"x_shape": [1, 8, 8], "latent_dim": 3, "width": 12}
     model = json.loads((run / "config.json").read_text())["model"]
     assert model["model"] == "custom:usermodels.TwoLayerVAE" and model["latent_dim"] == 3
+    assert model["hidden"] == [12, 12]  # what it gave pv.VAE's constructor
+    assert model["model_options"] == {"width": 12}
     out = _run(
         f"""
         import pyro_vae as pv
@@ -172,6 +174,10 @@ def test_no_run_directory_writes_nothing(tmp_path, monkeypatch) -> None:
     assert result.run_dir is None and list(tmp_path.iterdir()) == []
     with pytest.raises(pv.ConfigError, match=r"takes no option nope; its training options are"):
         pv.train(vae, nope=1, **SMALL)
+    with pytest.raises(pv.ConfigError, match=r"^overwrite must be True or False, got 'yes'"):
+        pv.train(vae, overwrite="yes", **SMALL)
+    with pytest.raises(pv.ConfigError, match=r"resume=True continues the run, overwrite=True"):
+        pv.train(vae, run_dir=tmp_path / "r", resume=True, overwrite=True, **SMALL)
 
 
 def test_keyword_options_replace_the_configurations(tmp_path) -> None:
@@ -216,6 +222,8 @@ def test_the_old_call_order_still_works(tmp_path) -> None:
     config = pv.RunConfig(train=pv.TrainConfig(epochs=1, batch_size=256, device="cpu"))
     result = pv.train(config, tmp_path / "run", progress=False)
     assert result.run_dir == tmp_path / "run" and (tmp_path / "run" / "config.json").exists()
+    result = pv.train(config, "digits", progress=False)  # a data set's name is data
+    assert result.run_dir is None and result.config.data.dataset == "digits"
 
 
 @pytest.mark.parametrize(
@@ -225,6 +233,8 @@ def test_the_old_call_order_still_works(tmp_path) -> None:
         ("has trained 3 epochs; --epochs 2 would go back", "3 epochs; epochs=2 would go back"),
         ("pass --resume to continue it", "pass resume=True to continue it"),
         ("choose another --run-dir", "choose another run_dir"),
+        ("import it with --import MODULE", "import it with pyro_vae.import_plugin(MODULE)"),
+        ("--run-dir runs/x is a file", "run_dir='runs/x' is a file"),
         ("set it with --guide-opt rank=VALUE", "set it with guide_options={'rank': VALUE}"),
         ("pass --flows 3", "pass guide_options={'num_flows': 3}"),
         ("use --device cpu", "use device='cpu'"),
@@ -358,3 +368,25 @@ def test_elbo_takes_an_object_that_is_not_a_module() -> None:
     plain = pv.elbo(Pair(), x, num_particles=3)
     pyro.set_rng_seed(2)
     assert plain == pv.elbo(net, x, num_particles=3)
+
+
+def test_the_python_api_trains_exactly_what_the_command_line_trains() -> None:
+    from pyro_vae.cli import train_config
+    from pyro_vae.train import train as cli_train
+
+    argv = ["--epochs", "1", "--batch-size", "256", "--hidden", "8", "--latent-dim", "2"]
+    argv += ["--guide", "iaf", "--prior", "vamp", "--device", "cpu", "--seed", "5"]
+    by_cli = cli_train(train_config(argv), progress=False).model.state_dict()
+    config = pv.RunConfig(
+        model=pv.ModelConfig(latent_dim=2, hidden=(8,), guide="iaf", prior="vamp"),
+    )
+    by_python = pv.train(config, epochs=1, batch_size=256, device="cpu", seed=5, progress=False)
+    assert by_cli.keys() == by_python.model.state_dict().keys()
+    assert all(torch.equal(v, by_python.model.state_dict()[k]) for k, v in by_cli.items())
+    # a model object built under the same seed trains to the same weights, run after run
+    runs = []
+    for _ in range(2):
+        pyro.set_rng_seed(1)
+        vae = pv.VAE((1, 8, 8), 2, hidden=(8,), guide="iaf")
+        runs.append(pv.train(vae, seed=5, **SMALL).model.state_dict())
+    assert all(torch.equal(v, runs[1][k]) for k, v in runs[0].items())

@@ -57,6 +57,10 @@ def test_the_outermost_constructor_records_not_the_super_calls() -> None:
     m2 = pv.build_model(ModelConfig("m2", latent_dim=2, hidden=(8,)), (1, 4, 4), 3)
     assert pv.describe(m2)["class"] == "pyro_vae.models.m2:M2"
     assert arguments(m2)["num_classes"] == 3
+    # what M2 gave its base class's constructor is kept too
+    from pyro_vae.models.cvae import CVAE
+
+    assert arguments(m2, CVAE)["hidden"] == (8,) and "labels" not in arguments(m2, CVAE)
 
 
 class Plain(nn.Module):
