@@ -15,7 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import evaluate
-from .build import model_for, validate
+from .build import model_for, training_parts, validate
 from .checkpoint import (
     CHECKPOINT,
     CONFIG,
@@ -34,10 +34,8 @@ from .errors import CheckpointError, ConfigError, TrainingDiverged, TrainingStop
 from .loggers import open_loggers
 from .models import MODELS, Model, as_model
 from .nn import network_precision
-from .objectives import objective_for
-from .optim import adam
 from .paramstore import OwnParameters
-from .plan import Feed, TrainingPlan
+from .plan import Feed
 from .runspec import DESCRIPTION_KEY, MODEL_JSON, custom_name, rebuild_model, record_model
 
 #: options a resumed run may change: it can be trained for longer, moved to another device, take the
@@ -215,11 +213,7 @@ def _train(
     model.to(device)
     data = data.to(device, loading=config.data.loading, workers=config.data.workers)
 
-    optim = adam(tcfg.lr)
-    objective = objective_for(tcfg)
-    plan = model.training_plan(data, config, optim, objective)
-    if not isinstance(plan, TrainingPlan):
-        raise TypeError(f"{type(model).__name__}.training_plan must return a TrainingPlan")
+    optim, plan = training_parts(config, model, data)
     prefix = model.store_prefix()
     feed = Feed(data, tcfg.seed, engine.rank, engine.world)
 
