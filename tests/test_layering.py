@@ -252,3 +252,11 @@ def test_no_dispatch_on_concrete_model_classes_or_class_names():
 
 def test_contract_methods_are_not_looked_up_as_optional_hooks():
     assert getattr_hooks() == []
+
+
+def test_config_is_a_leaf_and_the_build_layer_knows_the_parts():
+    graph = import_graph()
+    assert graph["pyro_vae.config"] <= {"pyro_vae.errors", "pyro_vae.registry"}
+    # the parts never import the layer that composes them
+    importers = {m for m, targets in graph.items() if "pyro_vae.build" in targets}
+    assert importers <= {"pyro_vae.cli", "pyro_vae.train", "pyro_vae.api"}, importers
