@@ -36,7 +36,7 @@ _COMMAND_WORDS = {
     "--resume": "resume=True",
     "--run-dir": "run_dir={}",
     "--config": "config={}",
-    "--no-progress": "progress=False",
+    "--no-progress": "progress='lines'",
     "--import": "pyro_vae.import_plugin({})",
 }
 #: words after a flag that are English, not its value
@@ -143,7 +143,7 @@ def train(
     overwrite: bool = False,
     resume: bool = False,
     plots: bool = False,
-    progress: bool = True,
+    progress: bool | str = True,
     config: RunConfig | None = None,
     dataset: Dataset | None = None,
     model: nn.Module | None = None,

@@ -27,6 +27,30 @@ METRICS = "metrics.jsonl"
 LOCK = ".lock"
 
 
+def umask() -> int:
+    """This process's umask, read without changing it where Linux reports it."""
+    try:  # Linux >= 4.7
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode ``open()`` gives a new file in this process: ``0o666`` less the umask.
+
+    ``tempfile.mkstemp`` creates its file ``0o600`` whatever the umask; a file renamed into place
+    gets this mode instead, so that a run or bundle on a shared file system is readable by whom the
+    user's umask allows, as every other file they write.
+    """
+    return 0o666 & ~umask()
+
+
 def atomic_write_bytes(path: Path, write: Any) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``.
 
@@ -36,6 +60,7 @@ def atomic_write_bytes(path: Path, write: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

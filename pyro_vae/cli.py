@@ -161,7 +161,11 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--resume", action="store_true", help="continue the run in --run-dir from its checkpoint"
     )
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar, one line per epoch instead, even on a terminal (--quiet: nothing)",
+    )
     run.add_argument("--no-plots", action="store_true", help="skip the figures at the end")
     run.add_argument(
         "--config",
@@ -173,6 +177,11 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     _add_import(p)
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress output: no bar on a terminal, no progress lines elsewhere",
+    )
     p.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
 
 
@@ -198,6 +207,33 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> typing.NoReturn:
         raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _add_data(q: argparse.ArgumentParser, flag: str = "--data", what: str = "data") -> None:
+    against = flag == "--against"
+    q.add_argument(
+        flag,
+        metavar="NAME",
+        default=None,
+        nargs="?" if against else None,
+        const=RUN_DATA if against else None,
+        help=f"the {what}: a registered data set or a .npz/.npy path, prepared as the run's "
+        "data (binarization); "
+        + (
+            "without NAME the run's own data set"
+            if against
+            else "default: the run's own (which must then still be where it was trained)"
+        ),
+    )
+    q.add_argument(
+        f"{flag}-split",
+        choices=["test", "train"],
+        default=None,
+        help=f"which split of the {what}. Default: every row of a file that has no split of its "
+        "own (a .npz with x, a .npy file, a folder: pyro-vae would otherwise split it 80/20 "
+        "itself), else the test split; --data-split test/train picks one of pyro-vae's splits "
+        "even there",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -229,7 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
         _add_common(q)
         return q
 
-    q = run_parser("evaluate", "score a trained run on its test set")
+    q = run_parser("evaluate", "score a trained run on its test set, or on --data")
+    _add_data(q)
+    q.add_argument("--data-dir", default=None, help="where torchvision data sets live")
     q.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     q.add_argument(
         "--particles", type=int, default=1, help="samples per data point for the test ELBO"
@@ -260,12 +298,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     q = run_parser("reconstruct", "show test images beside their reconstructions")
+    _add_data(q)
+    q.add_argument("--data-dir", default=None, help="where torchvision data sets live")
     q.add_argument("-n", type=int, default=16, help="number of test images")
     q.add_argument(
         "--out", type=Path, default=None, help="PNG file (default RUN/figures/reconstructions.png)"
     )
 
     q = run_parser("interpolate", "decode straight lines in latent space between test images")
+    _add_data(q)
+    q.add_argument("--data-dir", default=None, help="where torchvision data sets live")
     q.add_argument("--steps", type=int, default=10, help="images per line")
     q.add_argument("--pairs", type=int, default=4, help="number of pairs of test images")
     q.add_argument(
@@ -280,32 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="2-D projection for the latent map",
     )
 
-    def add_data(q: argparse.ArgumentParser, flag: str = "--data", what: str = "data") -> None:
-        against = flag == "--against"
-        q.add_argument(
-            flag,
-            metavar="NAME",
-            default=None,
-            nargs="?" if against else None,
-            const=RUN_DATA if against else None,
-            help=f"the {what}: a registered data set or a .npz/.npy path, prepared as the run's "
-            "data (binarization); "
-            + ("without NAME the run's own data set" if against else "default: the run's own"),
-        )
-        q.add_argument(
-            f"{flag}-split",
-            choices=["test", "train"],
-            default="test",
-            help=f"which split of the {what}",
-        )
-
     q = run_parser(
         "score",
         "score every example: ELBO, log p(x), rate, reconstruction, complexity-corrected "
         "likelihood, likelihood regret, typicality; with --against, detection metrics",
     )
-    add_data(q)
-    add_data(q, "--against", "in-distribution reference (e.g. the run's own test set)")
+    _add_data(q)
+    _add_data(q, "--against", "in-distribution reference (e.g. the run's own test set)")
     q.add_argument("--data-dir", default=None, help="where torchvision data sets live")
     q.add_argument(
         "--out", type=Path, default=None, help="table (.csv or .npz); default RUN/scores/"
@@ -317,18 +340,43 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--typicality-points",
         type=int,
-        default=500,
-        help="training images whose mean -log p(x) is typicality's reference (0: no typicality)",
+        default=None,
+        help="training images whose mean -log p(x) is typicality's reference (0: no typicality; "
+        "default: 500 where the run's training data are still here, else no typicality, with a "
+        "note)",
     )
 
     q = run_parser("encode", "write the latent means and scales of q(z|x) for a data set")
-    add_data(q)
+    _add_data(q)
     q.add_argument("--data-dir", default=None, help="where torchvision data sets live")
     q.add_argument("--out", type=Path, required=True, help="output file (.npz)")
+
+    q = sub.add_parser(
+        "export",
+        help="write a run's model as a self-contained bundle",
+        description="Write the run's model as a bundle a stranger can use without the run or its "
+        "data: model.safetensors (weights), model.json (architecture, data shape, likelihood), "
+        "README.md (model card); load it with pyro_vae.load(DIR).",
+    )
+    q.add_argument("run", type=Path, help="run directory written by `pyro-vae train`")
+    q.add_argument("directory", type=Path, help="the bundle's directory (new or empty)")
+    q.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also write encoder.onnx (x -> q(z|x)'s parameters) and decoder.onnx (z -> "
+        "p(x|z)'s parameters), checked with onnxruntime; needs pip install 'pyro-vae[export]'",
+    )
+    q.add_argument("--overwrite", action="store_true", help="replace a bundle already there")
+    q.add_argument(
+        "--name", default=None, help="the model card's title (default: the directory's name)"
+    )
+    _add_common(q)
 
     q = run_parser(
         "traverse", "latent traversals: each dimension swept across the prior's quantiles"
     )
+    _add_data(q)
+    q.add_argument("--data-dir", default=None, help="where torchvision data sets live")
     q.add_argument("--image", type=int, default=0, help="index of the test image to traverse")
     q.add_argument("--steps", type=int, default=9, help="columns: quantiles per dimension")
     q.add_argument(
@@ -379,7 +427,7 @@ _DEFAULT_RUN_DIR = "PYRO_VAE_DEFAULT_RUN_DIR"
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from . import plots
+    from . import progress
     from .checkpoint import CONFIG
     from .train import train
 
@@ -394,10 +442,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     if not args.run_dir and config.train.devices * config.train.num_nodes > 1:
         os.environ.setdefault(_DEFAULT_RUN_DIR, str(run_dir))
-    result = train(config, run_dir, resume=args.resume, progress=not args.no_progress)
+    mode = "off" if args.quiet else "lines" if args.no_progress else "auto"
+    result = train(config, run_dir, resume=args.resume, progress=mode)
     if result.rank != 0:  # rank 0 draws and reports
         return 0
     if not args.no_plots:
+        from . import plots  # matplotlib only where figures are drawn
+
         plots.draw_all(result.model, result.dataset, result.history, run_dir)
     last = result.history[-1] if result.history else {}
     # models that select an epoch (M2, by validation accuracy) keep that epoch's weights: report it
@@ -408,16 +459,99 @@ def cmd_train(args: argparse.Namespace) -> int:
         for k, v in last.items()
         if k.startswith(("test", "train")) and isinstance(v, float)
     )
-    print(f"run written to {run_dir} ({CONFIG}, checkpoint.pt, metrics.jsonl, figures/)")
-    if summary:
+    figures = "" if args.no_plots else ", figures/"
+    print(f"run written to {run_dir} ({CONFIG}, checkpoint.pt, metrics.jsonl{figures})")
+    # the epoch lines said it already, unless an earlier epoch was selected
+    if summary and (not progress.outputs(mode)[1] or "best_epoch" in last):
         chosen = " (selected by validation)" if "best_epoch" in last else ""
         print(f"epoch {last['epoch']}{chosen}: {summary}")
     return 0
 
 
+@dataclass
+class Rows:
+    """The images a serving command reads: ``x`` (on the model's device), their labels, what they
+    are called in output, and the data set they came from (for a probe's training rows)."""
+
+    x: Any
+    labels: Any
+    label: str
+    #: the data set the rows are a split of, and which split (None: every row of a file)
+    source: Any = None
+    split: str | None = None
+
+
+def _rows(
+    args: argparse.Namespace,
+    config: Any,
+    run_data: Any,
+    device: Any,
+    name: str | None = None,
+    split: str | None = None,
+) -> Rows:
+    """The rows ``--data NAME --data-split SPLIT`` name, prepared as the run's data (binarization):
+    every row of a file with no split of its own unless a split is named, else that split (test by
+    default). Without a name, the run's own data, which are then loaded and checked against the
+    run's fingerprint (:class:`~pyro_vae.runs.RunData`)."""
+    from .data import load_dataset, load_rows
+
+    data_dir = getattr(args, "data_dir", None)
+    if name is None and data_dir is None:
+        source = run_data
+        label = Path(config.data.dataset).stem
+    else:
+        cfg = replace(
+            config.data,
+            dataset=name or config.data.dataset,
+            data_dir=data_dir if data_dir is not None else config.data.data_dir,
+        )
+        label = Path(cfg.dataset).stem if name is None else name
+        if split is None:
+            source, whole = load_rows(cfg)
+            if whole is not None:
+                x, y = whole
+                return Rows(x.to(device), None if y is None else y.to(device), f"{label}-all")
+        else:
+            source = load_dataset(cfg)
+    split = split or "test"
+    x, y = (
+        (source.train, source.train_labels)
+        if split == "train"
+        else (source.test, source.test_labels)
+    )
+    if source.streaming and split == "train":  # a lazy training split: read it whole
+        x = x.materialize()
+    labels = None if y is None else y.to(device)
+    return Rows(x.to(device), labels, f"{label}-{split}", source, split)
+
+
+def _limited(rows: Rows, limit: int | None) -> Rows:
+    if limit is None:
+        return rows
+    labels = None if rows.labels is None else rows.labels[:limit]
+    return replace(rows, x=rows.x[:limit], labels=labels)
+
+
+def _first(n: int, data: Any) -> Any:
+    import torch
+
+    return torch.arange(min(n, data.train.shape[0]))
+
+
+def _progress_on(args: argparse.Namespace) -> bool:
+    return not getattr(args, "quiet", False)
+
+
+def _model_device(model: Any) -> Any:
+    import torch
+
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import report
-    from .train import load_run
+    from .runs import load_run
 
     _positive("--particles", args.particles)
     if args.limit is not None:
@@ -426,25 +560,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if value < 0:
             raise ConfigError(f"{name} must be 0 (skip) or positive, got {value}")
     config, model, data = load_run(args.run, args.device)
-    x = data.test if args.limit is None else data.test[: args.limit]
-    labels = (
-        data.test_labels
-        if args.limit is None or data.test_labels is None
-        else data.test_labels[: args.limit]
+    rows = _limited(
+        _rows(args, config, data, _model_device(model), args.data, args.data_split), args.limit
     )
-    result = {"run": str(args.run), "test_points": int(x.shape[0])}
+    # the linear probe on the latent means: logistic regression with 100, 1000 and all training
+    # labels of the same data set, scored on the evaluated rows (when the data have labels and a
+    # training split other than the rows evaluated)
+    probe = args.probe and rows.split == "test"
+    result = {"run": str(args.run), "data": rows.label, "test_points": int(rows.x.shape[0])}
     result.update(
         report(
             model,
-            x,
-            labels,
+            rows.x,
+            rows.labels,
             particles=args.particles,
             nll_samples=args.nll_samples,
             iwae_samples=args.iwae_samples,
-            # the linear probe on the latent means: logistic regression with 100, 1000 and all
-            # training labels, scored on the test set (when the data have labels)
-            train_x=data.train if args.probe else None,
-            train_labels=data.train_labels if args.probe else None,
+            train_x=rows.source.train if probe else None,
+            train_labels=rows.source.train_labels if probe else None,
         )
     )
     if args.json:
@@ -460,25 +593,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_figure(args: argparse.Namespace) -> int:
     from . import plots
-    from .train import load_run
+    from .runs import load_run
 
     if args.out is not None:
         _check_figure_path(args.out)
-    _, model, data = load_run(args.run, args.device)
+    config, model, data = load_run(args.run, args.device)
     figs = Path(args.run) / plots.FIGURES
     if args.command == "sample":
         _positive("-n", args.n)
         path = plots.samples(model, args.out or figs / "samples.png", n=args.n)
     elif args.command == "reconstruct":
         _positive("-n", args.n)
-        path = plots.reconstructions(
-            model, data.test, args.out or figs / "reconstructions.png", n=args.n
-        )
+        x = _rows(args, config, data, _model_device(model), args.data, args.data_split).x
+        path = plots.reconstructions(model, x, args.out or figs / "reconstructions.png", n=args.n)
     else:
         _positive("--steps", args.steps)
         _positive("--pairs", args.pairs)
+        x = _rows(args, config, data, _model_device(model), args.data, args.data_split).x
         path = plots.interpolation(
-            model, data.test, args.out or figs / "interpolation.png", args.steps, args.pairs
+            model, x, args.out or figs / "interpolation.png", args.steps, args.pairs
         )
     if path is None:
         raise ConfigError("this data set is not image-shaped, so there is no image to draw")
@@ -488,7 +621,8 @@ def cmd_figure(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from . import plots
-    from .train import _read_metrics, load_run
+    from .runs import load_run
+    from .train import _read_metrics
 
     _, model, data = load_run(args.run, args.device)
     history = _read_metrics(Path(args.run) / "metrics.jsonl")
@@ -501,27 +635,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
 RUN_DATA = ":run:"
 
 
-def _split_of(config: Any, data: Any, name: str | None, split: str, data_dir: str | None) -> Any:
-    """(x, labels) of a split of the run's data set ``data``, or of another data set prepared as
-    the run's (same binarization)."""
-    from .data import load_dataset
-
-    if name is not None or data_dir is not None:
-        data = load_dataset(
-            replace(
-                config.data,
-                dataset=name or config.data.dataset,
-                data_dir=data_dir if data_dir is not None else config.data.data_dir,
-            )
-        )
-    if split == "train":
-        return data.train, data.train_labels
-    return data.test, data.test_labels
-
-
 def cmd_score(args: argparse.Namespace) -> int:
     from . import scores
-    from .train import load_run
+    from .errors import DataError
+    from .runs import load_run
 
     _positive("--nll-samples", args.nll_samples)
     if args.regret_steps < 0:
@@ -530,47 +647,63 @@ def cmd_score(args: argparse.Namespace) -> int:
         )
     if args.limit is not None:
         _positive("--limit", args.limit)
-    if args.typicality_points < 0:
+    if args.typicality_points is not None and args.typicality_points < 0:
         raise ConfigError(
             f"--typicality-points must be 0 or positive, got {args.typicality_points}"
         )
     if args.out is not None and args.out.suffix not in (".csv", ".npz"):
         raise ConfigError(f"--out {args.out}: the table is written as .csv or .npz")
     config, model, data = load_run(args.run, args.device)
-    device = data.train.device
+    device = _model_device(model)
+    progress = _progress_on(args)
 
-    def prepared(name: str | None, split: str) -> Any:
-        x, _ = _split_of(config, data, name, split, args.data_dir)
-        return (x if args.limit is None else x[: args.limit]).to(device)
-
+    points = args.typicality_points
     reference = None
-    if args.typicality_points:
-        ref_x = data.train[: args.typicality_points]
-        reference = scores.score(model, ref_x, num_samples=args.nll_samples, scores=("log_px",))[
-            "log_px"
-        ]
+    if points is None:  # the default: typicality where the run's training data are here
+        try:
+            points = 500 if data.train is not None else 0
+        except DataError as e:
+            points = 0
+            if not args.quiet:
+                print(
+                    f"pyro-vae: note: no typicality score: it needs the run's training data ({e})",
+                    file=sys.stderr,
+                )
+    if points:
+        ref_x = data.rows(_first(points, data))
+        reference = scores.score(
+            model,
+            ref_x.to(device),
+            num_samples=args.nll_samples,
+            scores=("log_px",),
+            progress=progress,
+        )["log_px"]
     options = dict(
         num_samples=args.nll_samples, regret_steps=args.regret_steps, reference_log_px=reference
     )
     names = [s for s in scores.SCORES if reference is not None or s != "typicality"]
-    x = prepared(args.data, args.data_split)
-    table = scores.score(model, x, scores=tuple(names), **options)
-    label = f"{args.data or Path(config.data.dataset).stem}-{args.data_split}"
-    out = args.out or Path(args.run) / "scores" / f"{Path(label).name}.csv"
+    rows = _limited(_rows(args, config, data, device, args.data, args.data_split), args.limit)
+    refused = scores.complexity_refused(model, None, rows.x)
+    if refused is not None:
+        names.remove("complexity")
+        if not args.quiet:
+            print(f"pyro-vae: note: no complexity score: {refused}", file=sys.stderr)
+    table = scores.score(model, rows.x, scores=tuple(names), progress=progress, **options)
+    out = args.out or Path(args.run) / "scores" / f"{Path(rows.label).name}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     scores.write_table(table, out)
     result: dict[str, Any] = {
         "run": str(args.run),
-        "data": label,
-        "examples": int(x.shape[0]),
+        "data": rows.label,
+        "examples": int(rows.x.shape[0]),
         "table": str(out),
         "mean": {k: float(v.mean()) for k, v in table.items()},
     }
     if args.against is not None:
-        ref = prepared(None if args.against == RUN_DATA else args.against, args.against_split)
-        ref_table = scores.score(model, ref, scores=tuple(names), **options)
-        ref_name = Path(config.data.dataset).stem if args.against == RUN_DATA else args.against
-        result["against"] = f"{ref_name}-{args.against_split}"
+        name = None if args.against == RUN_DATA else args.against
+        ref = _limited(_rows(args, config, data, device, name, args.against_split), args.limit)
+        ref_table = scores.score(model, ref.x, scores=tuple(names), progress=progress, **options)
+        result["against"] = ref.label
         result["detection"] = scores.detection_metrics(ref_table, table)
         figs = out.parent
         result["figures"] = [
@@ -580,6 +713,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
+    label = rows.label
     print(f"{result['examples']} examples of {label} scored; table: {out}")
     detect = result.get("detection", {})
     head = f"{'score':<12} {'mean':>10}"
@@ -599,14 +733,13 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     from .represent import encode, write_encoding
-    from .train import load_run
+    from .runs import load_run
 
     if args.out.suffix != ".npz":
         raise ConfigError(f"--out {args.out}: the encoding is written as .npz")
     config, model, data = load_run(args.run, args.device)
-    x, labels = _split_of(config, data, args.data, args.data_split, args.data_dir)
-    device = data.train.device
-    enc = encode(model, x.to(device), None if labels is None else labels.to(device))
+    rows = _rows(args, config, data, _model_device(model), args.data, args.data_split)
+    enc = encode(model, rows.x, rows.labels)
     write_encoding(enc, args.out)
     print(args.out)
     return 0
@@ -614,23 +747,43 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 def cmd_traverse(args: argparse.Namespace) -> int:
     from . import plots
-    from .train import load_run
+    from .runs import load_run
 
     _positive("--steps", args.steps)
     if args.out is not None:
         _check_figure_path(args.out)
-    _, model, data = load_run(args.run, args.device)
-    if not 0 <= args.image < data.test.shape[0]:
-        raise ConfigError(f"--image must lie in 0..{data.test.shape[0] - 1}, got {args.image}")
+    config, model, data = load_run(args.run, args.device)
+    x = _rows(args, config, data, _model_device(model), args.data, args.data_split).x
+    if not 0 <= args.image < x.shape[0]:
+        raise ConfigError(f"--image must lie in 0..{x.shape[0] - 1}, got {args.image}")
     out = args.out or Path(args.run) / plots.FIGURES / "traversal.png"
-    path = plots.traversal(model, data.test, out, image=args.image, steps=args.steps)
+    path = plots.traversal(model, x, out, image=args.image, steps=args.steps)
     if path is None:
         raise ConfigError("this data set is not image-shaped, so there is no image to draw")
     print(path)
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    if args.onnx:
+        import importlib.util
+
+        if importlib.util.find_spec("onnx") is None:
+            raise ConfigError(
+                "--onnx needs the onnx package (and onnxruntime to check the graphs): "
+                "pip install 'pyro-vae[export]'"
+            )
+    path = export(
+        args.run, args.directory, onnx=args.onnx, overwrite=args.overwrite, name=args.name
+    )
+    print(path)
+    return 0
+
+
 COMMANDS = {
+    "export": cmd_export,
     "score": cmd_score,
     "encode": cmd_encode,
     "traverse": cmd_traverse,
@@ -706,7 +859,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        return COMMANDS[args.command](args)
+        from .progress import reporting
+
+        # evaluations report progress as the command's output allows (a bar or lines on stderr)
+        with reporting(not getattr(args, "quiet", False)):
+            return COMMANDS[args.command](args)
     except PyroVAEError as e:
         print(f"{_program()}: error: {e}", file=sys.stderr)
         return 2

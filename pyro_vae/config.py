@@ -123,6 +123,11 @@ class ModelConfig:
     model: str = option("vae", "generative model", metavar="NAME", choices="model")
     latent_dim: int = option(20, "size of z", metavar="D")
     network: str = option("mlp", "encoder/decoder family", metavar="NAME", choices="network")
+    network_options: dict[str, Any] = option(
+        factory=dict,
+        help="network option, e.g. channels=64 blocks=2 (resnet) or layers=6 (pixelcnn)",
+        flags=("--network-opt",),
+    )
     hidden: tuple[int, ...] = option(
         (400,), "hidden layer sizes of the encoder (the decoder mirrors them)", metavar="H"
     )

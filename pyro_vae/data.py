@@ -68,6 +68,9 @@ class Dataset:
     workers: int = field(default=0, repr=False)
     #: the dtype a streamed training set's batches are cast to (``None``: float32)
     train_dtype: torch.dtype | None = field(default=None, repr=False)
+    #: (train rows, test rows) of the source, where pyro-vae split it (a file with no split of its
+    #: own); ``None`` where the source came split (MNIST, a .npz with x_train and x_test)
+    split_rows: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
     @property
     def x_shape(self) -> tuple[int, ...]:
@@ -497,13 +500,50 @@ def load_dataset(config: DataConfig) -> Dataset:
     :class:`~pyro_vae.streaming.RowSource` (nothing is read whole until :meth:`Dataset.to`); the
     registered data sets and .npz files are tensors. The data are checked by :meth:`Dataset.check`
     (a registered source may return anything)."""
+    return binarize(_load_checked(config), config.binarize)
+
+
+def _load_checked(config: DataConfig) -> Dataset:
     ds = dataset_source(config.dataset)(config)
     if not isinstance(ds, Dataset):
         raise DataError(
             f"the data set {config.dataset!r} loaded a {type(ds).__name__}, not a "
             "pyro_vae.data.Dataset; its loader must return one"
         )
-    return binarize(ds.check(), config.binarize)
+    return ds.check()
+
+
+def load_rows(
+    config: DataConfig,
+) -> tuple[Dataset, None] | tuple[None, tuple[torch.Tensor, torch.Tensor | None]]:
+    """What a command that reads data (``score --data FILE``) reads, loading the source once:
+
+    * ``(None, (x, labels))``: every row of a source that has no split of its own (a .npz with
+      ``x``, a .npy file, an image folder), in the source's order, prepared as a test split is
+      (binarized with the fixed test seed under ``--binarize dynamic`` or ``static``);
+    * ``(dataset, None)``: the data set as :func:`load_dataset` gives it, for a source that comes
+      split (MNIST, a .npz with ``x_train`` and ``x_test``): choose a split of it.
+    """
+    ds = _load_checked(config)
+    if ds.split_rows is None:
+        return binarize(ds, config.binarize), None
+    tr, te = ds.split_rows
+    train = ds.train if isinstance(ds.train, torch.Tensor) else ds.train.materialize()
+    x = torch.empty((len(tr) + len(te), *ds.x_shape), dtype=ds.test.dtype)
+    x[tr], x[te] = train, ds.test
+    y = None
+    if ds.train_labels is not None and ds.test_labels is not None:
+        y = torch.empty(x.shape[0], dtype=ds.train_labels.dtype)
+        y[tr], y[te] = ds.train_labels, ds.test_labels
+    if config.binarize != "none":
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0 or hi > 1:
+            raise DataError(
+                f"binarization draws pixels as Bernoulli(x), so x must lie in [0, 1]; "
+                f"the data range over [{lo:g}, {hi:g}]"
+            )
+        x = torch.bernoulli(x, generator=torch.Generator().manual_seed(_TEST_BINARIZATION_SEED))
+    return None, (x, y)
 
 
 def fingerprint(ds: Dataset) -> str:
@@ -569,12 +609,33 @@ def _split(x: torch.Tensor, y: torch.Tensor | None, test_fraction: float) -> tup
     return x[tr], x[te], (y[tr] if y is not None else None), (y[te] if y is not None else None)
 
 
-def _digits(test_fraction: float) -> Dataset:
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8x8 digits: (pixels ``(1797, 64)`` in 0..16, labels), as
+    ``sklearn.datasets.load_digits`` reads them.
+
+    The CSV file scikit-learn ships is read directly where it is found, since importing
+    ``sklearn.datasets`` (all of scikit-learn and SciPy) takes seconds, more than the training of
+    a small model on it; elsewhere ``load_digits`` reads it."""
+    import gzip
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
+    for root in (spec.submodule_search_locations or []) if spec is not None else []:
+        path = Path(root) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            with gzip.open(path, "rt") as f:
+                data = np.loadtxt(f, delimiter=",")
+            return data[:, :-1], data[:, -1].astype(int)
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    x = torch.as_tensor(d.data, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
-    y = torch.as_tensor(d.target, dtype=torch.long)
+    return d.data, d.target
+
+
+def _digits(test_fraction: float) -> Dataset:
+    pixels, labels = digits_arrays()
+    x = torch.as_tensor(pixels, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
+    y = torch.as_tensor(labels, dtype=torch.long)
     xtr, xte, ytr, yte = _split(x, y, test_fraction)
     return Dataset("digits", xtr, xte, ytr, yte, num_classes=10)
 
@@ -747,7 +808,7 @@ def _array_file(path: Path, test_fraction: float, fraction_given: bool = False) 
     if isinstance(loaded, np.ndarray):  # not reached for a .npy file, memory-mapped by _npy
         x = _as_images({"x": loaded}, path)["x"]
         xtr, xte, _, _ = _split(x, None, test_fraction)
-        return Dataset(str(path), xtr, xte)
+        return Dataset(str(path), xtr, xte, split_rows=_split_indices(x.shape[0], test_fraction))
     with loaded:
         return _npz(loaded, path, test_fraction, fraction_given)
 
@@ -756,7 +817,7 @@ def _npz(
     loaded: np.lib.npyio.NpzFile, path: Path, test_fraction: float, fraction_given: bool
 ) -> Dataset:
     keys = set(loaded.files)
-    y_tr = y_te = None
+    y_tr = y_te = split_rows = None
     if {"x_train", "x_test"} <= keys:
         if fraction_given:
             raise ConfigError(
@@ -775,6 +836,7 @@ def _npz(
         x = _as_images({"x": _read(loaded, "x", path)}, path)["x"]
         y = _as_labels(_read(loaded, "y", path), x.shape[0], path, "y") if "y" in keys else None
         xtr, xte, y_tr, y_te = _split(x, y, test_fraction)
+        split_rows = _split_indices(x.shape[0], test_fraction)
     else:
         raise DataError(
             f"{path} has arrays {sorted(keys)}; expected 'x' (and optionally 'y'), "
@@ -788,7 +850,7 @@ def _npz(
     if y_tr is not None:
         num_classes = int(max(y_tr.max(), y_te.max())) + 1
         _check_class_count(num_classes, xtr.shape[0], str(path))
-    return Dataset(str(path), xtr, xte, y_tr, y_te, num_classes)
+    return Dataset(str(path), xtr, xte, y_tr, y_te, num_classes, split_rows=split_rows)
 
 
 def _npy(path: Path, test_fraction: float) -> Dataset:
@@ -825,7 +887,7 @@ def _npy(path: Path, test_fraction: float) -> Dataset:
         source.scan()  # NaN and infinities refused now; a larger file's rows are checked as read
     tr, te = _split_indices(len(source), test_fraction)
     test = source.select(te).materialize()
-    return Dataset(str(path), source.select(tr), test)
+    return Dataset(str(path), source.select(tr), test, split_rows=(tr, te))
 
 
 def _image_folder(config: DataConfig) -> Dataset:
@@ -843,4 +905,6 @@ def _image_folder(config: DataConfig) -> Dataset:
         y_tr, y_te = y[tr], y[te]
         num_classes = len(classes)
         _check_class_count(num_classes, tr.shape[0], config.dataset)
-    return Dataset(config.dataset, source.select(tr), test, y_tr, y_te, num_classes)
+    return Dataset(
+        config.dataset, source.select(tr), test, y_tr, y_te, num_classes, split_rows=(tr, te)
+    )

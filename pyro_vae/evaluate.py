@@ -30,6 +30,7 @@ from .objectives.importance import (
     trace_log_weights,
 )
 from .objectives.kl import per_dimension_kl
+from .progress import track
 
 __all__ = [
     "analytic_kl_sites",
@@ -94,6 +95,9 @@ def report(
     - ``test_iwae`` (``iwae_samples > 0``): the IWAE bound with ``iwae_samples`` samples.
     - ``test_log_likelihood`` / ``test_nll`` (``nll_samples > 0``): log p(x) by importance sampling
       with ``nll_samples`` samples (:func:`log_likelihood`), and its negation, the number papers report.
+    - ``test_elbo_bpd``, ``test_iwae_bpd``, ``test_log_likelihood_bpd``: the same in bits per
+      dimension, where p(x|z) is a distribution over the quantized data (else ``bits_per_dim`` says
+      why not; :mod:`pyro_vae.units`).
     - ``rate``, ``distortion``, ``kl_per_dim``, ``active_units``: see :func:`latent_statistics`.
     - ``probe_accuracy_100``, ``probe_accuracy_1000``, ``probe_accuracy_all`` (when ``train_x``,
       ``train_labels`` and ``labels`` are all given): test accuracy of logistic regression on the
@@ -108,6 +112,9 @@ def report(
     if nll_samples > 0:
         ll = float(log_likelihood(model, x, nll_samples).mean())
         out.update(nll_samples=nll_samples, test_log_likelihood=ll, test_nll=-ll)
+    from .units import bits_report
+
+    out.update(bits_report(model.model, x, out))
     out.update(latent_statistics(model, x, stats_samples))
     out.update(model.evaluate_extra(x, labels))  # e.g. classification accuracy of M2
     if train_x is not None and train_labels is not None and labels is not None:
@@ -150,8 +157,10 @@ def log_likelihood(
         raise ConfigError(f"the number of importance samples must be positive, got {num_samples!r}")
     model = as_model(model, guide, caller="log_likelihood")
     out = []
+    batches = x.split(batch_size)
+    desc = f"log p(x), {num_samples} samples"
     with evaluating(model):
-        for xb in x.split(batch_size):
+        for xb in track(batches, total=len(batches), desc=desc):
             acc = torch.full((xb.shape[0],), -math.inf, device=xb.device)
             for k in chunks(num_samples, sample_chunk(x, xb.shape[0], num_samples, max_elements)):
                 model_trace, guide_trace = traces(model, xb, k, max_plate_nesting, data_plate)

@@ -5,13 +5,41 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")  # headless: figures go to files, never to a window
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
+# matplotlib's Figure without pyplot: no global state, the Agg canvas, never a window, and a
+# second's less import than pyplot (which the serving commands would pay for every figure)
+from matplotlib.figure import Figure
+
+
+def make_grid(
+    images: torch.Tensor, nrow: int, padding: int = 1, pad_value: float = 1.0
+) -> torch.Tensor:
+    """``(3, H', W')``: ``images`` ``(N, C, H, W)`` tiled ``nrow`` to a row with ``padding``
+    pixels of ``pad_value`` between and around them, one channel repeated to three; the layout of
+    ``torchvision.utils.make_grid`` (whose import pulls in torchvision's model zoo and
+    ``torch._dynamo``, seconds for a grid of pixels)."""
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    n, c, h, w = images.shape
+    if n == 1:  # as torchvision: one image, unpadded
+        return images[0].clone()
+    cols = min(nrow, n)
+    rows = math.ceil(n / cols)
+    step_h, step_w = h + padding, w + padding
+    grid = images.new_full((c, rows * step_h + padding, cols * step_w + padding), pad_value)
+    for k in range(n):
+        y, x = divmod(k, cols)
+        top, left = y * step_h + padding, x * step_w + padding
+        grid[:, top : top + h, left : left + w] = images[k]
+    return grid
+
+
+def _subplots(figsize: tuple[float, float]) -> tuple[Figure, Any]:
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots()
 
 
 def _as_images(x: torch.Tensor) -> torch.Tensor | None:
@@ -34,7 +62,7 @@ def _save_grid(images: torch.Tensor, nrow: int, path: Path, title: str) -> Path 
     grid = make_grid(imgs.clamp(0, 1), nrow=nrow, padding=1, pad_value=1.0)
     cols, rows = min(nrow, imgs.shape[0]), math.ceil(imgs.shape[0] / nrow)
     # about half an inch per image, whatever its pixel size, so 8x8 digits and MNIST both read well
-    fig, ax = plt.subplots(
+    fig, ax = _subplots(
         figsize=(
             max(4.0, 0.5 * cols),
             0.5 * rows * grid.shape[1] / grid.shape[2] * cols / rows + 0.5,
@@ -48,9 +76,8 @@ def _save_grid(images: torch.Tensor, nrow: int, path: Path, title: str) -> Path 
     return _save(fig, path)
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path

@@ -12,6 +12,7 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -19,6 +20,11 @@ from torch import nn
 from .describe import Described
 from .errors import ConfigError
 from .registry import Registry
+
+if TYPE_CHECKING:
+    from pyro.distributions import TorchDistribution
+
+    from .likelihoods import Likelihood
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -92,8 +98,40 @@ class MLPEncoder(Described, nn.Module):
         return run_network(self.net, x.flatten(-len(self.x_shape)))
 
 
-class MLPDecoder(Described, nn.Module):
-    """``hidden`` dense layers (reversed encoder widths by convention), then a linear map to ``x_shape``."""
+class Decoder(Described, nn.Module):
+    """The decoder contract: ``forward(z)`` maps latents ``(..., in_dim)`` to the likelihood's
+    parameters, and :meth:`distribution` gives p(x | z) from them.
+
+    An autoregressive decoder, whose parameters for one pixel depend on the pixels before it,
+    overrides :meth:`distribution` and :meth:`mean` (see :mod:`pyro_vae.pixelcnn`).
+    """
+
+    def distribution(self, z: torch.Tensor, likelihood: Likelihood) -> TorchDistribution:
+        return likelihood(self(z))
+
+    def mean(self, z: torch.Tensor, likelihood: Likelihood) -> torch.Tensor:
+        """The datum reconstructions and sample grids show for ``z``."""
+        return likelihood.mean(self(z))
+
+
+def observation(decoder: nn.Module, likelihood: Likelihood, z: torch.Tensor) -> TorchDistribution:
+    """p(x | z) through ``decoder`` (a :class:`Decoder`, or any module giving the likelihood's
+    parameters)."""
+    if isinstance(decoder, Decoder):
+        return decoder.distribution(z, likelihood)
+    return likelihood(decoder(z))
+
+
+def observation_mean(decoder: nn.Module, likelihood: Likelihood, z: torch.Tensor) -> torch.Tensor:
+    """The datum shown for ``z`` (:meth:`Decoder.mean`)."""
+    if isinstance(decoder, Decoder):
+        return decoder.mean(z, likelihood)
+    return likelihood.mean(decoder(z))
+
+
+class MLPDecoder(Decoder):
+    """``hidden`` dense layers (reversed encoder widths by convention), then a linear map to
+    ``out_shape`` (the likelihood's parameters; by default ``x_shape``)."""
 
     def __init__(
         self,
@@ -101,9 +139,10 @@ class MLPDecoder(Described, nn.Module):
         x_shape: Sequence[int],
         hidden: Sequence[int] = (400,),
         act: str = "relu",
+        out_shape: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        self.x_shape = tuple(x_shape)
+        self.x_shape = tuple(out_shape if out_shape is not None else x_shape)
         self.net = mlp([in_dim, *hidden, math.prod(self.x_shape)], act)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -145,8 +184,9 @@ class ConvEncoder(Described, nn.Module):
         return run_network(self.net, x.reshape(-1, *self.x_shape)).reshape(*batch, self.feature_dim)
 
 
-class ConvDecoder(Described, nn.Module):
-    """Mirror of :class:`ConvEncoder`: dense, then two stride-2 transposed convolutions."""
+class ConvDecoder(Decoder):
+    """Mirror of :class:`ConvEncoder`: dense, then two stride-2 transposed convolutions to the
+    channels of ``out_shape`` (the likelihood's parameters per pixel; by default the data's)."""
 
     def __init__(
         self,
@@ -154,9 +194,11 @@ class ConvDecoder(Described, nn.Module):
         x_shape: Sequence[int],
         hidden: Sequence[int] = (256,),
         act: str = "relu",
+        out_shape: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        c, h, w = _conv_shape(x_shape)
+        _, h, w = _conv_shape(x_shape)
+        c = _out_channels(x_shape, out_shape)
         self.x_shape = (c, h, w)
         width = hidden[-1] if hidden else 256
         self.net = nn.Sequential(
@@ -175,8 +217,24 @@ class ConvDecoder(Described, nn.Module):
         return run_network(self.net, z.reshape(-1, z.shape[-1])).reshape(*batch, *self.x_shape)
 
 
+def _out_channels(x_shape: Sequence[int], out_shape: Sequence[int] | None) -> int:
+    """The channels a conv decoder outputs: ``out_shape``'s, on the data's own pixel grid."""
+    if out_shape is None:
+        return int(x_shape[0])
+    if tuple(out_shape[1:]) != tuple(x_shape[1:]):
+        raise ConfigError(
+            f"a conv decoder outputs parameters on the data's pixel grid {tuple(x_shape[1:])}, but "
+            f"the likelihood asks for {tuple(out_shape)}; use --network mlp with this likelihood"
+        )
+    return int(out_shape[0])
+
+
 class Networks:
-    """An encoder/decoder pair factory: ``encoder(x_shape)`` and ``decoder(in_dim, x_shape)``."""
+    """An encoder/decoder pair factory: ``encoder(x_shape)`` and ``decoder(in_dim, x_shape)``.
+
+    A registered network family with options subclasses this and takes them as keyword arguments of
+    its constructor (``--network-opt channels=64``), so the registry types and checks them.
+    """
 
     def __init__(self, encoder: type[nn.Module], decoder: type[nn.Module]) -> None:
         self.encoder_cls = encoder
@@ -186,9 +244,15 @@ class Networks:
         return self.encoder_cls(x_shape, hidden, act)
 
     def decoder(
-        self, in_dim: int, x_shape: Sequence[int], hidden: Sequence[int], act: str
+        self,
+        in_dim: int,
+        x_shape: Sequence[int],
+        hidden: Sequence[int],
+        act: str,
+        out_shape: Sequence[int] | None = None,
     ) -> nn.Module:
-        return self.decoder_cls(in_dim, x_shape, tuple(reversed(hidden)), act)
+        """The decoder from ``in_dim`` latents to ``out_shape`` parameters (default: ``x_shape``)."""
+        return self.decoder_cls(in_dim, x_shape, tuple(reversed(hidden)), act, out_shape)
 
 
 NETWORKS: Registry[Networks] = Registry("network", base=Networks)

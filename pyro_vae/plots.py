@@ -14,18 +14,22 @@ import torch
 
 from .errors import ConfigError, PyroVAEError
 from .evaluate import batched
-from .images import _as_images, _save, _save_grid, make_grid, plt
+from .images import _as_images, _save, _save_grid, _subplots, make_grid
 from .kernel import evaluating, seeded
 from .models.base import as_model
 
 FIGURES = "figures"
 
 
-def training_curves(history: Sequence[dict[str, Any]], path: Path) -> Path | None:
+def training_curves(
+    history: Sequence[dict[str, Any]], path: Path, dims: int | None = None
+) -> Path | None:
+    """The bounds per epoch in nats; with ``dims`` (data dimensions under a likelihood of the
+    quantized data, :func:`pyro_vae.units.quantized_dims`) a second axis in bits per dimension."""
     if not history:
         return None
     epochs = [r["epoch"] for r in history]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _subplots(figsize=(6, 4))
     ax.plot(epochs, [r["train_elbo"] for r in history], label="train ELBO")
     ax.plot(epochs, [r["test_elbo"] for r in history], label="test ELBO")
     for key, label in [
@@ -37,6 +41,12 @@ def training_curves(history: Sequence[dict[str, Any]], path: Path) -> Path | Non
             ax.plot(*zip(*pts), label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel("nats per datum (higher is better)")
+    if dims is not None:
+        from .units import LN2
+
+        scale = dims * LN2
+        right = ax.secondary_yaxis("right", functions=(lambda v: -v / scale, lambda b: -b * scale))
+        right.set_ylabel("bits per dimension (lower is better)")
     ax.set_title("Training curves")
     ax.legend()
     ax.grid(alpha=0.3)
@@ -105,7 +115,7 @@ def latent_map(
         centred = z - z.mean(0)
         _, _, v = torch.linalg.svd(centred, full_matrices=False)
         xy, how = centred @ v[:2].T, "PCA of latent means"
-    fig, ax = plt.subplots(figsize=(6, 5))
+    fig, ax = _subplots(figsize=(6, 5))
     if labels is not None:
         lab = labels[: xy.shape[0]].cpu()
         sc = ax.scatter(
@@ -136,7 +146,7 @@ def kl_per_dimension(
     kl = stats["kl_per_dim"]
     if not kl:
         return None  # no latent site factorises per dimension
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.18 * len(kl) + 1.5), 3.5))
+    fig, ax = _subplots(figsize=(max(4.0, 0.18 * len(kl) + 1.5), 3.5))
     ax.bar(range(len(kl)), kl, color=["C0" if v > 0.01 else "C3" for v in kl])
     ax.set_xlabel("latent dimension")
     ax.set_ylabel("KL(q || p), nats per datum")
@@ -267,7 +277,7 @@ def traversal(
     grid = make_grid(imgs.clamp(0, 1), nrow=steps, padding=1, pad_value=1.0)
     h, w = imgs.shape[-2:]
     width = max(4.0, 0.5 * steps) + 1.5  # room for the row labels
-    fig, ax = plt.subplots(figsize=(width, (width - 1.5) * grid.shape[1] / grid.shape[2] + 0.8))
+    fig, ax = _subplots(figsize=(width, (width - 1.5) * grid.shape[1] / grid.shape[2] + 0.8))
     ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
     ax.set_yticks([1 + r * (h + 1) + (h - 1) / 2 for r in range(len(rows))])
     ax.set_yticklabels([f"dim {d}  KL {kl[d]:.2f}" for d in rows], fontsize=8)
@@ -279,6 +289,15 @@ def traversal(
     ax.set_xlabel("prior quantile of the traversed dimension")
     ax.set_title(f"latent traversals of test image {image} (rows: dimensions by KL)", fontsize=10)
     return _save(fig, path)
+
+
+def _quantized_dims(model: Any, x: torch.Tensor) -> int | None:
+    from .units import NotQuantized, quantized_dims
+
+    try:
+        return quantized_dims(model.model, x)
+    except NotQuantized:
+        return None
 
 
 def draw_all(
@@ -293,8 +312,8 @@ def draw_all(
     was_training = model.training
     model.eval()
     try:
-        written = [training_curves(history, out / "training_curves.png")]
         x = dataset.test
+        written = [training_curves(history, out / "training_curves.png", _quantized_dims(model, x))]
         written.append(reconstructions(model, x, out / "reconstructions.png"))
         written.append(samples(model, out / "samples.png"))
         written.append(interpolation(model, x, out / "interpolation.png"))

@@ -43,8 +43,8 @@ import numpy as np
 import torch
 from pyro.poutine.util import site_is_subsample
 from torch import nn
-from tqdm.auto import tqdm
 
+from .checkpoint import file_mode
 from .errors import ConfigError, DataError
 from .evaluate import log_likelihood
 from .kernel import chunks, evaluating, per_point, sample_chunk, seeded, site_terms, traces
@@ -55,6 +55,7 @@ from .objectives.importance import (
     site_log_prob,
     trace_log_weights,
 )
+from .progress import current, reporting, track
 
 #: every score :func:`score` computes, in the order of its table's columns
 SCORES: tuple[str, ...] = (
@@ -77,10 +78,11 @@ SCORES: tuple[str, ...] = (
 #:   class, AUROC 0.24, and, with the Bernoulli likelihood, for uniform noise, 0.19; with a Gaussian
 #:   likelihood noise got the larger rate, 0.98).
 #: - ``complexity`` (+1): Serra et al.'s S(x) is a log-likelihood ratio of the compressor against the
-#:   model; large when the model explains x worse than its complexity would suggest. It needs a
-#:   likelihood that is a density of the pixel values (``gaussian``, ``continuous-bernoulli``): the
-#:   ``bernoulli`` cross-entropy of grey levels is not on the compressor's scale, and there it ranked
-#:   uniform noise below digits (AUROC 0.14, against 1.0 with a Gaussian likelihood).
+#:   model; large when the model explains x worse than its complexity would suggest. Both are code
+#:   lengths of the quantized data only under a likelihood that is a distribution over them
+#:   (``discretized-logistic``, ``logistic-mixture``; ``bernoulli`` on binary data): it is refused
+#:   for the others (a density is off by a constant per dimension; the ``bernoulli`` cross-entropy of
+#:   grey levels ranked uniform noise below digits, AUROC 0.14).
 #: - ``regret`` (+1): Xiao et al.: the amortised encoder is far from the best posterior for an input
 #:   it was not trained on, so re-fitting gains much.
 #: - ``typicality`` (+1): the distance of -log p(x) from the typical set's entropy estimate.
@@ -128,6 +130,14 @@ def _as_data(model: Model, x: Any) -> torch.Tensor:
     return x
 
 
+def _mode(progress: bool) -> str:
+    """The progress mode of a stage: that of the command (:func:`pyro_vae.progress.reporting`),
+    a bar where no command set one, nothing with ``progress=False``."""
+    if not progress:
+        return "off"
+    return current() if current() != "off" else "bar"
+
+
 def _check_reference(reference_log_px: Any) -> float:
     """H = mean of -log p over the reference, from its log p(x); one-line errors on bad input."""
     ref = np.asarray(
@@ -172,7 +182,8 @@ def _chosen_scores(
         chosen = [s for s in SCORES if s != "typicality" or has_reference]
         if guide is not None or not _has_encoder(model):
             chosen.remove("regret")
-        if not _in_unit_interval(x):
+        # ``model`` is already a Model here (a plain pair wrapped with its guide)
+        if not _in_unit_interval(x) or complexity_refused(model, None, x) is not None:
             chosen.remove("complexity")
         return chosen
     if isinstance(scores, str):
@@ -197,7 +208,28 @@ def _chosen_scores(
             f"the complexity score quantises pixels in [0, 1] to 8 bits, but the data range over "
             f"[{float(x.min()):g}, {float(x.max()):g}]; rescale them to [0, 1] or drop 'complexity'"
         )
+    if "complexity" in scores:
+        reason = complexity_refused(model, None, x)
+        if reason is not None:
+            raise ConfigError(
+                f"the complexity score subtracts a compressor's code length from -log p(x), which "
+                f"is a code length only under a likelihood of the quantized data: {reason}"
+            )
     return [s for s in SCORES if s in scores]
+
+
+def complexity_refused(model: Any, guide: Callable | None, x: torch.Tensor) -> str | None:
+    """Why the complexity score does not apply to ``model`` on ``x``: -log p(x) is not a code length
+    of the quantized data (:func:`pyro_vae.units.quantized_dims`); None when it applies."""
+    from .units import NotQuantized, quantized_dims
+
+    model = as_model(model, guide, caller="score")
+    x = _as_data(model, x)  # data the model cannot score at all fail here, in one line
+    try:
+        quantized_dims(model.model, x)
+    except NotQuantized as e:
+        return str(e)
+    return None
 
 
 # -- random numbers ---------------------------------------------------------------------------------
@@ -403,7 +435,8 @@ def likelihood_regret(
     out = []
     batches = x.split(rows)
     with evaluating(model):
-        for b, xb in enumerate(tqdm(batches, desc="regret", disable=not progress, leave=False)):
+        tracked = track(batches, total=len(batches), desc="regret", mode=_mode(progress))
+        for b, xb in enumerate(tracked):
             offsets = _Offsets(encoders, xb.shape[0], xb.device)
             try:
                 shifted = as_model(model.model, guide=offsets.guide(model.guide))
@@ -536,8 +569,8 @@ def score(
       :math:`p_0(x) \propto 2^{-L(x)}`, against the model. In nats: ``-log_px - L(x) ln 2``; larger
       is more anomalous (the model explains x worse than a generic compressor does). The paper
       divides by the number of dimensions, which for data of one shape changes no ranking. Needs
-      data in [0, 1], and a likelihood that is a density of the pixel values (see
-      :data:`ANOMALY_SIGN`).
+      data in [0, 1], and a likelihood that is a distribution over the quantized data (see
+      :data:`ANOMALY_SIGN` and :func:`pyro_vae.units.quantized_dims`).
     - ``regret``: likelihood regret (:func:`likelihood_regret`) with ``elbo_samples`` draws,
       ``regret_steps`` Adam steps of learning rate ``regret_lr`` on per-example encoder offsets.
       Needs a model object with an ``encoder``.
@@ -580,7 +613,8 @@ def score(
         parts: list[tuple[torch.Tensor, ...]] = []
         with evaluating(model):
             batches = x.split(rows)
-            for b, xb in enumerate(tqdm(batches, desc="elbo", disable=not progress, leave=False)):
+            tracked = track(batches, total=len(batches), desc="elbo", mode=_mode(progress))
+            for b, xb in enumerate(tracked):
                 with seeded(_stage_seed(seed, "bound", b), xb.device):
                     terms = _bound_terms(
                         model, xb, elbo_samples, chunk, max_plate_nesting, data_plate
@@ -589,7 +623,7 @@ def score(
         for i, name in enumerate(_BOUND_TERMS):
             out[name] = torch.cat([p[i] for p in parts])
     if "log_px" in need:
-        with seeded(_stage_seed(seed, "log_px"), x.device):
+        with seeded(_stage_seed(seed, "log_px"), x.device), reporting(_mode(progress)):
             out["log_px"] = log_likelihood(
                 model,
                 x,
@@ -704,6 +738,7 @@ def _atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.fchmod(fd, file_mode())  # mkstemp's 0o600 would outlive the rename
     os.close(fd)
     try:
         yield Path(tmp)

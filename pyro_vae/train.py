@@ -12,7 +12,6 @@ from typing import Any
 import pyro
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import evaluate
 from .build import model_for, training_parts, validate
@@ -36,6 +35,9 @@ from .models import MODELS, Model, as_model
 from .nn import network_precision
 from .paramstore import OwnParameters
 from .plan import Feed
+from .progress import check_mode, epoch_line
+from .progress import outputs as progress_outputs
+from .runs import MODEL_TEXT, data_spec, load_run, resolve_device  # noqa: F401 (load_run: pyro_vae.train.load_run)
 from .runspec import DESCRIPTION_KEY, MODEL_JSON, custom_name, rebuild_model, record_model
 
 #: options a resumed run may change: it can be trained for longer, moved to another device, take the
@@ -49,31 +51,6 @@ RESUMABLE_CHANGES = {
     ("data", "loading"),
     ("data", "workers"),
 }
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present; otherwise the named device, checked to exist."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(
-            f"--device {name}: pyro-vae trains on cpu or cuda (cuda:N), not {device.type}"
-        )
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"--device {name} asks for CUDA, but this machine has no usable GPU; use --device cpu"
-            )
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), "
-                f"cuda:0..cuda:{torch.cuda.device_count() - 1}"
-            )
-    return device
 
 
 @dataclass
@@ -104,7 +81,7 @@ def train(
     run_dir: str | Path | None = None,
     *,
     resume: bool = False,
-    progress: bool = True,
+    progress: bool | str = True,
     dataset: Dataset | None = None,
     model: nn.Module | None = None,
 ) -> TrainResult:
@@ -114,6 +91,9 @@ def train(
     written there; ``resume=True`` continues from its checkpoint and gives the same result as an
     uninterrupted run on the same device.
 
+    ``progress``: ``True`` (``"auto"``) draws a bar where stderr is a terminal and prints one line
+    per epoch on stdout where stdout is not one; ``"bar"``, ``"lines"`` choose; ``False`` is silent.
+
     ``dataset`` and ``model`` replace those the configuration describes. A model object is
     recorded as what it is (:mod:`pyro_vae.runspec`): ``config.json``'s model section from its own
     arguments, its description in the checkpoint and ``model.json``, from which ``load_run`` rebuilds
@@ -122,6 +102,7 @@ def train(
     """
     if run_dir is None and resume:
         raise ConfigError("resume needs the run directory to continue from")
+    check_mode(progress)
     given = model
     if model is not None:
         model = as_model(model)  # a plain model/guide pair becomes a Model here, once
@@ -155,7 +136,7 @@ def _train(
     config: RunConfig,
     run_dir: Path | None,
     resume: bool,
-    progress: bool,
+    progress: bool | str,
     dataset: Dataset | None,
     model: Model | None,
     engine: Engine,
@@ -195,6 +176,7 @@ def _train(
     data = dataset if dataset is not None else load_dataset(config.data)
     data.check()  # a data set built in Python meets the same rules as a loaded one
     data_id = fingerprint(data)
+    spec = data_spec(data, from_python=dataset is not None)
     if checkpoint is not None and checkpoint.get("data_fingerprint", data_id) != data_id:
         raise ConfigError(
             f"--resume: the data differ from those the run in {run_dir} was trained on (the file "
@@ -241,12 +223,9 @@ def _train(
     run_loggers = open_loggers(tcfg.loggers, run_dir, config, resume=resume) if writes else None
     status = "failed"
 
-    bar = tqdm(
-        total=(tcfg.epochs - start_epoch) * plan.steps_per_epoch,
-        disable=not progress or not engine.is_main,
-        unit="step",
-        dynamic_ncols=True,
-    )
+    # a bar on a terminal, one line per epoch elsewhere (progress.outputs); rank 0 only
+    show_bar, show_lines = progress_outputs(progress) if engine.is_main else (False, False)
+    bar = _bar(show_bar, (tcfg.epochs - start_epoch) * plan.steps_per_epoch)
     try:
         for epoch in range(start_epoch, tcfg.epochs):
             plan.begin_epoch(epoch)
@@ -291,6 +270,16 @@ def _train(
             bar.set_postfix_str(
                 f"epoch {epoch + 1}/{tcfg.epochs} test ELBO {record['test_elbo']:.2f}"
             )
+            if show_lines:
+                line = epoch_line(
+                    epoch + 1,
+                    tcfg.epochs,
+                    record["train_elbo"],
+                    record["test_elbo"],
+                    epoch_time,
+                    seen,
+                )
+                print(line, flush=True)
             rng = _rng_state(device)
             if engine.distributed:
                 rng["ranks"] = engine.gather(dict(rng))
@@ -311,6 +300,7 @@ def _train(
                         plan=plan.state_dict(),
                         feed=feed.state_dict(),
                         data_fingerprint=data_id,
+                        data_spec=spec,
                         **({DESCRIPTION_KEY: described} if described is not None else {}),
                     )
                 except Exception as e:  # the others must not wait for rank 0 in the next step
@@ -329,9 +319,27 @@ def _train(
     return TrainResult(model, data, config, history, run_dir, engine.rank)
 
 
-MODEL_TEXT = "model.txt"
 #: rows of a streamed training set a model checks before training
 _CHECKED_ROWS = 4096
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix_str(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(show: bool, total: int) -> Any:
+    if not show:
+        return _NoBar()
+    from tqdm.auto import tqdm  # only where a bar is drawn
+
+    return tqdm(total=total, unit="step", dynamic_ncols=True)
 
 
 def json_line(record: dict[str, Any]) -> str:
@@ -413,52 +421,3 @@ def _read_metrics(path: Path) -> list[dict[str, Any]]:
         raise CheckpointError(
             f"{path} is corrupt ({e}); delete it to resume without the old metrics"
         ) from None
-
-
-def load_run(
-    run_dir: str | Path,
-    device: str = "cpu",
-    *,
-    model: nn.Module | None = None,
-    dataset: Dataset | None = None,
-) -> tuple[RunConfig, nn.Module, Dataset]:
-    """Rebuild a trained run's model and data set from its directory.
-
-    A run trained with a model object is rebuilt from the model's description (its class must be
-    importable here), or reloaded into ``model``, a fresh object of the same architecture; a run
-    trained on data passed in Python gets them back through ``dataset``. Either is checked against
-    what the run saved.
-    """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"no run directory at {run_dir}")
-    ckpt = load_checkpoint(run_dir / CHECKPOINT)
-    config: RunConfig = ckpt["config"]
-    dev = resolve_device(device)
-    pyro.set_rng_seed(config.train.seed)
-    data = dataset if dataset is not None else load_dataset(config.data)
-    saved = ckpt.get("data_fingerprint")
-    if saved is not None and fingerprint(data) != saved:
-        raise CheckpointError(
-            f"the data differ from those the run in {run_dir} was trained on"
-            + (
-                " (config.json's data set changed on disk); restore them or pass dataset="
-                if dataset is None
-                else "; pass the data set the run was trained on"
-            )
-        )
-    if model is None and DESCRIPTION_KEY in ckpt:
-        model = rebuild_model(ckpt[DESCRIPTION_KEY], run_dir)
-    if model is None and config.model.model.startswith("custom:"):
-        raise CheckpointError(
-            f"the run in {run_dir} trained a model passed as an object "
-            f"({config.model.model[7:]}, see {MODEL_TEXT}); rebuild it and reload with "
-            "pyro_vae.load_run(RUN, model=...)"
-        )
-    given = model
-    model = model_for(config, data, model)
-    # a plan's selected epoch (M2's best validation accuracy) is the run's model; else the last epoch
-    selected = ckpt.get("plan", {}).get("selected_model", ckpt["model"])
-    load_model_state(model, selected, run_dir / CHECKPOINT)
-    model.to(dev).eval()
-    return config, given if given is not None else model, data.to(dev)

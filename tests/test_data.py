@@ -379,3 +379,15 @@ def test_load_dataset_checks_what_a_registered_source_returns(monkeypatch) -> No
     bad = DatasetSource(lambda c: _python_dataset(train=_X.double()))
     monkeypatch.setitem(DATASETS._factories, "bad-source", bad)
     _one_line_data_error(lambda: load_dataset(DataConfig("bad-source")), "float64")
+
+
+def test_the_digits_are_read_as_scikit_learn_reads_them() -> None:
+    # read from scikit-learn's bundled file without importing scikit-learn (seconds of import)
+    from sklearn.datasets import load_digits
+
+    from pyro_vae.data import digits_arrays
+
+    pixels, labels = digits_arrays()
+    d = load_digits()
+    assert np.array_equal(pixels, d.data) and np.array_equal(labels, d.target)
+    assert pixels.dtype == d.data.dtype

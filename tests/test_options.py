@@ -24,6 +24,7 @@ AUDIT: dict[str, tuple[list[str], list[str]]] = {
     "--test-fraction": ([], ["--test-fraction", "0.3"]),
     "--latent-dim": ([], ["--latent-dim", "3"]),
     "--network": ([], ["--network", "conv"]),
+    "--network-opt": (["--network", "resnet"], ["--network-opt", "channels=4"]),
     "--hidden": ([], ["--hidden", "16"]),
     "--activation": ([], ["--activation", "tanh"]),
     "--likelihood": ([], ["--likelihood", "gaussian"]),

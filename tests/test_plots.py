@@ -162,3 +162,18 @@ def test_draw_all_skips_the_traversal_with_a_warning_for_a_model_without_encode(
         written = plots.draw_all(model, data, [], tmp_path)
     assert tmp_path / "figures" / "reconstructions.png" in written
     assert not (tmp_path / "figures" / "traversal.png").exists()
+
+
+def test_make_grid_lays_out_images_as_torchvision_does() -> None:
+    # plots draws its grids itself (torchvision's import costs seconds); same layout, same pixels
+    tv = pytest.importorskip("torchvision.utils")
+    from pyro_vae.images import make_grid
+
+    for shape, nrow in [
+        ((5, 1, 8, 8), 3),
+        ((16, 3, 4, 6), 4),
+        ((1, 1, 2, 2), 8),
+        ((7, 1, 3, 3), 7),
+    ]:
+        x = torch.rand(shape)
+        assert torch.equal(make_grid(x, nrow), tv.make_grid(x, nrow=nrow, padding=1, pad_value=1.0))

@@ -18,11 +18,23 @@ class Likelihood(Described, nn.Module):
 
     Subclasses implement :meth:`dist` and :meth:`mean`, and say which data they accept in
     :meth:`check`, so that bad data fail with a message before training starts.
+
+    ``discrete_bins`` is the contract for likelihoods reported in bits per dimension: the number of
+    levels ``k / (bins - 1)`` in [0, 1] over which :meth:`dist` is a probability distribution
+    (a probability mass function, so ``-log p(x)`` is a code length), or ``None`` for a density or a
+    loss that is not a distribution over quantized data. ``out_shape`` is the shape of the decoder
+    output :meth:`dist` takes (the data's, unless a datum needs more parameters than values).
     """
+
+    discrete_bins: int | None = None
 
     def __init__(self, x_shape: Sequence[int]) -> None:
         super().__init__()
         self.x_shape = tuple(x_shape)
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return self.x_shape
 
     def forward(self, out: torch.Tensor) -> TorchDistribution:
         return self.dist(out)

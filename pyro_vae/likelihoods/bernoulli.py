@@ -13,8 +13,11 @@ class Bernoulli(Likelihood):
     On continuous pixels in [0, 1] this is the cross-entropy "likelihood" of the seeds and most of the
     literature; it is a proper likelihood only for binary data (binarize the data, or see the
     continuous Bernoulli). Support checks are done once on the whole data set by :meth:`check`, so the
-    per-step distribution skips validation.
+    per-step distribution skips validation. On binary data it is a distribution over two levels
+    (``discrete_bins``); on grey pixels it is not, and bits per dimension are then not reported.
     """
+
+    discrete_bins = 2
 
     def dist(self, out: torch.Tensor) -> dist.TorchDistribution:
         return dist.Bernoulli(logits=out, validate_args=False).to_event(len(self.x_shape))

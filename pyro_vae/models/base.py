@@ -113,6 +113,8 @@ class Model(Described, nn.Module):
     #: the shape of one datum, checked against the data (None: not checked)
     x_shape: tuple[int, ...] | None = None
     latent_dim: int | None = None
+    #: the number of classes of a model over labelled data (M2, the CVAE); None for the others
+    num_classes: int | None = None
     #: the configuration :func:`build_model` built this model from (None: built by hand)
     built_from: ModelConfig | None = None
 
@@ -148,6 +150,31 @@ class Model(Described, nn.Module):
         cls, config: ModelConfig, x_shape: Sequence[int], num_classes: int | None
     ) -> Model:
         raise NotImplementedError
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pyro's parameter store marks each parameter it has seen with a weak reference to its
+        # unconstrained value (``param.unconstrained``), which pickle cannot write; it is a cache
+        # the store sets again whenever it hands the parameter out, so it is dropped here
+        for p in self.parameters():
+            p.__dict__.pop("unconstrained", None)
+        return super().__getstate__()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        # a copy (unpickled, deep-copied, torch.load-ed) is another model object: under the
+        # original's name it would read the original's parameters from Pyro's global store
+        if "_store_name" in self.__dict__:  # else the name is drawn afresh when first read
+            self.name = unique_name(f"{self.name}.copy")
+
+    def onnx_graphs(self) -> dict[str, tuple[Callable[[Tensor], Any], tuple[int, ...]]]:
+        """What ``pyro-vae export --onnx`` writes as graphs: ``"encoder"`` (a batch of data to
+        q(z|x)) and ``"decoder"`` (a batch of latents to p(x|z)), each a function of one tensor
+        returning a distribution, with the event shape of its input. A model whose encoder or
+        decoder takes more than one input (labels) has none."""
+        raise ConfigError(
+            f"{type(self).__name__} has no ONNX graphs: its encoder or decoder takes more than one "
+            "input; export it without --onnx"
+        )
 
     @classmethod
     def check_options(cls, options: dict[str, Any], config: RunConfig) -> None:
@@ -373,6 +400,7 @@ SHARED_ARGUMENTS = (
     "num_classes",
     "latent_dim",
     "network",
+    "network_options",
     "hidden",
     "activation",
     "encoder",
@@ -452,6 +480,7 @@ def check_parts_config(m: ModelConfig) -> ModelConfig:
         guide_options=GUIDES.options(m.guide, m.guide_options),
         prior_options=PRIORS.options(m.prior, m.prior_options),
         likelihood_options=LIKELIHOODS.options(m.likelihood, m.likelihood_options),
+        network_options=NETWORKS.options(m.network, m.network_options),
     )
 
 
@@ -497,6 +526,7 @@ def part_options(config: ModelConfig) -> dict[str, Any]:
     """The constructor keywords every model shares: its networks, guide, prior and likelihood."""
     return dict(
         network=config.network,
+        network_options=config.network_options,
         hidden=config.hidden,
         activation=config.activation,
         guide=config.guide,

@@ -18,7 +18,7 @@ from torch import nn
 from ..errors import ConfigError, DataError
 from ..guides import GUIDES, AmortizedGuide
 from ..likelihoods import LIKELIHOODS, Likelihood
-from ..nn import NETWORKS
+from ..nn import NETWORKS, observation, observation_mean
 from ..nn import activation as activation_layer
 from ..plan import Feed, Plan, make_svi, num_batches, world_size
 from ..priors import PRIORS, Prior
@@ -88,6 +88,7 @@ class CVAE(Model):
         latent_dim: int = 20,
         *,
         network: str = "mlp",
+        network_options: Mapping[str, Any] | None = None,
         hidden: Sequence[int] = (400,),
         activation: str = "relu",
         guide: str | AmortizedGuide = "diagonal",
@@ -111,9 +112,18 @@ class CVAE(Model):
         self.num_classes = int(num_classes)
         # one name per object in Pyro's global parameter store, so two models never share parameters
         self.name = name if name is not None else unique_name(type(self).__name__.lower())
-        nets = NETWORKS.build(network)
+        self.likelihood = LIKELIHOODS.resolve(
+            likelihood, x_shape=self.x_shape, **(likelihood_options or {})
+        )
+        nets = NETWORKS.build(network, **(network_options or {}))
         self.encoder = nets.encoder(self.x_shape, hidden, activation)
-        self.decoder = nets.decoder(latent_dim + self.num_classes, self.x_shape, hidden, activation)
+        self.decoder = nets.decoder(
+            latent_dim + self.num_classes,
+            self.x_shape,
+            hidden,
+            activation,
+            self.likelihood.out_shape,
+        )
         feature_dim = self.encoder.feature_dim
         self.join = nn.Sequential(
             nn.Linear(feature_dim + self.num_classes, feature_dim), activation_layer(activation)
@@ -122,9 +132,6 @@ class CVAE(Model):
             guide, feature_dim=feature_dim, latent_dim=latent_dim, **(guide_options or {})
         )
         self.prior = PRIORS.resolve(prior, latent_dim=latent_dim, **(prior_options or {}))
-        self.likelihood = LIKELIHOODS.resolve(
-            likelihood, x_shape=self.x_shape, **(likelihood_options or {})
-        )
         check_parts(self.q, self.prior, feature_dim, latent_dim)
         # p(y): uniform; a buffer so that it follows the model's device and dtype
         self.register_buffer("y_logits", torch.zeros(self.num_classes))
@@ -175,7 +182,9 @@ class CVAE(Model):
         with pyro.plate("data", n):
             z = pyro.sample("z", self.prior())
             y = pyro.sample("y", self.label_prior(), obs=y)
-            pyro.sample("x", self.likelihood(self.decoder(join(z, self.one_hot(y)))), obs=x)
+            pyro.sample(
+                "x", observation(self.decoder, self.likelihood, join(z, self.one_hot(y))), obs=x
+            )
 
     def label_guide(self, x: torch.Tensor) -> TorchDistribution:
         """q(y|x) for unlabelled data: uniform here, a classifier in M2."""
@@ -213,7 +222,7 @@ class CVAE(Model):
         h = self.features(x, labels)  # (K, N, F)
         z = self.q.mean(h)
         score = (
-            self.likelihood(self.decoder(join(z, self.one_hot(labels)))).log_prob(x)
+            observation(self.decoder, self.likelihood, join(z, self.one_hot(labels))).log_prob(x)
             + self.prior().log_prob(z)
             - self.q(h).log_prob(z)
         )
@@ -244,10 +253,10 @@ class CVAE(Model):
 
     def decode(self, v: torch.Tensor) -> TorchDistribution:
         """p(x | z, y) for ``v = [z, onehot(y)]`` (any soft label mixes the classes)."""
-        return self.likelihood(self.decoder(v))
+        return observation(self.decoder, self.likelihood, v)
 
     def decode_mean(self, v: torch.Tensor) -> torch.Tensor:
-        return self.likelihood.mean(self.decoder(v))
+        return observation_mean(self.decoder, self.likelihood, v)
 
     def conditional_mean(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The expected datum for latents ``z`` and integer labels ``y`` (broadcast)."""

@@ -126,7 +126,7 @@ class HierarchicalVAE(VAE):
         with pyro.plate("data", n):
             z2 = pyro.sample("z2", self.prior())
             z1 = pyro.sample("z1", self.conditional_prior(z2))
-            pyro.sample("x", self.likelihood(self.decoder(z1)), obs=x)
+            pyro.sample("x", self.decode(z1), obs=x)
 
     def guide(self, x: torch.Tensor) -> None:
         pyro.module(self.name, self)

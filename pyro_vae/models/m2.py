@@ -100,6 +100,7 @@ class M2(CVAE):
             kw.get("network", "mlp"),
             kw.get("hidden", (400,)),
             kw.get("activation", "relu"),
+            kw.get("network_options"),
         )
 
     @classmethod
@@ -177,12 +178,17 @@ class M2(CVAE):
 
 
 def build_classifier(
-    x_shape: Sequence[int], num_classes: int, network: str, hidden: Sequence[int], act: str
+    x_shape: Sequence[int],
+    num_classes: int,
+    network: str,
+    hidden: Sequence[int],
+    act: str,
+    network_options: Mapping[str, Any] | None = None,
 ) -> nn.Sequential:
     """q(y|x)'s network: the encoder architecture, then a linear layer to the class logits."""
     from ..nn import NETWORKS
 
-    body = NETWORKS.build(network).encoder(x_shape, hidden, act)
+    body = NETWORKS.build(network, **(network_options or {})).encoder(x_shape, hidden, act)
     return nn.Sequential(body, nn.Linear(body.feature_dim, num_classes))
 
 

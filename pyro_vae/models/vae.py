@@ -12,7 +12,7 @@ from torch import nn
 from ..errors import ConfigError, DataError
 from ..guides import GUIDES, AmortizedGuide
 from ..likelihoods import LIKELIHOODS, Likelihood
-from ..nn import NETWORKS
+from ..nn import NETWORKS, observation, observation_mean
 from ..priors import PRIORS, Prior
 from .base import MODELS, Model, check_parts, part_options, unique_name
 
@@ -36,7 +36,9 @@ class VAE(Model):
     (``guide=MyGuide(...)``, checked to fit the encoder and latent size). ``prior_dim`` is the size of
     the prior's latent where it differs from q's (the hierarchical VAE's top layer). ``name`` is the
     model's name in Pyro's parameter store, unique per object unless given. ``encoder`` must map ``(..., *x_shape)`` to ``(..., feature_dim)`` and expose
-    ``feature_dim``; ``decoder`` must map ``(..., latent_dim)`` to ``(..., *x_shape)``.
+    ``feature_dim``; ``decoder`` must map ``(..., latent_dim)`` to the likelihood's parameters
+    ``(..., *likelihood.out_shape)``, or be a :class:`~pyro_vae.nn.Decoder`. ``network_options`` are the
+    network family's own (``channels=64`` for ``resnet``).
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class VAE(Model):
         latent_dim: int = 20,
         *,
         network: str = "mlp",
+        network_options: Mapping[str, Any] | None = None,
         hidden: Sequence[int] = (400,),
         activation: str = "relu",
         encoder: nn.Module | None = None,
@@ -67,14 +70,19 @@ class VAE(Model):
         self.latent_dim = latent_dim
         # one name per object in Pyro's global parameter store, so two models never share parameters
         self.name = name if name is not None else unique_name("vae")
-        nets = NETWORKS.build(network)
+        self.likelihood = LIKELIHOODS.resolve(
+            likelihood, x_shape=self.x_shape, **(likelihood_options or {})
+        )
+        nets = NETWORKS.build(network, **(network_options or {}))
         self.encoder = (
             encoder if encoder is not None else nets.encoder(self.x_shape, hidden, activation)
         )
         self.decoder = (
             decoder
             if decoder is not None
-            else nets.decoder(latent_dim, self.x_shape, hidden, activation)
+            else nets.decoder(
+                latent_dim, self.x_shape, hidden, activation, self.likelihood.out_shape
+            )
         )
         feature_dim = getattr(self.encoder, "feature_dim", None)
         if feature_dim is None:
@@ -84,9 +92,6 @@ class VAE(Model):
         )
         self.prior = PRIORS.resolve(
             prior, latent_dim=prior_dim or latent_dim, **(prior_options or {})
-        )
-        self.likelihood = LIKELIHOODS.resolve(
-            likelihood, x_shape=self.x_shape, **(likelihood_options or {})
         )
         check_parts(self.q, self.prior, feature_dim, latent_dim, prior_dim)
         self.prior.attach(self)
@@ -108,7 +113,7 @@ class VAE(Model):
         pyro.module(self.name, self)
         with pyro.plate("data", n):
             z = pyro.sample("z", self.prior())
-            pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
+            pyro.sample("x", self.decode(z), obs=x)
 
     def guide(self, x: torch.Tensor) -> None:
         pyro.module(self.name, self)
@@ -122,13 +127,13 @@ class VAE(Model):
 
     def decode(self, z: torch.Tensor) -> TorchDistribution:
         """p(x|z) for a batch of latents."""
-        return self.likelihood(self.decoder(z))
+        return observation(self.decoder, self.likelihood, z)
 
     def latent_mean(self, x: torch.Tensor) -> torch.Tensor:
         return self.q.mean(self.encoder(x))
 
     def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
-        return self.likelihood.mean(self.decoder(z))
+        return observation_mean(self.decoder, self.likelihood, z)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """The expected datum under p(x | z = point summary of q(z|x))."""
@@ -138,6 +143,12 @@ class VAE(Model):
         """Expected data for ``n`` latents drawn from the prior."""
         z = self.prior().sample((n,))
         return self.decode_mean(z)
+
+    def onnx_graphs(self) -> dict[str, tuple[Any, tuple[int, ...]]]:
+        return {
+            "encoder": (self.encode, self.x_shape),
+            "decoder": (self.decode, (self.latent_dim,)),
+        }
 
     def check_data(self, x: torch.Tensor) -> None:
         """Fail early, with a message, on data this model cannot score."""

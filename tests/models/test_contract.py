@@ -1,7 +1,8 @@
 """The contract every registered model meets, driven by the registries (new entries are tested for free):
 
-- guide x prior x objective x model, crossed pairwise (every pair of choices trains together in at
-  least one run): training runs, its numbers are finite and it moves the parameters;
+- guide x prior x objective x model x likelihood x network, crossed pairwise (every pair of choices
+  trains together in at least one run): training runs, its numbers are finite and it moves the
+  parameters;
 - a model refuses the objectives and options it does not declare, with one line naming the models
   that take them;
 - models are self-contained: two models in one process, trained with plain Pyro SVI, each learn.
@@ -18,15 +19,25 @@ import pytest
 import torch
 from pyro.infer import SVI, Trace_ELBO
 
-from pyro_vae import GUIDES, MODELS, OBJECTIVES, PRIORS, VAE, ConfigError, train
+from pyro_vae import GUIDES, LIKELIHOODS, MODELS, OBJECTIVES, PRIORS, VAE, ConfigError, train
 from pyro_vae.build import validate
 from pyro_vae.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from pyro_vae.data import Dataset
 from pyro_vae.models import MODEL_SPECIFIC, Model
+from pyro_vae.nn import NETWORKS
 from pyro_vae.optim import adam
 from pyro_vae.plan import TrainingPlan
 
-SMALL = {"num_flows": 2, "num_pseudo": 4, "components": 3, "rank": 2, "hidden": (8,)}
+SMALL = {
+    "num_flows": 2,
+    "num_pseudo": 4,
+    "components": 3,
+    "rank": 2,
+    "hidden": (8,),
+    "channels": 4,
+    "layers": 2,
+    "kernel": 3,
+}
 
 
 def _small(registry, name: str) -> dict:
@@ -50,16 +61,23 @@ def takes(model: str, objective: str) -> bool:
     return objectives is None or objective in objectives
 
 
-def pairwise_runs() -> list[tuple[str, str, str, str]]:
-    """A small set of (model, guide, prior, objective) runs in which every pair of choices that can
-    train together appears at least once (a greedy covering array)."""
-    factors = [MODELS.names(), GUIDES.names(), PRIORS.names(), OBJECTIVES.names()]
+def pairwise_runs() -> list[tuple[str, str, str, str, str, str]]:
+    """A small set of (model, guide, prior, objective, likelihood, network) runs in which every pair
+    of choices that can train together appears at least once (a greedy covering array)."""
+    factors = [
+        MODELS.names(),
+        GUIDES.names(),
+        PRIORS.names(),
+        OBJECTIVES.names(),
+        LIKELIHOODS.names(),
+        NETWORKS.names(),
+    ]
     valid = [
         c for c in itertools.product(*factors) if takes(c[0], c[3]) and (c[1], c[3]) not in REFUSED
     ]
 
     def pairs(c):
-        return {(i, c[i], j, c[j]) for i, j in itertools.combinations(range(4), 2)}
+        return {(i, c[i], j, c[j]) for i, j in itertools.combinations(range(len(factors)), 2)}
 
     uncovered = set().union(*(pairs(c) for c in valid))
     chosen = []
@@ -70,7 +88,14 @@ def pairwise_runs() -> list[tuple[str, str, str, str]]:
     return chosen
 
 
-def config_for(model: str, guide: str, prior: str, objective: str) -> RunConfig:
+def config_for(
+    model: str,
+    guide: str,
+    prior: str,
+    objective: str,
+    likelihood: str = "bernoulli",
+    network: str = "mlp",
+) -> RunConfig:
     model_opts = {"labels": 6, "val_size": 6} if "labels" in MODELS.parameters(model) else {}
     particles = 2 if objective in ("iwae", "renyi", "dreg") else 1
     return RunConfig(
@@ -83,6 +108,10 @@ def config_for(model: str, guide: str, prior: str, objective: str) -> RunConfig:
             guide_options=_small(GUIDES, guide),
             prior=prior,
             prior_options=_small(PRIORS, prior),
+            likelihood=likelihood,
+            likelihood_options=_small(LIKELIHOODS, likelihood),
+            network=network,
+            network_options=_small(NETWORKS, network),
             model_options=model_opts,
         ),
         train=TrainConfig(
@@ -95,11 +124,15 @@ def config_for(model: str, guide: str, prior: str, objective: str) -> RunConfig:
     )
 
 
-@pytest.mark.parametrize(("model", "guide", "prior", "objective"), pairwise_runs())
-def test_every_pair_of_choices_trains(model, guide, prior, objective) -> None:
+@pytest.mark.parametrize(
+    ("model", "guide", "prior", "objective", "likelihood", "network"), pairwise_runs()
+)
+def test_every_pair_of_choices_trains(
+    model, guide, prior, objective, likelihood="bernoulli", network="mlp"
+) -> None:
     pyro.set_rng_seed(0)
     data = tiny_data()
-    config = config_for(model, guide, prior, objective)
+    config = config_for(model, guide, prior, objective, likelihood, network)
     from pyro_vae import build_model
 
     built = build_model(config.model, data.x_shape, data.num_classes)
@@ -123,7 +156,7 @@ def test_pairs_refused_by_design_say_so_in_one_line(guide, objective) -> None:
 
 def test_the_pairwise_runs_cover_every_registered_name() -> None:
     runs = pairwise_runs()
-    for i, registry in enumerate((MODELS, GUIDES, PRIORS, OBJECTIVES)):
+    for i, registry in enumerate((MODELS, GUIDES, PRIORS, OBJECTIVES, LIKELIHOODS, NETWORKS)):
         assert {r[i] for r in runs} == set(registry.names())
 
 
