@@ -6,6 +6,7 @@ from .api import elbo, load_run, log_likelihood, train
 from .config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from .data import Dataset, load_dataset
 from .describe import describe, rebuild
+from .disentangle import disentanglement
 from .errors import CheckpointError, ConfigError, DataError, PyroVAEError, TrainingDiverged
 from .export import export, load
 from .guides import GUIDES
@@ -42,6 +43,7 @@ __all__ = [
     "TrainResult",
     "TrainingDiverged",
     "build_model",
+    "disentanglement",
     "describe",
     "elbo",
     "export",

@@ -15,7 +15,7 @@ from typing import Any
 from pyro.optim import PyroOptim
 
 from .config import RunConfig
-from .data import Dataset, check_data_options
+from .data import Dataset, check_data_options, dataset_options
 from .engine import check_engine_options
 from .loggers import check_loggers
 from .models import Model, build_model, check_model_options
@@ -49,6 +49,7 @@ def validate(
     config = config.replace(model={"model_options": options})
     if check_data:
         check_data_options(config.data)
+        config = config.replace(data={"dataset_options": dataset_options(config.data)})
     return config
 
 

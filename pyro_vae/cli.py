@@ -253,6 +253,40 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_options(p)
     _add_common(p)
 
+    p = sub.add_parser(
+        "semi-supervised",
+        help="compare semi-supervised models over label budgets and labelled subsets",
+        description="Train every (model, label budget, labelled subset) run into OUT/runs/, then "
+        "write OUT/results.csv (one row per run, labels used counted) and OUT/accuracy.png. "
+        "Rerun the same command to continue after a stop; --shard I/N splits the runs between "
+        "processes. The train options apply to every run (model-specific ones to the models "
+        "that take them).",
+    )
+    _add_train_options(p)
+    e = p.add_argument_group("experiment options")
+    e.add_argument("--out", type=Path, required=True, metavar="DIR", help="the experiment's folder")
+    e.add_argument("--models", nargs="+", default=["m2"], metavar="NAME", help="default: m2")
+    e.add_argument(
+        "--budgets",
+        nargs="+",
+        type=int,
+        default=[],
+        metavar="N",
+        help="label budgets (class-balanced subsets); omit for data with -1 labels (own split)",
+    )
+    e.add_argument(
+        "--subsets", type=int, default=3, metavar="N", help="labelled subsets (seeds 0..N-1)"
+    )
+    e.add_argument(
+        "--train-subset",
+        type=int,
+        default=0,
+        metavar="N",
+        help="train on a fixed random N images (0: all)",
+    )
+    e.add_argument("--shard", default="0/1", metavar="I/N", help="train every N-th run from I")
+    _add_common(p)
+
     def run_parser(name: str, help_text: str) -> argparse.ArgumentParser:
         q = sub.add_parser(
             name,
@@ -290,6 +324,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip the linear probe (logistic regression on the latent means with 100, 1000 and "
         "all training labels)",
     )
+
+    q = run_parser(
+        "disentangle",
+        "score a trained run's representation against the data's known factors (dsprites, or a "
+        ".npz with factors): MIG, SAP, DCI, FactorVAE and beta-VAE scores; figures of the "
+        "latent x factor mutual information and of traversals labelled by factor",
+    )
+    q.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    q.add_argument(
+        "--points",
+        type=int,
+        default=None,
+        help="test points for MIG, SAP and DCI (default all; disentanglement_lib: 10000)",
+    )
+    q.add_argument(
+        "--dci-points", type=int, default=None, help="of those, for DCI's trees (default all)"
+    )
+    q.add_argument(
+        "--votes",
+        type=int,
+        nargs=2,
+        default=[10000, 5000],
+        metavar=("TRAIN", "EVAL"),
+        help="factor-matched batches for the FactorVAE and beta-VAE scores",
+    )
+    q.add_argument("--no-figures", dest="figures", action="store_false", help="skip RUN/figures/")
 
     q = run_parser("sample", "draw samples from the prior and decode them")
     q.add_argument("-n", type=int, default=64, help="number of samples")
@@ -464,7 +524,56 @@ def cmd_train(args: argparse.Namespace) -> int:
     # the epoch lines said it already, unless an earlier epoch was selected
     if summary and (not progress.outputs(mode)[1] or "best_epoch" in last):
         chosen = " (selected by validation)" if "best_epoch" in last else ""
+        if "labels_used" in last:
+            summary += f", labels used {last['labels_used']}"
         print(f"epoch {last['epoch']}{chosen}: {summary}")
+    elif "labels_used" in last:  # a semi-supervised run says what its labels cost
+        print(f"labels used {last['labels_used']} (training + validation)")
+    return 0
+
+
+def cmd_semi_supervised(args: argparse.Namespace) -> int:
+    from .config import RunConfig
+    from .semi_supervised import FIGURE, RESULTS, parse_shard, semi_supervised, summarise
+
+    for flag, target, instead in (
+        ("--model", "model.model", "--models"),
+        ("--labels", "model.model_options[labels]", "--budgets"),
+        ("--seed", "train.seed", "--subsets (a subset's seed is its run's)"),
+    ):
+        if hasattr(args, target):
+            raise ConfigError(f"the experiment sets {flag} for each run; pass {instead} instead")
+    if args.run_dir is not None or args.resume:
+        raise ConfigError(
+            "the experiment's runs live in --out DIR/runs; rerun the same command to continue"
+        )
+    _positive("--subsets", args.subsets)
+    if args.train_subset < 0:
+        raise ConfigError(f"--train-subset must be 0 (all) or positive, got {args.train_subset}")
+    overrides = {o.target: getattr(args, o.target) for o in options() if hasattr(args, o.target)}
+    base = RunConfig()
+    if args.config is not None:
+        if not args.config.is_file():
+            raise ConfigError(f"no config file at {args.config}")
+        base = RunConfig.from_json(args.config.read_text())
+    base = _apply(base, overrides).coerced()  # typed; each run's model checks its own options
+    rows = semi_supervised(
+        base,
+        args.out,
+        models=args.models,
+        budgets=args.budgets,
+        subsets=args.subsets,
+        train_subset=args.train_subset,
+        shard=parse_shard(args.shard),
+        progress=not args.no_progress,
+    )
+    print(f"{len(rows)} runs in {args.out / RESULTS}, figure {args.out / FIGURE}")
+    for s in summarise(rows):
+        accs = ", ".join(f"{100 * a:.2f}" for a in s["accuracies"])
+        print(
+            f"{s['model']:>6}  {s['labels_used']:>6} labels  {100 * s['mean']:6.2f} ± "
+            f"{100 * s['sd']:.2f}%  ({s['subsets']} subsets: {accs})"
+        )
     return 0
 
 
@@ -550,7 +659,9 @@ def _model_device(model: Any) -> Any:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .checkpoint import CHECKPOINT, load_checkpoint
     from .evaluate import report
+    from .models import Model
     from .runs import load_run
 
     _positive("--particles", args.particles)
@@ -565,9 +676,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     # the linear probe on the latent means: logistic regression with 100, 1000 and all training
     # labels of the same data set, scored on the evaluated rows (when the data have labels and a
-    # training split other than the rows evaluated)
+    # training split other than the rows evaluated); unlabelled (-1) training rows are left out
     probe = args.probe and rows.split == "test"
     result = {"run": str(args.run), "data": rows.label, "test_points": int(rows.x.shape[0])}
+    probe_x = rows.source.train if probe else None
+    probe_y = rows.source.train_labels if probe else None
+    if probe_y is not None and bool((probe_y < 0).any()):
+        keep = (probe_y >= 0).nonzero().squeeze(-1)
+        probe_x, probe_y = rows.source.rows(keep), probe_y[keep]
+    if isinstance(model, Model):  # e.g. the labels a semi-supervised run used, and how it selected
+        plan_state = load_checkpoint(Path(args.run) / CHECKPOINT).get("plan", {})
+        result.update(model.run_summary(config, plan_state, data))
     result.update(
         report(
             model,
@@ -576,10 +695,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             particles=args.particles,
             nll_samples=args.nll_samples,
             iwae_samples=args.iwae_samples,
-            train_x=rows.source.train if probe else None,
-            train_labels=rows.source.train_labels if probe else None,
+            train_x=probe_x,
+            train_labels=probe_y,
         )
     )
+    if rows.split == "test" and rows.source.factors is not None:
+        # the metrics of arrays that take seconds; `pyro-vae disentangle` scores all of them
+        from . import disentangle as dis
+
+        result.update(
+            dis.disentanglement(
+                model, rows.source, num_points=int(rows.x.shape[0]), metrics=("mig", "sap")
+            )
+        )
     if args.json:
         print(json.dumps(result))
     else:
@@ -587,6 +715,49 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for k, v in result.items():
             if isinstance(v, list):  # e.g. the KL of each latent dimension
                 v = " ".join(f"{u:.2f}" if isinstance(u, float) else str(u) for u in v)
+            print(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+    return 0
+
+
+def cmd_disentangle(args: argparse.Namespace) -> int:
+    from . import disentangle as dis
+    from .runs import load_run
+
+    for name, value in (("--points", args.points), ("--dci-points", args.dci_points)):
+        if value is not None:
+            _positive(name, value)
+    for value in args.votes:
+        _positive("--votes", value)
+    _, model, data = load_run(args.run, args.device)
+    result: dict[str, object] = {"run": str(args.run)}
+    result.update(
+        dis.disentanglement(
+            model,
+            data,
+            num_points=args.points,
+            dci_points=args.dci_points,
+            num_votes=tuple(args.votes),
+        )
+    )
+    if args.figures:
+        assert data.factors is not None  # disentanglement() refused data without factors
+        x = data.test if args.points is None else data.test[: args.points]
+        mi = dis.mutual_information_matrix(
+            dis.encoder(model, args.device)(x), data.factors.test_factors[: x.shape[0]]
+        )
+        out = Path(args.run) / "figures"
+        out.mkdir(exist_ok=True)
+        names = data.factors.factor_names
+        result["figures"] = [
+            str(dis.mi_figure(mi, names, out / "factor_mi.png")),
+            str(dis.traversal_figure(model, x, mi, names, out / "factor_traversals.png")),
+        ]
+    if args.json:
+        print(json.dumps(result))
+    else:
+        width = max(map(len, result))
+        for k, v in result.items():
+            v = " ".join(v) if isinstance(v, list) else v
             print(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
     return 0
 
@@ -789,6 +960,8 @@ COMMANDS = {
     "traverse": cmd_traverse,
     "train": cmd_train,
     "evaluate": cmd_evaluate,
+    "disentangle": cmd_disentangle,
+    "semi-supervised": cmd_semi_supervised,
     "sample": cmd_figure,
     "reconstruct": cmd_figure,
     "interpolate": cmd_figure,

@@ -82,6 +82,11 @@ class DataConfig:
         metavar="DIR",
         default_help="$PYRO_VAE_DATA or ~/.cache/pyro-vae",
     )
+    dataset_options: dict[str, Any] = option(
+        factory=dict,
+        help="data set option, e.g. size=20000 for dsprites",
+        flags=("--dataset-opt",),
+    )
     binarize: str = option(
         "none", "none (pixels in [0,1]), dynamic (redrawn every epoch) or static", metavar="MODE"
     )
@@ -165,24 +170,43 @@ class ModelConfig:
                 (
                     "labels",
                     "N",
-                    "m2, m1m2 (required): labelled training images (class-balanced, by --seed)",
+                    "m2, m1m2, adgm, sdgm: labelled training images (class-balanced, by --seed); "
+                    "not with data whose -1 labels mark the unlabelled rows",
+                ),
+                (
+                    "val_labels",
+                    "M",
+                    "m2, m1m2, adgm, sdgm: labels of the budget kept out of training to pick the "
+                    "reported epoch (default: 0, the last epoch is reported)",
+                ),
+                (
+                    "patience",
+                    "N",
+                    "m2, m1m2, adgm, sdgm: stop once the validation accuracy has not improved for "
+                    "N epochs (default: 0, never; needs --val-labels or --val-size)",
                 ),
                 (
                     "val_size",
                     "N",
-                    "m2, m1m2: validation images held out of the unlabelled data (default: 10% of "
-                    "the training set, at most 5000)",
+                    "m2, m1m2, adgm, sdgm: validation images beyond the label budget whose labels "
+                    "pick the reported epoch, counted in the labels used (default: 0)",
                 ),
                 (
                     "aux_weight",
                     "A",
-                    "m2, m1m2: alpha of the classification loss per labelled image (default: 50)",
+                    "m2, m1m2, adgm, sdgm: alpha of the classification loss per labelled image "
+                    "(default: 50)",
                 ),
                 (
                     "labelled_every",
                     "K",
-                    "m2, m1m2: a labelled batch after every K unlabelled ones (0: one labelled "
-                    "pass an epoch) (default: 1)",
+                    "m2, m1m2, adgm, sdgm: a labelled batch after every K unlabelled ones (0: one "
+                    "labelled pass an epoch) (default: 1)",
+                ),
+                (
+                    "aux_dim",
+                    "D",
+                    "adgm, sdgm: size of the auxiliary latent a (default: --latent-dim)",
                 ),
                 (
                     "m1_epochs",

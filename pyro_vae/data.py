@@ -25,6 +25,7 @@ import torch
 from . import streaming
 from .config import DataConfig
 from .errors import ConfigError, DataError
+from .factors import FactorDataset, FactorSplit
 from .registry import Registry
 from .streaming import LOADINGS, MAX_WORKERS, NpyRows, RowSource, TensorRows, convert_rows
 
@@ -35,6 +36,10 @@ _SPLIT_SEED = 0
 #: the most classes a labelled data set may have: labels are class indices 0..K-1, and K is also at
 #: most the number of training points (huge labels would make M2 and the CVAE build K-wide layers)
 MAX_CLASSES = 10_000
+#: the training label of a row whose class is unknown (semi-supervised data: ``m2``, ``m1m2``, ...)
+UNLABELLED = -1
+#: how to map other class values to 0..K-1 while keeping -1 for unlabelled rows
+_RELABEL = "keep = y != -1; _, y[keep] = np.unique(y[keep], return_inverse=True)"
 
 
 def default_data_dir() -> Path:
@@ -68,6 +73,9 @@ class Dataset:
     workers: int = field(default=0, repr=False)
     #: the dtype a streamed training set's batches are cast to (``None``: float32)
     train_dtype: torch.dtype | None = field(default=None, repr=False)
+    #: the generative factors of the data, where known (:class:`~pyro_vae.factors.FactorSplit`):
+    #: the disentanglement metrics need them
+    factors: FactorSplit | None = field(default=None, repr=False)
     #: (train rows, test rows) of the source, where pyro-vae split it (a file with no split of its
     #: own); ``None`` where the source came split (MNIST, a .npz with x_train and x_test)
     split_rows: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
@@ -165,7 +173,8 @@ class Dataset:
           on the first batch with a NaN, naming the row; any NaN that gets through shows up as a
           non-finite loss, which the trainer stops on);
         * labels are both given or both ``None``; each is a 1-D int64 tensor with one class index
-          per row, at least 0 and below ``num_classes``;
+          per row, at least 0 and below ``num_classes``; a training label may also be
+          :data:`UNLABELLED` (-1), a row whose class is unknown (semi-supervised data);
         * ``num_classes`` (required with labels) is an integer from 1 to at most
           ``min(MAX_CLASSES, number of training points)``;
         * ``binarize`` is ``"none"``, ``"dynamic"`` or ``"static"``; data in [0, 1] unless none
@@ -206,7 +215,9 @@ class Dataset:
         top = None
         if labels[0] is not None:
             for split, y, x in (("train", labels[0], self.train), ("test", labels[1], self.test)):
-                _check_labels(y, x.shape[0], f"{where}: Dataset.{split}_labels")
+                _check_labels(
+                    y, x.shape[0], f"{where}: Dataset.{split}_labels", unlabelled=split == "train"
+                )
             top = int(max(labels[0].max(), labels[1].max()))
             if self.num_classes is None:
                 raise DataError(
@@ -224,6 +235,36 @@ class Dataset:
                 )
             _check_class_count(int(k), self.train.shape[0], where)
         return self
+
+    def with_labelled(self, labelled: torch.Tensor) -> Dataset:
+        """A copy whose training rows outside the boolean mask ``labelled`` are unlabelled (their
+        label :data:`UNLABELLED`): a semi-supervised split of the user's own choosing."""
+        if self.train_labels is None:
+            raise DataError(
+                f"data set {self.name!r} has no labels to keep; give train_labels (-1 for an "
+                "unlabelled row) and test_labels"
+            )
+        n = self.train.shape[0]
+        if (
+            not isinstance(labelled, torch.Tensor)
+            or labelled.dtype != torch.bool
+            or tuple(labelled.shape) != (n,)
+        ):
+            raise DataError(
+                f"labelled must be a boolean tensor of shape ({n},), one flag per training row, "
+                f"got {getattr(labelled, 'dtype', type(labelled).__name__)} "
+                f"{tuple(getattr(labelled, 'shape', ()))}"
+            )
+        keep = labelled.to(self.train_labels.device)
+        labels = torch.where(
+            keep, self.train_labels, torch.full_like(self.train_labels, UNLABELLED)
+        )
+        return replace(self, train_labels=labels)
+
+    @property
+    def num_labelled(self) -> int:
+        """Training rows with a known class (not :data:`UNLABELLED`); 0 without labels."""
+        return 0 if self.train_labels is None else int((self.train_labels >= 0).sum())
 
     def rows(self, idx: torch.Tensor) -> torch.Tensor:
         """Training rows ``idx`` on the training device, as stored (never binarized afresh)."""
@@ -317,7 +358,8 @@ def _check_x(x: object, where: str, lazy_ok: bool = False) -> None:
         raise DataError(f"{where} contains NaN or infinite values; clean or impute them first")
 
 
-def _check_labels(y: object, n: int, where: str) -> None:
+def _check_labels(y: object, n: int, where: str, unlabelled: bool = False) -> None:
+    """A label tensor's type, shape and values; ``unlabelled``: -1 marks a row without a class."""
     if not isinstance(y, torch.Tensor):
         raise DataError(
             f"{where} is a {type(y).__name__}, not a torch.Tensor; pass "
@@ -340,10 +382,23 @@ def _check_labels(y: object, n: int, where: str) -> None:
             f"{where}: {y.shape[0]} labels for {n} data points; give exactly one label per datum"
         )
     if y.numel() and int(y.min()) < 0:
+        _negative_label(int(y.min()), where, unlabelled)
+
+
+def _negative_label(low: int, where: str, unlabelled: bool) -> None:
+    """Refuse a label below 0 (below -1 where -1 marks an unlabelled training row)."""
+    if unlabelled and low == UNLABELLED:
+        return
+    if low == UNLABELLED:
         raise DataError(
-            f"{where} include the negative label {int(y.min())}; labels are class indices 0..K-1: "
-            "relabel them (e.g. np.unique(y, return_inverse=True))"
+            f"{where} include -1, which marks an unlabelled row; only training rows may be "
+            "unlabelled (the test labels score the model): move those rows to the training set "
+            "or drop them"
         )
+    raise DataError(
+        f"{where} include the negative label {low}; labels are class indices 0..K-1, and -1 marks "
+        f"an unlabelled training row: relabel the classes, e.g. {_RELABEL}"
+    )
 
 
 def _check_class_count(k: int, n_train: int | None, where: str) -> None:
@@ -365,6 +420,8 @@ class DatasetSource:
 
     ``options`` names the :class:`~pyro_vae.config.DataConfig` fields it reads besides ``dataset``
     and ``binarize`` (every data set is binarized the same way); the others are refused for it.
+    A source with options of its own (``--dataset-opt KEY=VALUE``) declares them as keyword-only
+    parameters of its ``__call__`` (:class:`DSpritesSource`), typed and checked by the registry.
     """
 
     load: Callable[[DataConfig], Dataset]
@@ -376,7 +433,7 @@ class DatasetSource:
 
 
 #: name -> :class:`DatasetSource`; a path ending in .npz or .npy is read by :data:`ARRAY_FILE`
-DATASETS: Registry[DatasetSource] = Registry("data set", base=DatasetSource)
+DATASETS: Registry[DatasetSource] = Registry("data set", base=DatasetSource, supplied=("config",))
 
 
 def _data_dir(config: DataConfig) -> Path:
@@ -404,6 +461,51 @@ DATASETS.register("fashion-mnist")(
         "Fashion-MNIST through torchvision, from --data-dir",
     )
 )
+
+
+@dataclass(frozen=True)
+class DSpritesSource(DatasetSource):
+    """``--dataset dsprites``: the rendered dSprites (:mod:`pyro_vae.dsprites`), split at random
+    (fixed by ``split_seed``) into ``test_size`` test images and ``size`` training images (all
+    the rest when ``size`` is None: 737,280 less the test set, rendered as batches are read). The
+    factor labels come along (``Dataset.factors``) for the disentanglement metrics."""
+
+    def __call__(
+        self,
+        config: DataConfig,
+        *,
+        size: int | None = None,
+        test_size: int = 5000,
+        split_seed: int = 0,
+    ) -> Dataset:
+        from . import dsprites
+
+        n = dsprites.NUM_IMAGES
+        if not 1 <= test_size < n:
+            raise ConfigError(f"dsprites test_size must lie in 1..{n - 1}, got {test_size}")
+        room = n - test_size
+        if size is not None and not 1 <= size <= room:
+            raise ConfigError(
+                f"dsprites size must lie in 1..{room} (the images less the {test_size} test "
+                f"ones), got {size}"
+            )
+        perm = np.random.default_rng(split_seed).permutation(n)
+        test_idx = np.sort(perm[:test_size])
+        train_idx = np.sort(perm[test_size : test_size + (room if size is None else size)])
+        source = dsprites.DSprites()
+        train = dsprites.DSpritesRows().select(train_idx)
+        test = source.observations(test_idx)
+        return Dataset("dsprites", train, test, factors=FactorSplit(source, test_idx))
+
+
+DATASETS.register("dsprites")(
+    DSpritesSource(
+        lambda c: DSpritesSource.__call__(DATASETS.get("dsprites"), c),
+        frozenset(),
+        "the rendered dSprites, 737,280 images with 5 factors (--dataset-opt size=N)",
+    )
+)
+
 #: a .npz (x, y or x_train, x_test, y_train, y_test) or .npy (x) file named by its path; a .npy file
 #: is memory-mapped and its training rows read lazily (:class:`~pyro_vae.streaming.NpyRows`)
 ARRAY_FILE = DatasetSource(
@@ -452,6 +554,19 @@ def dataset_source(name: str) -> DatasetSource:
 _SOURCE_OPTIONS = ("data_dir", "test_fraction", "image_size", "image_mode")
 
 
+def dataset_options(config: DataConfig) -> dict[str, object]:
+    """``--dataset-opt`` options checked against the data set's signature and typed; refused for a
+    data set that takes none."""
+    if isinstance(config.dataset, str) and config.dataset in DATASETS:
+        return DATASETS.options(config.dataset, config.dataset_options)
+    if config.dataset_options:
+        raise ConfigError(
+            f"--dataset {config.dataset} takes no --dataset-opt; it was given "
+            f"{', '.join(sorted(config.dataset_options))}"
+        )
+    return {}
+
+
 def check_data_options(config: DataConfig) -> None:
     """Refuse data options the chosen data set does not read (e.g. --data-dir for digits), and
     values no data set can use (--image-size, --image-mode, --loading, --workers)."""
@@ -462,6 +577,7 @@ def check_data_options(config: DataConfig) -> None:
     if not 0 < config.test_fraction < 1:
         raise ConfigError(f"--test-fraction must lie in (0, 1), got {config.test_fraction!r}")
     source = dataset_source(config.dataset)
+    dataset_options(config)
     defaults = DataConfig()
     for name in _SOURCE_OPTIONS:
         if getattr(config, name) != getattr(defaults, name) and name not in source.options:
@@ -504,7 +620,7 @@ def load_dataset(config: DataConfig) -> Dataset:
 
 
 def _load_checked(config: DataConfig) -> Dataset:
-    ds = dataset_source(config.dataset)(config)
+    ds = dataset_source(config.dataset)(config, **dataset_options(config))
     if not isinstance(ds, Dataset):
         raise DataError(
             f"the data set {config.dataset!r} loaded a {type(ds).__name__}, not a "
@@ -745,7 +861,8 @@ def _as_images(arrays: dict[str, np.ndarray], path: Path) -> dict[str, torch.Ten
 
 
 def _as_labels(a: np.ndarray, n: int, path: Path, key: str) -> torch.Tensor:
-    """Class labels as a 1-D int64 tensor: whole numbers from 0, one per datum; (N, 1) squeezed."""
+    """Class labels as a 1-D int64 tensor: whole numbers from 0 (or -1, an unlabelled row, except
+    in ``y_test``), one per datum; (N, 1) squeezed."""
     where = f"{path}: labels {key!r}"
     if a.ndim == 2 and a.shape[1] == 1:
         a = a[:, 0]
@@ -771,14 +888,11 @@ def _as_labels(a: np.ndarray, n: int, path: Path, key: str) -> torch.Tensor:
             )
     elif a.dtype.kind not in "iu":
         raise DataError(
-            f"{where} have dtype {a.dtype}; labels are integer class indices 0..K-1: map names "
-            "to integers first (e.g. np.unique(y, return_inverse=True))"
+            f"{where} have dtype {a.dtype}; labels are integer class indices 0..K-1 (-1: an "
+            "unlabelled row): map names to integers first (e.g. np.unique(y, return_inverse=True))"
         )
-    if a.min() < 0:
-        raise DataError(
-            f"{where} include the negative label {a.min().item()!r}; labels are class indices "
-            "0..K-1: relabel them (e.g. np.unique(y, return_inverse=True))"
-        )
+    if a.size and a.min() < 0:
+        _negative_label(int(max(a.min(), -(2**62))), where, unlabelled=key != "y_test")
     if a.max() >= MAX_CLASSES:  # before the cast: 1e30 or uint64 values would wrap around
         _check_class_count(int(min(a.max(), 2**62)) + 1, None, str(path))
     return torch.as_tensor(a.astype(np.int64))
@@ -818,6 +932,12 @@ def _npz(
 ) -> Dataset:
     keys = set(loaded.files)
     y_tr = y_te = split_rows = None
+    factors = None
+    if "factors" in keys and "x" not in keys:
+        raise DataError(
+            f"{path}: 'factors' label the rows of 'x' (one row of factor labels per datum); save "
+            "the data as one array 'x' with its 'factors', and the test split is drawn from them"
+        )
     if {"x_train", "x_test"} <= keys:
         if fraction_given:
             raise ConfigError(
@@ -835,8 +955,33 @@ def _npz(
     elif "x" in keys:
         x = _as_images({"x": _read(loaded, "x", path)}, path)["x"]
         y = _as_labels(_read(loaded, "y", path), x.shape[0], path, "y") if "y" in keys else None
-        xtr, xte, y_tr, y_te = _split(x, y, test_fraction)
-        split_rows = _split_indices(x.shape[0], test_fraction)
+        if y is not None and bool((y == UNLABELLED).any()):
+            # the test set needs known classes: it comes from the labelled rows, and every
+            # unlabelled row trains
+            known, unknown = (y >= 0).nonzero().squeeze(-1), (y < 0).nonzero().squeeze(-1)
+            if known.numel() < 2:
+                raise DataError(
+                    f"{path}: {known.numel()} labelled rows in 'y' (the rest are -1) are too few "
+                    "to split off a labelled test set; label more rows or give x_test and y_test"
+                )
+            tr, te = _split_indices(known.numel(), test_fraction)
+            split_rows = (torch.cat([known[tr], unknown]), known[te])
+            xtr, xte = x[split_rows[0]], x[split_rows[1]]
+            y_tr, y_te = y[split_rows[0]], y[split_rows[1]]
+        else:
+            xtr, xte, y_tr, y_te = _split(x, y, test_fraction)
+            split_rows = _split_indices(x.shape[0], test_fraction)
+        if "factors" in keys:
+            names = _read(loaded, "factor_names", path) if "factor_names" in keys else None
+            try:
+                source = FactorDataset(
+                    _read(loaded, "factors", path),
+                    x=x,
+                    factor_names=None if names is None else [str(n) for n in names],
+                )
+            except DataError as e:
+                raise DataError(f"{path}: {e}") from None
+            factors = FactorSplit(source, split_rows[1].numpy())
     else:
         raise DataError(
             f"{path} has arrays {sorted(keys)}; expected 'x' (and optionally 'y'), "
@@ -850,7 +995,9 @@ def _npz(
     if y_tr is not None:
         num_classes = int(max(y_tr.max(), y_te.max())) + 1
         _check_class_count(num_classes, xtr.shape[0], str(path))
-    return Dataset(str(path), xtr, xte, y_tr, y_te, num_classes, split_rows=split_rows)
+    return Dataset(
+        str(path), xtr, xte, y_tr, y_te, num_classes, split_rows=split_rows, factors=factors
+    )
 
 
 def _npy(path: Path, test_fraction: float) -> Dataset:

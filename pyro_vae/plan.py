@@ -14,7 +14,7 @@ import torch
 from pyro.infer import ELBO, SVI
 
 from .errors import ConfigError
-from .objectives.base import is_compiled, set_epoch
+from .objectives.base import is_compiled, set_epoch, unwrapped
 
 if TYPE_CHECKING:
     from pyro.optim import PyroOptim
@@ -39,6 +39,8 @@ class TrainingPlan(Protocol):
       optimiser, saved in the checkpoint (tensors, numbers and strings only); a state with a
       ``"selected_model"`` entry names the weights the run keeps (M2's best validation epoch),
       otherwise the run keeps the last epoch's;
+    - ``done()``: whether the plan wants no more epochs (early stopping); checked before every
+      epoch, so a stopped run stays stopped when resumed;
     - ``finish()``: after the last epoch.
     """
 
@@ -53,6 +55,8 @@ class TrainingPlan(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+    def done(self) -> bool: ...
 
     def finish(self) -> None: ...
 
@@ -126,10 +130,26 @@ def world_size(config: RunConfig) -> int:
 
 
 class Plan:
-    """Defaults for a :class:`TrainingPlan`: no state, no extra metrics, the last epoch's weights."""
+    """Defaults for a :class:`TrainingPlan`: no extra metrics, the last epoch's weights, and the
+    objective's own state (a FactorVAE discriminator) as the plan's state.
+
+    :meth:`step` is the step a plan takes on a batch: one SVI step of ``self.svi``, then the
+    objective's own step where it has one (:class:`~pyro_vae.objectives.AuxiliaryStep`) on the same
+    batch."""
 
     steps_per_epoch: int = 0
     objective: ELBO | None = None
+    svi: Any = None
+    model: Any = None
+
+    def step(self, *args: Any) -> float:
+        from .objectives import AuxiliaryStep
+
+        loss = self.svi.step(*args)
+        inner = unwrapped(self.objective) if self.objective is not None else None
+        if isinstance(inner, AuxiliaryStep):
+            inner.auxiliary_step(self.model.model, self.model.guide, *args)
+        return loss
 
     def begin_epoch(self, epoch: int) -> None:
         if self.objective is not None:
@@ -142,10 +162,20 @@ class Plan:
         return {}
 
     def state_dict(self) -> dict[str, Any]:
-        return {}
+        from .objectives import AuxiliaryStep
+
+        inner = unwrapped(self.objective) if self.objective is not None else None
+        return {"objective": inner.state_dict()} if isinstance(inner, AuxiliaryStep) else {}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        pass
+        from .objectives import AuxiliaryStep
+
+        inner = unwrapped(self.objective) if self.objective is not None else None
+        if isinstance(inner, AuxiliaryStep) and "objective" in state:
+            inner.load_state_dict(state["objective"])
+
+    def done(self) -> bool:
+        return False
 
     def finish(self) -> None:
         pass
@@ -175,6 +205,22 @@ def make_svi(
     return FastSVI(model, guide, optim, objective, compile=FAST_MODES[mode])  # type: ignore[return-value]
 
 
+def prepare(objective: ELBO, n: int, world: int) -> None:
+    """Tell an objective what it needs to know of the training set before the first step: its
+    size N (:class:`~pyro_vae.objectives.NeedsDataSize`); an objective that trains a part of its
+    own (:class:`~pyro_vae.objectives.AuxiliaryStep`) runs in one process only."""
+    from .objectives import AuxiliaryStep, NeedsDataSize
+
+    inner = unwrapped(objective)
+    if isinstance(inner, NeedsDataSize):
+        inner.set_data_size(n)
+    if isinstance(inner, AuxiliaryStep) and world > 1:
+        raise ConfigError(
+            "this objective trains a part of its own (a discriminator) that data-parallel "
+            "training does not share between processes; train it with --devices 1"
+        )
+
+
 class UnsupervisedPlan(Plan):
     """Every training image once per epoch in shuffled batches, one SVI step on each.
 
@@ -190,10 +236,12 @@ class UnsupervisedPlan(Plan):
         objective: ELBO,
     ) -> None:
         self.objective = objective
+        self.model = model
         self.svi = make_svi(model.model, model.guide, optim, objective, config)
         self.batch_size = b = config.train.batch_size
         self.n = n = data.train.shape[0]
         world = world_size(config)
+        prepare(objective, n, world)
         per_process = -(-n // world)
         self.steps_per_epoch = (
             per_process // b if is_compiled(objective) else num_batches(n, b, world)
@@ -209,4 +257,4 @@ class UnsupervisedPlan(Plan):
     def epoch(self, feed: Feed) -> Iterator[tuple[float, int]]:
         batches = feed.shuffle(self.n, self.batch_size)[: self.steps_per_epoch]
         for idx, x in zip(batches, feed(batches)):
-            yield self.svi.step(x), idx.shape[0]
+            yield self.step(x), idx.shape[0]

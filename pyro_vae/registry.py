@@ -28,7 +28,12 @@ _FALSE = {"false", "no", "off", "0"}
 
 
 def _type_hints(factory: Callable[..., Any]) -> dict[str, Any]:
-    target = factory.__init__ if inspect.isclass(factory) else factory  # type: ignore[misc]
+    if inspect.isclass(factory):
+        target = factory.__init__  # type: ignore[misc]
+    elif inspect.isfunction(factory) or inspect.ismethod(factory):
+        target = factory
+    else:  # a callable object (a data set source): its __call__ declares the options
+        target = type(factory).__call__
     try:
         return typing.get_type_hints(target)
     except Exception:  # an annotation that names something not importable: fall back to defaults

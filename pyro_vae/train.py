@@ -68,7 +68,8 @@ class TrainResult:
 
 def config_differences(a: RunConfig, b: RunConfig) -> list[tuple[str, str, Any, Any]]:
     out = []
-    da, db = a.to_dict(), b.to_dict()
+    # compared as saved (JSON): a tuple option read back from a checkpoint is a list
+    da, db = json.loads(a.to_json()), json.loads(b.to_json())
     for section in da:
         for key in da[section]:
             if da[section][key] != db[section][key]:
@@ -228,6 +229,8 @@ def _train(
     bar = _bar(show_bar, (tcfg.epochs - start_epoch) * plan.steps_per_epoch)
     try:
         for epoch in range(start_epoch, tcfg.epochs):
+            if plan.done():  # e.g. M2's early stopping on its validation labels
+                break
             plan.begin_epoch(epoch)
             model.train()
             t0 = time.perf_counter()

@@ -209,7 +209,7 @@ N = 20
         (np.arange(N) % 3 + 0.5, "fractional"),
         (np.where(np.arange(N) == 4, np.nan, 1.0), "NaN"),
         (np.where(np.arange(N) == 4, np.inf, 1.0), "NaN or infinite"),
-        (np.arange(N) % 3 - 1, "negative label -1"),
+        (np.arange(N) % 3 - 2, "negative label -2"),
         (np.where(np.arange(N) == 0, 1e9, 0.0), "imply 1000000001 classes.*at most 10000"),
         (np.where(np.arange(N) == 0, 10**9, 0), "imply 1000000001 classes"),
         (np.where(np.arange(N) == 0, 1e30, 0.0), "classes"),
@@ -350,7 +350,7 @@ _NAN[3, 0, 1, 1] = float("nan")
         ({"train_labels": (torch.arange(24) % 3).int()}, "dtype torch.int32"),
         ({"train_labels": (torch.arange(24) % 3)[:, None]}, r"\(24, 1\).*squeeze"),
         ({"train_labels": torch.zeros(24, 2, dtype=torch.long)}, r"shape \(24, 2\)"),
-        ({"train_labels": torch.arange(24) % 3 - 1}, "negative label -1"),
+        ({"train_labels": torch.arange(24) % 3 - 2}, "negative label -2"),
         ({"test_labels": torch.full((8,), 10**9)}, "labels reach 1000000000, but num_classes is 3"),
         (
             {"test_labels": torch.full((8,), 10**9), "num_classes": 10**9 + 1},

@@ -20,6 +20,10 @@ from pyro_vae.train import train  # what the command line runs: its errors name 
 AUDIT: dict[str, tuple[list[str], list[str]]] = {
     "--dataset": ([], ["--dataset", "{other}"]),
     "--data-dir": ([], ["--data-dir", "{tmp}"]),
+    "--dataset-opt": (
+        ["--dataset", "dsprites", "--dataset-opt", "size=32", "--dataset-opt", "test_size=16"],
+        ["--dataset-opt", "split_seed=1"],
+    ),
     "--binarize": ([], ["--binarize", "static"]),
     "--test-fraction": ([], ["--test-fraction", "0.3"]),
     "--latent-dim": ([], ["--latent-dim", "3"]),
@@ -35,6 +39,7 @@ AUDIT: dict[str, tuple[list[str], list[str]]] = {
     "--prior": ([], ["--prior", "mixture"]),
     "--prior-opt": (["--prior", "mixture"], ["--prior-opt", "components=3"]),
     "--latent-dim2": ([], ["--latent-dim2", "3"]),
+    "--aux-dim": ([], ["--aux-dim", "3"]),
     "--epochs": ([], ["--epochs", "3"]),
     "--batch-size": ([], ["--batch-size", "8"]),
     "--lr": ([], ["--lr", "0.01"]),
@@ -49,6 +54,8 @@ AUDIT: dict[str, tuple[list[str], list[str]]] = {
     "--seed": ([], ["--seed", "1"]),
     "--eval-particles": ([], ["--eval-particles", "3"]),
     "--labels": ([], ["--labels", "9"]),
+    "--val-labels": ([], ["--val-labels", "2"]),
+    "--patience": (["--val-labels", "2", "--epochs", "8"], ["--patience", "1"]),
     "--val-size": ([], ["--val-size", "7"]),
     "--aux-weight": ([], ["--aux-weight", "5"]),
     "--labelled-every": ([], ["--labelled-every", "0"]),

@@ -43,8 +43,8 @@ def test_every_registered_name_is_documented(registry) -> None:
 
 def test_the_readme_says_which_models_take_which_objectives() -> None:
     restricted = {n: MODELS.get(n).objectives for n in MODELS if MODELS.get(n).objectives}
-    assert restricted == {"m1m2": {"elbo"}, "m2": {"elbo"}}
-    assert "**m2 and m1m2 train with their\nown bound**" in README
+    assert restricted == {"m1m2": {"elbo"}, "m2": {"elbo"}, "adgm": {"elbo"}, "sdgm": {"elbo"}}
+    assert "(m2, m1m2, adgm, sdgm) train with their own bound**" in README
     assert "`--objective elbo` only): every\nobjective works with vae, hvae and cvae" in README
     unrestricted = sorted(set(MODELS.names()) - set(restricted))
     assert unrestricted == ["cvae", "hvae", "vae"]
@@ -90,8 +90,12 @@ def test_the_python_section_runs_as_written_and_its_model_meets_the_contract(
         cls = namespace["TinyVAE"]
         assert MODELS.get("tiny-vae") is cls
         contract.test_every_model_declares_its_contract("tiny-vae")
-        contract.test_every_pair_of_choices_trains("tiny-vae", "diagonal", "normal", "elbo")
-        contract.test_every_pair_of_choices_trains("tiny-vae", "diagonal", "normal", "iwae")
+        contract.test_every_pair_of_choices_trains(
+            "tiny-vae", "diagonal", "normal", "elbo", "bernoulli", "mlp"
+        )
+        contract.test_every_pair_of_choices_trains(
+            "tiny-vae", "diagonal", "normal", "iwae", "bernoulli", "mlp"
+        )
     finally:
         MODELS._factories.pop("tiny-vae", None)
     assert (tmp_path / "runs" / "digits" / "figures").is_dir()

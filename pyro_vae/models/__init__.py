@@ -6,6 +6,7 @@ they are typed from the signature and reach it as ``--model-opt KEY=VALUE`` or
 ``ModelConfig(model_options={KEY: VALUE})``, with no change anywhere else.
 """
 
+from .adgm import ADGM, SDGM
 from .base import (
     MODEL_SPECIFIC,
     MODELS,
@@ -23,6 +24,8 @@ from .stacked import StackedM2
 from .vae import VAE
 
 __all__ = [
+    "ADGM",
+    "SDGM",
     "CVAE",
     "MODELS",
     "MODEL_SPECIFIC",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -208,6 +208,13 @@ class Model(Described, nn.Module):
 
     def evaluate_extra(self, x: Tensor, labels: Tensor | None) -> dict[str, float]:
         """Metrics beyond the bounds (e.g. M2's test accuracy)."""
+        return {}
+
+    def run_summary(
+        self, config: RunConfig, plan_state: Mapping[str, Any], dataset: Dataset
+    ) -> dict[str, Any]:
+        """What a trained run's plan did that its scores depend on, for ``evaluate`` (e.g. M2's
+        labels used and how its epoch was selected); ``plan_state`` is the checkpoint's."""
         return {}
 
     def extra_figures(self, dataset: Dataset, out_dir: Path) -> list[Path]:

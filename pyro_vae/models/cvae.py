@@ -20,7 +20,7 @@ from ..guides import GUIDES, AmortizedGuide
 from ..likelihoods import LIKELIHOODS, Likelihood
 from ..nn import NETWORKS, observation, observation_mean
 from ..nn import activation as activation_layer
-from ..plan import Feed, Plan, make_svi, num_batches, world_size
+from ..plan import Feed, Plan, make_svi, num_batches, prepare, world_size
 from ..priors import PRIORS, Prior
 from .base import MODELS, Model, check_parts, part_options, unique_name
 from .vae import _plate_size
@@ -43,13 +43,24 @@ def join(*parts: torch.Tensor) -> torch.Tensor:
     return torch.cat([p.expand(*batch, p.shape[-1]) for p in parts], dim=-1)
 
 
-def check_labels(labels: torch.Tensor | None, num_classes: int, what: str) -> torch.Tensor:
+def check_labels(
+    labels: torch.Tensor | None, num_classes: int, what: str, *, unlabelled: bool = False
+) -> torch.Tensor:
+    """The training labels, checked: given, below ``num_classes``, and at least 0 (or -1, an
+    unlabelled row, where ``unlabelled`` allows it)."""
     if labels is None:
         raise DataError(
             f"{what} needs labelled data, but this data set has no labels; "
             "use a data set with labels (digits, mnist, fashion-mnist, or a .npz with y_train)"
         )
-    if labels.min() < 0 or labels.max() >= num_classes:
+    missing = int((labels < 0).sum())
+    if missing and not unlabelled:
+        raise DataError(
+            f"{what} trains on labelled data only, but {missing} of the {labels.shape[0]} training "
+            "rows are unlabelled (-1); drop them, or train a semi-supervised model (--model m2, "
+            "m1m2, adgm or sdgm)"
+        )
+    if labels.min() < (-1 if unlabelled else 0) or labels.max() >= num_classes:
         raise DataError(
             f"labels must lie in 0..{num_classes - 1}, got {labels.min()}..{labels.max()}"
         )
@@ -386,12 +397,13 @@ class LabelledPlan(Plan):
         self.objective = objective
         self.svi = make_svi(model.model, model.guide, optim, objective, config)
         n = labels.shape[0]
+        prepare(objective, n, world_size(config))
         self.steps_per_epoch = num_batches(n, self.batch_size, world_size(config))
 
     def epoch(self, feed: Feed) -> Iterator[tuple[float, int]]:
         batches = feed.shuffle(self.labels.shape[0], self.batch_size)
         for idx, x in zip(batches, feed(batches)):
-            yield self.svi.step(x, self.labels[idx]), idx.shape[0]
+            yield self.step(x, self.labels[idx]), idx.shape[0]
 
     def end_epoch(self, data: Dataset) -> dict[str, float]:
         if data.test_labels is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pyro
 import pyro.distributions as dist
@@ -16,7 +16,7 @@ from pyro.distributions import TorchDistribution
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 from torch import nn
 
-from ..errors import ConfigError, DataError
+from ..errors import CheckpointError, ConfigError, DataError
 from ..plan import Feed, Plan, make_svi, num_batches, world_size
 from .base import MODELS, part_options
 from .cvae import CVAE, check_labels, snapshot
@@ -69,21 +69,29 @@ class M2(CVAE):
         num_classes: int,
         *,
         labels: int = 0,
-        val_size: int | None = None,
+        val_labels: int = 0,
+        patience: int = 0,
+        val_size: int | None = 0,
         aux_weight: float | None = None,
         labelled_every: int = 1,
         name: str | None = None,
         **kw: Any,
     ) -> None:
         """``labels``: training images that keep their label (class-balanced, chosen by the run's
-        seed; at least one per class); ``val_size``: validation images held out of the unlabelled
-        data (default :func:`default_val_size`); ``aux_weight``: alpha of the classification loss
+        seed; at least one per class; 0 with data whose -1 labels mark the unlabelled rows);
+        ``val_labels``: of those, the ones held out of training to pick the reported epoch (0: the
+        last epoch is reported); ``patience``: stop once the validation accuracy has not improved
+        for that many epochs (0: never); ``val_size``: validation images beyond the label budget,
+        counted in the labels used (None, in a run of an earlier pyro-vae: :func:`default_val_size`);
+        ``aux_weight``: alpha of the classification loss
         per labelled image and step (default :data:`DEFAULT_AUX_WEIGHT`); ``labelled_every``: a
         labelled batch after every k unlabelled ones (0: one labelled pass an epoch). These
         describe the training plan (:class:`SemiSupervisedPlan`); the model's parts are
         :class:`~pyro_vae.models.CVAE`'s keywords."""
         for what, value, low in (
             ("--labels", labels, 0),
+            ("--val-labels", val_labels, 0),
+            ("--patience", patience, 0),
             ("--val-size", 0 if val_size is None else val_size, 0),
             ("--labelled-every", labelled_every, 0),
         ):
@@ -93,6 +101,7 @@ class M2(CVAE):
             raise ConfigError(f"--aux-weight must be non-negative, got {aux_weight!r}")
         super().__init__(x_shape, num_classes, name=name, **kw)
         self.num_labelled, self.val_size = labels, val_size
+        self.val_labels, self.patience = val_labels, patience
         self.aux_weight, self.labelled_every = aux_weight, labelled_every
         self.classifier = build_classifier(
             self.x_shape,
@@ -157,12 +166,38 @@ class M2(CVAE):
             return {}
         return {"test_accuracy": self.accuracy(x, labels), **super().evaluate_extra(x, labels)}
 
+    def run_summary(
+        self, config: RunConfig, plan_state: Mapping[str, Any], dataset: Dataset
+    ) -> dict[str, Any]:
+        """The labels the run used (training + validation) and what picked its epoch; a run of an
+        earlier pyro-vae, which selected with validation labels beyond its budget, says so."""
+        if "labels_used" in plan_state:
+            out = {k: int(plan_state[k]) for k in LABEL_COUNTS}
+        else:  # before labels were counted: --val-size beyond the budget, by default 10%, <= 5000
+            n = dataset.train.shape[0]
+            extra = default_val_size(n) if self.val_size is None else self.val_size
+            out = {
+                "labels_used": self.num_labelled + extra,
+                "train_labels": self.num_labelled,
+                "val_labels": 0,
+                "extra_val_labels": extra,
+            }
+        val = out["val_labels"] + out["extra_val_labels"]
+        out["selected_by"] = f"validation accuracy on {val} labels" if val else "last epoch"
+        if out["extra_val_labels"]:
+            out["note"] = (
+                f"the reported epoch was selected with {out['extra_val_labels']} validation labels "
+                f"beyond the {out['train_labels'] + out['val_labels']}-label budget: "
+                f"{out['labels_used']} labels used in all"
+            )
+        return out
+
     # -- training ---------------------------------------------------------------------------------
     def training_plan(
         self, data: Dataset, config: RunConfig, optim: PyroOptim, objective: ELBO
     ) -> SemiSupervisedPlan:
         what = f"--model {config.model.model}"
-        labels = check_labels(data.train_labels, self.num_classes, what)
+        labels = check_labels(data.train_labels, self.num_classes, what, unlabelled=True)
         return self.make_plan(data, labels, config, optim, objective)
 
     def make_plan(
@@ -192,46 +227,160 @@ def build_classifier(
     return nn.Sequential(body, nn.Linear(body.feature_dim, num_classes))
 
 
-def split_labels(
-    labels: torch.Tensor, num_labelled: int, num_val: int, num_classes: int, seed: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Indices (labelled, validation, unlabelled) of the training set, chosen by ``seed``.
+#: how a semi-supervised run's labels were spent (:meth:`LabelSplit.counts`)
+LABEL_COUNTS = ("labels_used", "train_labels", "val_labels", "extra_val_labels")
 
-    The labelled subset is class-balanced: ``num_labelled // K`` images of each class, the remainder
-    given to randomly chosen classes. The validation images come from the rest and are held out of
-    training; their labels serve only to pick the reported epoch.
+
+class LabelSplit(NamedTuple):
+    """The training rows of a semi-supervised run, by what their labels are used for.
+
+    ``budget`` holds every row whose label the run may read: ``labelled`` (trained on) and the first
+    ``len(budget) - len(labelled)`` rows of ``val`` (``--val-labels``, model selection). Rows of
+    ``val`` beyond those are ``extra`` (``--val-size``: validation labels beyond the budget).
+    ``unlabelled`` rows are trained on without their labels.
     """
-    n = labels.shape[0]
-    if num_labelled < num_classes:
-        raise ConfigError(
-            f"--labels {num_labelled} leaves some of the {num_classes} classes without a labelled "
-            f"image; pass --labels {num_classes} or more"
-        )
-    if num_labelled + num_val >= n:
-        raise ConfigError(
-            f"--labels {num_labelled} plus {num_val} validation images leave no unlabelled data in "
-            f"the {n} training images; use fewer labels or --val-size"
-        )
-    g = torch.Generator().manual_seed(seed)
-    labels = labels.cpu()
-    per_class = torch.full((num_classes,), num_labelled // num_classes)
-    per_class[torch.randperm(num_classes, generator=g)[: num_labelled % num_classes]] += 1
+
+    labelled: torch.Tensor
+    val: torch.Tensor
+    unlabelled: torch.Tensor
+    budget: torch.Tensor
+    extra: torch.Tensor
+
+    @property
+    def labels_used(self) -> int:
+        """Every label the run reads: training, validation from the budget, and beyond it."""
+        return self.budget.numel() + self.extra.numel()
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "labels_used": self.labels_used,
+            "train_labels": self.labelled.numel(),
+            "val_labels": self.budget.numel() - self.labelled.numel(),
+            "extra_val_labels": self.extra.numel(),
+        }
+
+
+def _round_robin(rows: torch.Tensor, labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """``rows`` shuffled, then ordered so that every prefix is as class-balanced as possible
+    (the first row of each class, then the second of each, ...)."""
+    rows = rows[torch.randperm(rows.numel(), generator=g)]
+    y = labels[rows]
+    rank = torch.zeros_like(y)
+    for k in y.unique():
+        members = (y == k).nonzero().squeeze(-1)
+        rank[members] = torch.arange(members.numel())
+    return rows[torch.argsort(rank, stable=True)]
+
+
+def draw_budget(
+    labels: torch.Tensor, num_labels: int, num_classes: int, g: torch.Generator
+) -> torch.Tensor:
+    """``num_labels`` rows of a fully labelled training set, class-balanced: ``num_labels // K`` of
+    each class, the remainder given to randomly chosen classes.
+
+    This stands for the person who labels the budget: it is the one place that looks at the labels
+    of rows outside the budget, to draw a balanced subset of them.
+    """
+    per_class = torch.full((num_classes,), num_labels // num_classes)
+    per_class[torch.randperm(num_classes, generator=g)[: num_labels % num_classes]] += 1
     chosen = []
     for k in range(num_classes):
         members = (labels == k).nonzero().squeeze(-1)
         if members.numel() < per_class[k]:
             raise DataError(
                 f"class {k} has only {members.numel()} training images, fewer than the "
-                f"{int(per_class[k])} a class-balanced --labels {num_labelled} needs"
+                f"{int(per_class[k])} a class-balanced --labels {num_labels} needs"
             )
         chosen.append(members[torch.randperm(members.numel(), generator=g)[: per_class[k]]])
-    labelled = torch.cat(chosen)
-    labelled = labelled[torch.randperm(labelled.numel(), generator=g)]
-    rest = torch.ones(n, dtype=torch.bool)
-    rest[labelled] = False
-    rest = rest.nonzero().squeeze(-1)
+    return torch.cat(chosen)
+
+
+def split_labels(
+    labels: torch.Tensor,
+    num_classes: int,
+    seed: int,
+    *,
+    budget: int = 0,
+    val_labels: int = 0,
+    extra_val: int = 0,
+) -> LabelSplit:
+    """Which training rows a semi-supervised run trains on with and without their labels, and
+    which pick the reported epoch, chosen by ``seed``.
+
+    A training set whose labels include :data:`~pyro_vae.data.UNLABELLED` (-1) brings its own split:
+    its labelled rows are the budget, and ``budget`` (``--labels``) is refused. A fully labelled one
+    has ``budget`` rows drawn class-balanced (:func:`draw_budget`) and the rest treated as
+    unlabelled. ``val_labels`` of the budget's rows (as class-balanced as the budget allows) are held
+    out of training to select the epoch; ``extra_val`` rows beyond the budget (the old protocol,
+    counted in :attr:`LabelSplit.labels_used`) are held out and selected with too.
+    """
+    from ..data import UNLABELLED
+
+    labels = labels.cpu()
+    n = labels.shape[0]
+    g = torch.Generator().manual_seed(seed)
+    own = bool((labels == UNLABELLED).any())
+    if own:
+        known = (labels != UNLABELLED).nonzero().squeeze(-1)
+        if budget:
+            raise ConfigError(
+                f"--labels {budget} draws a labelled subset of a fully labelled training set, but "
+                f"this one marks its own unlabelled rows (-1): its {known.numel()} labelled rows "
+                "are the labels; drop --labels"
+            )
+        if extra_val:
+            raise ConfigError(
+                f"--val-size {extra_val} takes validation labels beyond the labelled rows, and this "
+                "training set has none (its other rows are -1); use --val-labels M to take M of its "
+                f"{known.numel()} labelled rows"
+            )
+        if known.numel() == 0:
+            raise DataError(
+                "every training label is -1 (unlabelled); a semi-supervised model needs some "
+                "labelled rows"
+            )
+        chosen = known
+        rest = (labels == UNLABELLED).nonzero().squeeze(-1)
+        what = f"the {known.numel()} labelled rows"
+    else:
+        if budget < 1:
+            raise ConfigError(
+                "this model is semi-supervised: pass --labels N, how many training images keep "
+                "their labels (class-balanced, chosen by --seed), or mark the unlabelled rows of "
+                "the data with the label -1"
+            )
+        if budget < num_classes:
+            raise ConfigError(
+                f"--labels {budget} leaves some of the {num_classes} classes without a labelled "
+                f"image; pass --labels {num_classes} or more"
+            )
+        if budget + extra_val >= n:
+            raise ConfigError(
+                f"--labels {budget} plus --val-size {extra_val} leave no unlabelled data in the "
+                f"{n} training images; use fewer labels or a smaller --val-size"
+            )
+        chosen = draw_budget(labels, budget, num_classes, g)
+        mask = torch.ones(n, dtype=torch.bool)
+        mask[chosen] = False
+        rest = mask.nonzero().squeeze(-1)
+        what = f"--labels {budget}"
+    if val_labels >= chosen.numel():
+        raise ConfigError(
+            f"--val-labels {val_labels} leaves none of {what} to train on; take fewer for "
+            "validation"
+        )
+    chosen = _round_robin(chosen, labels, g)
     rest = rest[torch.randperm(rest.numel(), generator=g)]
-    return labelled, rest[:num_val].sort().values, rest[num_val:].sort().values
+    extra = rest[:extra_val].sort().values
+    labelled = chosen[val_labels:]
+    labelled = labelled[torch.randperm(labelled.numel(), generator=g)]
+    return LabelSplit(
+        labelled=labelled,
+        val=torch.cat([chosen[:val_labels].sort().values, extra]),
+        unlabelled=rest[extra_val:].sort().values,
+        budget=chosen,
+        extra=extra,
+    )
 
 
 #: alpha of the auxiliary loss per labelled image and step (Pyro's SS-VAE tutorial: 46)
@@ -262,8 +411,14 @@ class SemiSupervisedPlan(Plan):
     The epoch's ``train_elbo`` averages the labelled bounds (on log p(x, y)) and the unlabelled ones
     (on log p(x)) over all steps; ``train_aux_loss`` is alpha times -log q(y|x) per labelled image.
 
-    After every epoch the validation accuracy of q(y|x) is measured; the weights of the best epoch
-    so far are kept, saved with the checkpoint, and loaded into the model when training ends.
+    Every label counts (Oliver et al. 2018): the rows come from :func:`split_labels`, and the plan
+    keeps only the labels of the budget (and of ``--val-size``'s rows beyond it); every other row's
+    label is -1 here. By default no label picks the reported model: it is the last epoch's. With
+    ``--val-labels M`` (M of the budget's labels, held out of training), or ``--val-size`` (labels
+    beyond the budget), the validation accuracy of q(y|x) is measured after every epoch and the
+    weights of the best epoch so far are kept, saved with the checkpoint, and loaded into the model
+    when training ends; with ``--patience N`` training stops once N epochs in a row have not
+    improved it. Every epoch's record, and the plan's state, carry ``labels_used``.
     """
 
     def __init__(
@@ -271,19 +426,26 @@ class SemiSupervisedPlan(Plan):
     ) -> None:
         t = config.train
         self.model = model
-        if model.num_labelled < 1:
-            raise ConfigError(
-                "--model m2 is semi-supervised: pass --labels N, how many training images keep their "
-                "labels (class-balanced, chosen by --seed)"
-            )
         n = labels.shape[0]
-        num_val = default_val_size(n) if model.val_size is None else model.val_size
-        lab, val, unl = split_labels(labels, model.num_labelled, num_val, model.num_classes, t.seed)
+        # None: a run of an earlier pyro-vae (10% of the training set, at most 5000)
+        extra = default_val_size(n) if model.val_size is None else model.val_size
+        self.split = split = split_labels(
+            labels,
+            model.num_classes,
+            t.seed,
+            budget=model.num_labelled,
+            val_labels=model.val_labels,
+            extra_val=extra,
+        )
         device = data.device
-        self.labelled = lab.to(device)
-        self.val = val.to(device)
-        self.unlabelled = unl.to(device)
-        self.labels = labels.to(device)
+        self.labelled = split.labelled.to(device)
+        self.val = split.val.to(device)
+        self.unlabelled = split.unlabelled.to(device)
+        # the labels this run may read, and no others: every other row is -1 here
+        used = torch.cat([split.budget, split.extra]).to(labels.device)
+        self.labels = torch.full_like(labels, -1)
+        self.labels[used] = labels[used]
+        self.labels = self.labels.to(device)
         self.val_x = data.rows(self.val)  # the un-redrawn images: validation is a fixed set
         self.val_y = self.labels[self.val]
         self.batch_size = b = t.batch_size
@@ -315,6 +477,13 @@ class SemiSupervisedPlan(Plan):
         )
         self.best_epoch, self.best_val_accuracy, self.best_state = 0, -1.0, None
         self.epochs_done, self._aux_total, self._aux_n = 0, 0.0, 0
+        self.counts = split.counts()
+        self.patience = model.patience
+        if self.patience and not self.val.numel():
+            raise ConfigError(
+                f"--patience {model.patience} stops on the validation accuracy, and this run has no "
+                "validation labels; pass --val-labels M (M of the budget's labels)"
+            )
 
     def _labelled_batches(self, feed: Feed) -> Iterator[torch.Tensor]:
         while True:  # reshuffle on every pass over the labelled set
@@ -348,7 +517,10 @@ class SemiSupervisedPlan(Plan):
 
     def end_epoch(self, data: Dataset) -> dict[str, float]:
         self.epochs_done += 1
-        out: dict[str, float] = {"train_aux_loss": self._aux_total / max(1, self._aux_n)}
+        out: dict[str, float] = {
+            "train_aux_loss": self._aux_total / max(1, self._aux_n),
+            "labels_used": self.counts["labels_used"],
+        }
         if self.val.numel():
             out["val_accuracy"] = val = self.model.accuracy(self.val_x, self.val_y)
             if val > self.best_val_accuracy:
@@ -364,19 +536,33 @@ class SemiSupervisedPlan(Plan):
             "best_epoch": self.best_epoch,
             "best_val_accuracy": self.best_val_accuracy,
             "epochs_done": self.epochs_done,
+            **self.counts,
         }
         if self.best_state is not None:
             state["selected_model"] = self.best_state
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state and "labels_used" not in state:
+            raise CheckpointError(
+                "this run was trained by an earlier pyro-vae, which split the labels differently "
+                "(and selected with validation labels beyond its budget); evaluate it, and start "
+                "a new run to train further"
+            )
         self.best_epoch = int(state.get("best_epoch", 0))
         self.best_val_accuracy = float(state.get("best_val_accuracy", -1.0))
         self.epochs_done = int(state.get("epochs_done", 0))
         self.best_state = state.get("selected_model")
 
+    def done(self) -> bool:
+        """Early stopping: ``patience`` epochs without a better validation accuracy (counted from
+        the first epoch that measured it)."""
+        return bool(self.patience) and (
+            self.best_epoch > 0 and self.epochs_done - self.best_epoch >= self.patience
+        )
+
     def finish(self) -> None:
-        """Leave the model at the epoch the validation set picked."""
+        """Leave the model at the epoch the validation set picked (if any; else the last)."""
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
 

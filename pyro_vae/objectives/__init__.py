@@ -4,13 +4,24 @@
 weighting (``beta``, ``kl_anneal``, ``kl_anneal_start``, ``free_bits``) when asked.
 """
 
-from . import dreg, elbo, iwae, meanfield, renyi  # noqa: F401  (registers the objectives)
-from .base import OBJECTIVES
+from . import (  # noqa: F401  (registers the objectives)
+    dipvae,
+    dreg,
+    elbo,
+    factorvae,
+    iwae,
+    meanfield,
+    renyi,
+    tcvae,
+)
+from .base import OBJECTIVES, AuxiliaryStep, NeedsDataSize
 from .importance import ImportanceWeightedELBO, log_weights
 from .kl import KLWeighted, build_objective, objective_for
 
 __all__ = [
     "OBJECTIVES",
+    "AuxiliaryStep",
+    "NeedsDataSize",
     "ImportanceWeightedELBO",
     "KLWeighted",
     "build_objective",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
 
 from pyro.infer import ELBO
 
@@ -34,6 +35,10 @@ class Objective:
         """A value that changes whenever a captured loss of this objective must be captured again."""
         return None
 
+    def unwrapped(self) -> ELBO:
+        """The objective this one wraps (KL weighting wraps any objective); by default itself."""
+        return self  # type: ignore[return-value]
+
 
 def set_epoch(objective: ELBO, epoch: int) -> None:
     """Move ``objective``'s schedule (KL annealing) to ``epoch``, where it has one."""
@@ -51,6 +56,12 @@ def eager(objective: ELBO) -> ELBO:
     return objective.eager() if isinstance(objective, Objective) else objective
 
 
+def unwrapped(objective: ELBO) -> ELBO:
+    """The objective that ``objective`` wraps, or itself: where a plan looks for what an objective
+    needs (:class:`NeedsDataSize`, :class:`AuxiliaryStep`)."""
+    return objective.unwrapped() if isinstance(objective, Objective) else objective
+
+
 def capture_key(objective: ELBO) -> Any:
     """What a captured loss of ``objective`` depends on beyond its inputs (None: nothing)."""
     return objective.capture_key() if isinstance(objective, Objective) else None
@@ -60,3 +71,24 @@ def capture_key(objective: ELBO) -> Any:
 #: traces of any model/guide pair whose data plate is the outermost plate (``max_plate_nesting=1``
 #: leaves dim -2 free for vectorised particles).
 OBJECTIVES: Registry[ELBO] = Registry("objective", base=ELBO, supplied=("num_particles",))
+
+
+@runtime_checkable
+class NeedsDataSize(Protocol):
+    """An objective that needs the number of data points N of the training set (beta-TCVAE's
+    estimate of q(z)); the training plan calls :meth:`set_data_size` before the first step."""
+
+    def set_data_size(self, n: int) -> None: ...
+
+
+@runtime_checkable
+class AuxiliaryStep(Protocol):
+    """An objective that trains a part of its own between the model's steps (FactorVAE's
+    discriminator): the training plan calls :meth:`auxiliary_step` after every SVI step, on the
+    same batch, and saves :meth:`state_dict` in the checkpoint."""
+
+    def auxiliary_step(self, model: Any, guide: Any, *args: Any, **kwargs: Any) -> float: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...

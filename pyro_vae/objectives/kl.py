@@ -236,6 +236,9 @@ class KLWeighted(Described, ELBO, Objective):
     def compiled(self) -> bool:  # type: ignore[override]
         return is_compiled(self.inner)
 
+    def unwrapped(self) -> ELBO:
+        return self.inner
+
     def eager(self) -> ELBO:
         plain = eager_objective(self.inner)
         if plain is self.inner:

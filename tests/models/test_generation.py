@@ -18,7 +18,7 @@ from pyro.infer import Predictive
 from torch import nn
 
 from pyro_vae.errors import ConfigError
-from pyro_vae.models import CVAE, M2, MODELS, VAE, HierarchicalVAE, StackedM2
+from pyro_vae.models import ADGM, CVAE, M2, MODELS, SDGM, VAE, HierarchicalVAE, StackedM2
 from pyro_vae.models.cvae import join
 
 X_SHAPE = (1, 8, 8)
@@ -61,6 +61,18 @@ SMALL: dict[str, Small] = {
         lambda m, v, y: m.conditional_mean(v, y),
         labelled=True,
     ),
+    "adgm": Small(
+        lambda: ADGM(X_SHAPE, K, latent_dim=2, aux_dim=2, hidden=(16,)),
+        "z",
+        lambda m, v, y: m.conditional_mean(v, y),  # a comes after x: p(x | z, y) is M2's
+        labelled=True,
+    ),
+    "sdgm": Small(
+        lambda: SDGM(X_SHAPE, K, latent_dim=2, aux_dim=2, hidden=(16,)),
+        "z",
+        lambda m, v, y: sdgm_mean(m, v, y),
+        labelled=True,
+    ),
     "m1m2": Small(
         lambda: StackedM2(X_SHAPE, K, latent_dim=4, latent_dim2=2, hidden=(16,)),
         "z1",
@@ -68,6 +80,16 @@ SMALL: dict[str, Small] = {
         labelled=True,
     ),
 }
+
+
+def sdgm_mean(m: SDGM, v: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """E[x | z = v, y] of the SDGM: the decoder's mean averaged over a ~ p(a | z, y), by Monte Carlo
+    with enough draws of a that its error is small beside the tests' tolerance."""
+    zy = join(v, m.one_hot(y))
+    draws = max(50, 200_000 // v.shape[0])
+    a = m.p_a(zy).sample((draws,))
+    return m.likelihood.mean(m.decoder(join(zy.expand(draws, *zy.shape), a))).mean(0)
+
 
 NAMES = MODELS.names()
 LABELLED = [n for n in NAMES if n in SMALL and SMALL[n].labelled]

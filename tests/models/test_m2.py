@@ -69,19 +69,45 @@ def test_the_vae_guides_and_priors_fit_m2(guide: str, prior: str) -> None:
 
 def test_labelled_subset_is_class_balanced_disjoint_and_seeded() -> None:
     labels = torch.arange(1000) % 10
-    lab, val, unl = split_labels(labels, 53, 100, 10, seed=3)
+    split = split_labels(labels, 10, seed=3, budget=53, extra_val=100)
+    lab, val, unl = split.labelled, split.val, split.unlabelled
     counts = torch.bincount(labels[lab], minlength=10)
     assert counts.sum() == 53 and counts.min() == 5 and counts.max() == 6
     assert val.numel() == 100 and unl.numel() == 1000 - 153
+    assert split.labels_used == 153 and split.counts()["extra_val_labels"] == 100
     everything = torch.cat([lab, val, unl])
     assert everything.unique().numel() == 1000
-    again = split_labels(labels, 53, 100, 10, seed=3)
-    assert all(torch.equal(a, b) for a, b in zip((lab, val, unl), again))
-    assert not torch.equal(
-        split_labels(labels, 53, 100, 10, seed=4)[0].sort().values, lab.sort().values
-    )
+    again = split_labels(labels, 10, seed=3, budget=53, extra_val=100)
+    assert all(torch.equal(a, b) for a, b in zip(split, again))
+    other = split_labels(labels, 10, seed=4, budget=53, extra_val=100)
+    assert not torch.equal(other.labelled.sort().values, lab.sort().values)
     with pytest.raises(ConfigError, match="--labels 10 or more"):
-        split_labels(labels, 5, 100, 10, seed=0)
+        split_labels(labels, 10, seed=0, budget=5)
+
+
+def test_validation_labels_come_out_of_the_budget_class_balanced() -> None:
+    labels = torch.arange(1000) % 10
+    split = split_labels(labels, 10, seed=1, budget=100, val_labels=20)
+    assert split.labels_used == 100 and split.extra.numel() == 0
+    assert split.labelled.numel() == 80 and split.val.numel() == 20
+    assert set(split.val.tolist()) | set(split.labelled.tolist()) == set(split.budget.tolist())
+    assert torch.bincount(labels[split.val], minlength=10).tolist() == [2] * 10
+    assert torch.bincount(labels[split.labelled], minlength=10).tolist() == [8] * 10
+    with pytest.raises(ConfigError, match="--val-labels 100 leaves none"):
+        split_labels(labels, 10, seed=1, budget=100, val_labels=100)
+
+
+def test_a_data_set_with_minus_one_labels_brings_its_own_split() -> None:
+    labels = torch.full((200,), -1)
+    labels[:30] = torch.arange(30) % 3
+    split = split_labels(labels, 3, seed=0, val_labels=6)
+    assert sorted(split.budget.tolist()) == list(range(30))
+    assert split.labelled.numel() == 24 and split.labels_used == 30
+    assert sorted(split.unlabelled.tolist()) == list(range(30, 200))
+    with pytest.raises(ConfigError, match="its 30 labelled rows are the labels; drop --labels"):
+        split_labels(labels, 3, seed=0, budget=10)
+    with pytest.raises(ConfigError, match="--val-size 5 takes validation labels beyond"):
+        split_labels(labels, 3, seed=0, extra_val=5)
 
 
 def m2_config(labels: int = 50, epochs: int = 2, seed: int = 0, **model_options) -> RunConfig:
@@ -100,10 +126,15 @@ def test_m2_with_50_labels_beats_a_classifier_trained_on_the_50_labels_alone() -
     data = load_dataset(DataConfig("digits"))
     m2_acc, sup_acc = [], []
     for seed in range(3):
-        r = train(m2_config(labels=50, epochs=20, seed=seed), dataset=data, progress=False)
+        # selected, as the baseline is, with validation labels beyond the budget (counted)
+        cfg = m2_config(
+            labels=50, epochs=20, seed=seed, val_size=default_val_size(data.train.shape[0])
+        )
+        r = train(cfg, dataset=data, progress=False)
         m2_acc.append(r.model.accuracy(data.test, data.test_labels))
         n = data.train.shape[0]
-        lab, val, _ = split_labels(data.train_labels, 50, default_val_size(n), 10, seed)
+        split = split_labels(data.train_labels, 10, seed, budget=50, extra_val=default_val_size(n))
+        lab, val = split.labelled, split.val
         torch.manual_seed(seed)
         sup_acc.append(
             supervised_baseline(
@@ -122,9 +153,9 @@ def test_m2_with_50_labels_beats_a_classifier_trained_on_the_50_labels_alone() -
 
 
 def test_resume_gives_the_uninterrupted_run_and_keeps_the_best_epoch(tmp_path: Path) -> None:
-    straight = train(m2_config(epochs=3), tmp_path / "a", progress=False)
-    train(m2_config(epochs=2), tmp_path / "b", progress=False)
-    resumed = train(m2_config(epochs=3), tmp_path / "b", resume=True, progress=False)
+    straight = train(m2_config(epochs=3, val_labels=10), tmp_path / "a", progress=False)
+    train(m2_config(epochs=2, val_labels=10), tmp_path / "b", progress=False)
+    resumed = train(m2_config(epochs=3, val_labels=10), tmp_path / "b", resume=True, progress=False)
     for a, b in zip(straight.history, resumed.history):
         assert a["val_accuracy"] == b["val_accuracy"] and a["train_elbo"] == pytest.approx(
             b["train_elbo"]
@@ -153,6 +184,8 @@ def test_cli_trains_evaluates_and_draws_m2(tmp_path: Path, capsys) -> None:
         "32",
         "--latent-dim",
         "2",
+        "--val-labels",
+        "10",
     ]
     assert main(["train", "--run-dir", str(run), "--no-progress", *args]) == 0
     capsys.readouterr()
@@ -212,7 +245,7 @@ def test_m2_needs_labels_and_vae_refuses_them(tmp_path: Path, capsys) -> None:
         == 2
     )
     assert (
-        "--labels is not used by --model vae; it is an option of m1m2, m2"
+        "--labels is not used by --model vae; it is an option of adgm, m1m2, m2, sdgm"
         in capsys.readouterr().err
     )
 
@@ -230,6 +263,8 @@ def test_train_reports_the_epoch_it_keeps(tmp_path: Path, capsys) -> None:
         "32",
         "--latent-dim",
         "2",
+        "--val-labels",
+        "10",
     ]
     assert main(["train", "--run-dir", str(run), "--no-progress", "--no-plots", *args]) == 0
     printed = capsys.readouterr().out.splitlines()[-1]

@@ -63,7 +63,8 @@ def stacked_config(epochs: int = 3, m1_epochs: int = 1, seed: int = 0) -> RunCon
             "m1m2",
             latent_dim=6,
             hidden=(32,),
-            model_options={"m1_epochs": m1_epochs, "labels": 50},
+            # selection by 10 of the 50 labels
+            model_options={"m1_epochs": m1_epochs, "labels": 50, "val_labels": 10},
         ),
         train=TrainConfig(epochs=epochs, batch_size=128, lr=3e-3, seed=seed, device="cpu"),
     )

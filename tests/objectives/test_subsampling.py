@@ -17,7 +17,8 @@ import torch
 
 from pyro_vae import evaluate
 from pyro_vae.errors import ConfigError
-from pyro_vae.objectives import OBJECTIVES, build_objective, log_weights
+from pyro_vae.objectives import OBJECTIVES, NeedsDataSize, build_objective, log_weights
+from pyro_vae.objectives.base import unwrapped
 from pyro_vae.objectives.importance import log_mean_exp
 
 from .linear_gaussian import LinearGaussian, SubsampledLinearGaussian, guide_noise_z
@@ -72,6 +73,8 @@ def test_every_objective_is_total_over_b_times_its_minibatch_loss(name, weightin
     plain, sub = _pair()
     x = plain.sample_x(B)
     objective = build_objective(name, K, **weighting, **_options(name))
+    if isinstance(unwrapped(objective), NeedsDataSize):
+        unwrapped(objective).set_data_size(TOTAL)  # what the plan tells it; the plain plate cannot
     expected = TOTAL / B * _seeded(objective.loss, plain.model, plain.guide, x)
     assert _seeded(objective.loss, sub.model, sub.guide, x) == pytest.approx(expected, rel=1e-5)
 
