@@ -3,19 +3,18 @@
 The one module that knows every family at once. Below it each part owns its options and checks them
 (:mod:`pyro_vae.data`, :mod:`pyro_vae.engine`, :mod:`pyro_vae.loggers`, the objectives, the models
 and their guides, priors and likelihoods); :mod:`pyro_vae.config` is a leaf that only reads, writes and
-types the fields. The trainer and the command line call :func:`validate` and :func:`model_for`; every reader of a
-run's checkpoint calls :func:`read_checkpoint`.
+types the fields. The trainer and the command line call :func:`validate`, :func:`model_for` and
+:func:`training_parts`; every reader of a run's checkpoint calls :func:`read_checkpoint`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from pyro.optim import PyroOptim
 
 from .checkpoint import load_checkpoint
 from .config import RunConfig
@@ -25,7 +24,9 @@ from .errors import CheckpointError, ConfigError
 from .loggers import check_loggers
 from .models import MODELS, Model, build_model, check_model_options
 from .models.base import as_model, check_parts_config
-from .objectives.kl import objective_options
+from .objectives.kl import objective_for, objective_options
+from .optim import adam
+from .plan import TrainingPlan
 
 
 def validate(
@@ -56,6 +57,18 @@ def validate(
     return config
 
 
+def training_parts(
+    config: RunConfig, model: Model, data: Dataset
+) -> tuple[PyroOptim, TrainingPlan]:
+    """The optimiser and the epoch of steps that train ``model`` on ``data`` as ``config`` says:
+    Adam, the configured objective with its KL weighting, and the model's own training plan."""
+    optim = adam(config.train.lr)
+    plan = model.training_plan(data, config, optim, objective_for(config.train))
+    if not isinstance(plan, TrainingPlan):
+        raise TypeError(f"{type(model).__name__}.training_plan must return a TrainingPlan")
+    return optim, plan
+
+
 def model_for(config: RunConfig, data: Dataset, model: Any | None = None) -> Model:
     """The run's model: ``model`` where one was passed (a plain object with Pyro ``model`` and
     ``guide`` methods is wrapped into a :class:`~pyro_vae.Model` here, once), else the registered
@@ -63,11 +76,6 @@ def model_for(config: RunConfig, data: Dataset, model: Any | None = None) -> Mod
     if model is None:
         return build_model(config.model, data.x_shape, data.num_classes)
     return as_model(model)
-
-
-def model_class(model: nn.Module | Callable | None) -> type | None:
-    """The class whose declarations (options, objectives) a model object is checked against."""
-    return None if model is None else type(as_model(model))
 
 
 def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

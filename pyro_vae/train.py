@@ -18,7 +18,7 @@ from torch import nn
 
 from . import evaluate
 from .boundary import check_fast_on, check_train_arguments
-from .build import model_for, read_checkpoint, validate
+from .build import model_for, read_checkpoint, training_parts, validate
 from .checkpoint import (
     CHECKPOINT,
     CONFIG,
@@ -38,10 +38,8 @@ from .inventory import check_model_memory, user_parts
 from .loggers import open_loggers
 from .models import MODELS, Model, as_model
 from .nn import network_precision
-from .objectives import objective_for
-from .optim import adam
 from .paramstore import OwnParameters
-from .plan import Feed, TrainingPlan
+from .plan import Feed
 from .progress import check_mode, epoch_line
 from .progress import outputs as progress_outputs
 from .runs import MODEL_TEXT, data_spec, load_run, resolve_device  # noqa: F401 (load_run: pyro_vae.train.load_run)
@@ -209,11 +207,7 @@ def _train(
     model.to(device)
     data = data.to(device, loading=config.data.loading, workers=config.data.workers)
 
-    optim = adam(tcfg.lr)
-    objective = objective_for(tcfg)
-    plan = model.training_plan(data, config, optim, objective)
-    if not isinstance(plan, TrainingPlan):
-        raise TypeError(f"{type(model).__name__}.training_plan must return a TrainingPlan")
+    optim, plan = training_parts(config, model, data)
     prefix = model.store_prefix()
     feed = Feed(data, tcfg.seed, engine.rank, engine.world)
 

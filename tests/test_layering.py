@@ -206,7 +206,7 @@ def type_dispatch(root: Path = PACKAGE, concrete: dict[str, str] | None = None) 
     return out
 
 
-#: hooks that were looked up with getattr and are contract methods now
+#: contract methods, which code calls on the contract rather than looking them up as optional hooks
 CONTRACT_METHODS = ("vamp_component", "set_epoch", "continue_at", "kl_weight")
 
 
@@ -252,3 +252,14 @@ def test_no_dispatch_on_concrete_model_classes_or_class_names():
 
 def test_contract_methods_are_not_looked_up_as_optional_hooks():
     assert getattr_hooks() == []
+
+
+def test_config_is_a_leaf_and_the_build_layer_knows_the_parts():
+    graph = import_graph()
+    assert graph["pyro_vae.config"] <= {"pyro_vae.errors", "pyro_vae.registry"}
+    # the parts never import the layer that composes them
+    parts = ("models", "guides", "priors", "likelihoods", "objectives", "data", "engine", "loggers")
+    importers = {m for m, targets in graph.items() if "pyro_vae.build" in targets}
+    assert importers and not {
+        m for m in importers if m.split(".")[1] in (*parts, "plan", "config", "evaluate", "kernel")
+    }, importers
