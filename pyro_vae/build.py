@@ -82,9 +82,7 @@ def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     """:func:`pyro_vae.checkpoint.load_checkpoint`, with the configuration inside checked as a new
     one is (:func:`received_config`): every reader of a run goes through here, so a received run is
     never acted on before its configuration passes."""
-    payload = load_checkpoint(path, map_location)
-    payload["config"] = received_config(payload["config"], Path(path))
-    return payload
+    return load_checkpoint(path, map_location, check_config=received_config)
 
 
 def received_config(config: RunConfig, path: Path) -> RunConfig:

@@ -10,7 +10,7 @@ import fcntl
 import io
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +114,16 @@ def save_checkpoint(path: Path, config: RunConfig, epoch: int, **state: Any) -> 
     atomic_write_bytes(path, lambda f: f.write(buffer.getbuffer()))
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: Path,
+    map_location: str | torch.device = "cpu",
+    *,
+    check_config: Callable[[RunConfig, Path], RunConfig] | None = None,
+) -> dict[str, Any]:
+    """The checkpoint at ``path`` (a file or a run directory), its structure checked entry by entry.
+
+    ``check_config`` checks the configuration inside before anything is read against it (the build
+    layer passes its validation: :func:`pyro_vae.build.read_checkpoint`)."""
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT
@@ -146,6 +155,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise CheckpointError(
             f"{path} holds a configuration this pyro-vae cannot read: {e}"
         ) from None
+    if check_config is not None:
+        payload["config"] = check_config(payload["config"], path)
     check_progress(payload, path)
     bad = non_finite({k: payload.get(k, {}) for k in ("model", "optim", "plan")})
     if bad is not None:

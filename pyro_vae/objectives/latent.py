@@ -21,6 +21,7 @@ from pyro.infer import ELBO
 from pyro.poutine.util import site_is_subsample
 from pyro.util import warn_if_nan
 
+from ..describe import Described
 from ..errors import ConfigError
 from .importance import DATA_PLATE, data_frame
 
@@ -62,7 +63,7 @@ def _per_datum(site: dict[str, Any], batch: int, data_plate: str) -> torch.Tenso
     return lp.reshape(lp.shape[0], -1).sum(1)
 
 
-class LatentObjective(ELBO):
+class LatentObjective(Described, ELBO):
     """Base of the objectives computed from :class:`Latents`; ``num_particles`` draws, averaged.
 
     A subclass implements :meth:`particle_loss`. ``name`` is the objective's registered name, for
