@@ -222,7 +222,6 @@ def _edit_config(run: Path, section: str, **values) -> None:
         ("model", {"hidden": [10**9]}, "--hidden 1000000000 is larger than pyro-vae allows"),
         ("train", {"epochs": -4}, "--epochs must be a positive integer"),
         ("model", {"guide": "no-such-guide"}, "unknown guide 'no-such-guide'"),
-        ("data", {"binarize": "half"}, "unknown binarization"),
     ],
 )
 def test_a_received_configuration_is_validated(run, section, values, message, capsys) -> None:
