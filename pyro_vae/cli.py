@@ -70,6 +70,8 @@ class Option:
     metavar: str | None = None
     nargs: str | None = None
     type: Any = str
+    #: "extend" for KEY=VALUE pairs, so a repeated flag adds its pairs rather than replacing them
+    action: str | None = None
 
 
 def _default_text(f: dataclasses.Field, meta: Mapping[str, Any]) -> str:
@@ -100,7 +102,9 @@ def options() -> list[Option]:
             if meta.get("choices"):
                 text += f"; one of: {', '.join(registry(meta['choices']).names())}"
             if typing.get_origin(hints[f.name]) is dict:
-                out.append(Option(flags, target + "[]", text, "KEY=VALUE", "+", _key_value))
+                out.append(
+                    Option(flags, target + "[]", text, "KEY=VALUE", "+", _key_value, "extend")
+                )
                 for flag, key, metavar, alias_help in meta.get("aliases", ()):
                     out.append(Option((flag,), f"{target}[{key}]", alias_help, metavar))
                 continue
@@ -126,6 +130,14 @@ def _apply(config: Any, overrides: dict[str, Any]) -> Any:
         if name.endswith("]"):  # "dict[]": a list of (key, value) pairs; "dict[key]": one value
             name, key = name[:-1].split("[", 1)
             merged = dict(getattr(sections[section], name))
+            if key == "":
+                keys = [k for k, _ in value]
+                twice = sorted({k for k in keys if keys.count(k) > 1})
+                if twice:
+                    what = name.removesuffix("_options").replace("_", " ")
+                    raise UsageError(
+                        f"the {what} option {', '.join(twice)} is given more than once; give it once"
+                    )
             merged.update(dict(value) if key == "" else {key: value})
             value = merged
         elif isinstance(value, list):
@@ -151,6 +163,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
             dest=opt.target,
             type=opt.type,
             nargs=opt.nargs,
+            **({"action": opt.action} if opt.action else {}),
             metavar=opt.metavar,
             help=opt.help.replace("%", "%%"),  # argparse %-formats help strings
             default=argparse.SUPPRESS,

@@ -20,6 +20,11 @@ from pyro_vae.train import train  # what the command line runs: its errors name 
 AUDIT: dict[str, tuple[list[str], list[str]]] = {
     "--dataset": ([], ["--dataset", "{other}"]),
     "--data-dir": ([], ["--data-dir", "{tmp}"]),
+    # the flag repeated: a second --dataset-opt adds its pairs to the first's
+    "--dataset-opt": (
+        ["--dataset", "dsprites", "--dataset-opt", "size=32", "--dataset-opt", "test_size=16"],
+        ["--dataset-opt", "split_seed=1"],
+    ),
     "--binarize": ([], ["--binarize", "static"]),
     "--test-fraction": ([], ["--test-fraction", "0.3"]),
     "--latent-dim": ([], ["--latent-dim", "3"]),
@@ -72,9 +77,6 @@ EXEMPT = {
     "--num-nodes": "starts processes on other machines (refusals: tests/test_engine.py)",
     "--strategy": "how the processes of --devices run (tests/test_distributed.py)",
     "--logger": "writes logs beside the run, not the result (tests/test_loggers.py)",
-    # a training run on the rendered dSprites, even of 32 images, takes minutes (something in its
-    # data path scales with the full 737,280 images); its options are checked in test_dsprites.py
-    "--dataset-opt": "the rendered dSprites' size and split (tests/test_dsprites.py)",
 }
 
 
@@ -149,3 +151,13 @@ def test_no_option_is_silently_ignored(model, files) -> None:
     assert not ignored, f"--model {model}: options accepted but not used: {ignored}"
     # the audit means something only if each model takes some options and refuses others
     assert 0 < len(refused) < len(AUDIT)
+
+
+def test_a_repeated_pairs_flag_adds_its_pairs_and_a_repeated_key_is_refused() -> None:
+    argv = ["--dataset", "dsprites", "--dataset-opt", "size=32", "split_seed=1"]
+    config = train_config(argv + ["--dataset-opt", "test_size=16"])
+    assert dict(config.data.dataset_options) == {"size": 32, "split_seed": 1, "test_size": 16}
+    with pytest.raises(PyroVAEError, match="size is given more than once"):
+        train_config(
+            ["--dataset", "dsprites", "--dataset-opt", "size=32", "--dataset-opt", "size=8"]
+        )
