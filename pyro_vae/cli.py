@@ -8,6 +8,7 @@ with the run and checked on ``--resume`` in one place.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -19,7 +20,7 @@ import traceback
 import types
 import typing
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -503,6 +504,22 @@ def train_config(argv: Sequence[str]) -> RunConfig:
 _DEFAULT_RUN_DIR = "PYRO_VAE_DEFAULT_RUN_DIR"
 
 
+@contextlib.contextmanager
+def _default_run_dir(run_dir: Path, share: bool) -> Iterator[None]:
+    """``run_dir`` in the environment while the command runs (``share``): the processes a
+    data-parallel run starts re-run the command and inherit the launching process's environment,
+    so the default directory is named once, there. Never beyond the command: a later command in
+    the same Python process names its own."""
+    if not share or _DEFAULT_RUN_DIR in os.environ:
+        yield
+        return
+    os.environ[_DEFAULT_RUN_DIR] = str(run_dir)
+    try:
+        yield
+    finally:
+        os.environ.pop(_DEFAULT_RUN_DIR, None)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from . import progress
     from .checkpoint import CONFIG
@@ -517,10 +534,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         or Path("runs")
         / f"{Path(config.data.dataset).stem}-{config.model.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
-    if not args.run_dir and config.train.devices * config.train.num_nodes > 1:
-        os.environ.setdefault(_DEFAULT_RUN_DIR, str(run_dir))
     mode = "off" if args.quiet else "lines" if args.no_progress else "auto"
-    result = train(config, run_dir, resume=args.resume, progress=mode)
+    with _default_run_dir(
+        run_dir, not args.run_dir and config.train.devices * config.train.num_nodes > 1
+    ):
+        result = train(config, run_dir, resume=args.resume, progress=mode)
     if result.rank != 0:  # rank 0 draws and reports
         return 0
     if not args.no_plots:

@@ -172,6 +172,7 @@ class Engine:
         self.fabric.launch()
         self.rank, self.world = self.fabric.global_rank, self.fabric.world_size
         self.device = self.fabric.device
+        _destroy_at_exit()
 
     def attach(self, model: nn.Module) -> None:
         """Wrap ``model`` (all its parameters made) for the steps: in DDP for several processes."""
@@ -182,19 +183,41 @@ class Engine:
         """``value`` averaged over the processes, as a float (the same on every process)."""
         value = value.detach()
         if self.distributed:
-            value = self.fabric.all_reduce(value, reduce_op="mean")
+            import torch.distributed as dist
+
+            value = value.to(self.device, copy=True)
+            self._collective(dist.all_reduce, value)
+            value = value / self.world
         return float(value)
 
     def any(self, flag: bool) -> bool:
         """Whether ``flag`` holds on any process."""
         if not self.distributed:
             return flag
+        import torch.distributed as dist
+
         t = torch.tensor([float(flag)], device=self.device)
-        return bool(self.fabric.all_reduce(t, reduce_op="sum").item() > 0)
+        self._collective(dist.all_reduce, t)
+        return bool(t.item() > 0)
 
     def broadcast(self, obj: Any) -> Any:
-        """Rank 0's ``obj`` on every process."""
-        return self.fabric.broadcast(obj, src=0) if self.distributed else obj
+        """Rank 0's ``obj`` (a picklable value) on every process."""
+        if not self.distributed:
+            return obj
+        import pickle
+
+        import torch.distributed as dist
+
+        data = pickle.dumps(obj) if self.is_main else b""
+        size = torch.tensor([len(data)], dtype=torch.int64, device=self.device)
+        self._collective(dist.broadcast, size, src=0)
+        if self.is_main:
+            payload = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(self.device)
+        else:
+            payload = torch.empty(int(size.item()), dtype=torch.uint8, device=self.device)
+        self._collective(dist.broadcast, payload, src=0)
+        # rank 0's own object, unchanged; the others unpickle what this same program sent
+        return obj if self.is_main else pickle.loads(payload.cpu().numpy().tobytes())
 
     def gather(self, state: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """Every process's ``state`` (tensors of the same shapes on each), in rank order."""
@@ -205,10 +228,46 @@ class Engine:
         out: list[dict[str, torch.Tensor]] = [{} for _ in range(self.world)]
         for key, value in sorted(state.items()):
             parts = [torch.empty_like(value, device=self.device) for _ in range(self.world)]
-            dist.all_gather(parts, value.to(self.device))
+            self._collective(dist.all_gather, parts, value.to(self.device, copy=True))
             for r, part in enumerate(parts):
                 out[r][key] = part.cpu()
         return out
+
+    def _collective(self, op: Callable[..., Any], *tensors: Any, **kwargs: Any) -> None:
+        """``op(*tensors, **kwargs)`` (a ``torch.distributed`` collective), and back only once the
+        process group's worker threads have let go of the tensors.
+
+        Why: gloo runs a collective on a worker thread, which drops its own references to the
+        tensors a moment *after* ``wait()`` has returned here. A tensor that Python has dropped
+        by then is freed on that thread, which must take the GIL to free its Python object; at
+        interpreter exit Python ends a thread that asks for the GIL (``pthread_exit``) and the
+        unwinding through gloo's loop aborts the whole process ("terminate called without an
+        active exception"). Holding the tensors here until the workers have released them keeps
+        every such free on this thread, whatever the timing (tests/test_distributed.py).
+        """
+        flat = [t for x in tensors for t in (x if isinstance(x, list) else [x])]
+        counts = [t._use_count() for t in flat]
+        op(*tensors, **kwargs)
+        _released(flat, counts)
+
+    def close(self, *, clean: bool = True) -> None:
+        """The end of this process's part in the run; every process calls it.
+
+        ``clean`` (the run ended normally on every process): a barrier first, so that no process
+        leaves while another still needs it (rank 0 hosts the rendezvous store under Fabric's
+        launcher). After a failure the others may be anywhere, so no collective is attempted.
+        Then the DDP wrapper is dropped. The process group stays for a further run in this
+        process (Fabric joins it once per process); :func:`_destroy_at_exit` destroys it.
+        """
+        if self.fabric is None:
+            return
+        import torch.distributed as dist
+
+        if clean and self.distributed and dist.is_initialized():
+            work = dist.barrier(async_op=True)
+            work.wait()
+            del work
+        self.module = None
 
     def stop_others(self, grace: float = 5.0) -> None:
         """After a failure on the launching process: end the processes it started. Those that
@@ -223,6 +282,40 @@ class Engine:
             if proc.poll() is None:
                 with contextlib.suppress(OSError):
                     proc.kill()
+
+
+def _released(tensors: list[torch.Tensor], counts: list[int], timeout: float = 60.0) -> None:
+    """Wait (the GIL released) until no one but their holders before the collective refers to
+    ``tensors``: the process group's worker threads have dropped them (see
+    :meth:`Engine._collective`). Bounded: a worker stuck past ``timeout`` seconds is left to the
+    process group's own timeout."""
+    deadline = time.monotonic() + timeout
+    delay = 1e-5
+    for t, before in zip(tensors, counts):
+        while t._use_count() > before and time.monotonic() < deadline:
+            time.sleep(delay)
+            delay = min(delay * 2, 1e-3)
+
+
+_EXIT_HOOK: list[bool] = []
+
+
+def _destroy_at_exit() -> None:
+    """Destroy the default process group when this process exits (once; PyTorch asks every
+    process to call ``destroy_process_group`` before it ends; Fabric does it for NCCL alone)."""
+    if _EXIT_HOOK:
+        return
+    import atexit
+
+    def destroy() -> None:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            with contextlib.suppress(Exception):
+                dist.destroy_process_group()
+
+    atexit.register(destroy)
+    _EXIT_HOOK.append(True)
 
 
 _CURRENT: ContextVar[Engine | None] = ContextVar("pyro_vae_engine", default=None)

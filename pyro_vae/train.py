@@ -139,7 +139,9 @@ def train(
     except BaseException:
         if engine.is_main and engine.distributed:
             engine.stop_others()
+        engine.close(clean=False)
         raise
+    engine.close()  # every process: the run's end, reached together
     if given is not None:
         result.model = given  # the object the caller passed, trained
     return result

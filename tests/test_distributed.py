@@ -62,7 +62,15 @@ def ddp(
         timeout=300,
     )
     assert out.returncode == returncode, out.stdout[-3000:] + out.stderr[-3000:]
+    _no_abort(out)
     return out
+
+
+def _no_abort(out: subprocess.CompletedProcess[str]) -> None:
+    """No process of the run aborted, rank 1 included: its stderr is the launching process's,
+    but its exit status is not (it may abort after rank 0 has exited with 0)."""
+    for sign in ("terminate called", "Fatal Python error", "SIGABRT"):
+        assert sign not in out.stderr, out.stderr[-3000:]
 
 
 _RANK_VARIABLES = {"LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT"}
@@ -150,16 +158,6 @@ def _initial(config: object) -> dict[str, torch.Tensor]:
     return build_model(config.model, ds.x_shape, ds.num_classes).state_dict()  # type: ignore[attr-defined]
 
 
-# Inside the whole suite (not alone) the 2-process run aborts at exit with "terminate called without
-# an active exception" since this session's merges: a known defect, reported in the closing note and
-# to be found, not a result this test vouches for until then.
-_EXIT_ABORT = pytest.mark.xfail(
-    reason="a 2-process run aborts at exit inside the full suite (known defect, under investigation)",
-    strict=False,
-)
-pytestmark = _EXIT_ABORT  # any of the 2-process runs here (a different one from run to run)
-
-
 def test_ddp_resume_equals_uninterrupted_and_reloads_in_one_process(
     data: Path, tmp_path: Path
 ) -> None:
@@ -223,6 +221,7 @@ def test_every_model_and_objective_trains_data_parallel(data: Path, tmp_path: Pa
         timeout=400,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    _no_abort(run)
     records = json.loads(out.read_text())
     assert set(records) == set(CONFIGURATIONS)
     assert all(r["test_elbo"] < 0 for r in records.values())
@@ -237,5 +236,6 @@ def test_torchrun_launches_a_run_as_fabric_documents(data: Path, tmp_path: Path)
     cmd += ["--device", "cpu", *COMMON[:-4], "--epochs", "1", "--run-dir", "run", "--no-plots"]
     run = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    _no_abort(run)
     assert run.stdout.count("run written to run") == 1  # rank 0 reports, rank 1 does not
     assert len(load_checkpoint(tmp_path / "run")["rng"]["ranks"]) == 2

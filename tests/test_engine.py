@@ -5,6 +5,8 @@ Runs of several processes are in tests/test_distributed.py.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyro
 import pytest
 import torch
@@ -134,3 +136,50 @@ def test_a_process_count_other_than_torchrun_started_is_refused(
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
     with pytest.raises(PyroVAEError, match="torchrun started 4 processes, but --devices 1"):
         engine_for(TrainConfig(device="cpu"), torch.device("cpu"))
+
+
+def test_a_collective_returns_only_once_the_workers_let_go_of_its_tensors() -> None:
+    """gloo drops its references to a collective's tensors on its worker thread a moment after
+    the collective has returned. A tensor that Python has dropped by then is freed on that thread,
+    which must take the GIL; at interpreter exit Python ends such a thread and the process aborts
+    ("terminate called without an active exception"). The engine's collectives come back only
+    once the workers have let go, so every tensor is freed on the caller's thread."""
+    import torch.distributed as dist
+
+    from pyro_vae.engine import Engine
+
+    if dist.is_initialized():
+        pytest.skip("a process group is already initialized in this process")
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        engine = Engine(torch.device("cpu"))
+        held = 0
+        for _ in range(300):
+            t, parts = torch.ones(3), [torch.empty(3)]
+            before = t._use_count(), parts[0]._use_count()
+            engine._collective(dist.all_reduce, t)
+            engine._collective(dist.all_gather, parts, t)
+            held += (t._use_count(), parts[0]._use_count()) != before
+        assert held == 0
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_data_parallel_command_leaves_no_default_run_dir_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default run directory a data-parallel command shares with the processes it starts
+    lives in the environment for that command only: a later command in the same Python process
+    names its own."""
+    import os
+
+    from pyro_vae.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("PYRO_VAE_DEFAULT_RUN_DIR", "MASTER_ADDR", "SLURM_NTASKS", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    # refused inside train() (no cluster launched it), after the directory was named and before
+    # any process started
+    argv = ["train", "--num-nodes", "2", "--devices", "1", "--device", "cpu"]
+    assert main(argv) == 2
+    assert "PYRO_VAE_DEFAULT_RUN_DIR" not in os.environ
