@@ -253,6 +253,20 @@ class Model(Described, nn.Module):
         """``n`` draws ``(n, D)`` of the traversed latent from its prior."""
         return self.prior().sample((n,))
 
+    def decoder_input(self, z: Tensor, label: int | None = None) -> Tensor:
+        """The point ``decode_mean`` takes (``latent_mean``'s space) for values ``z`` ``(N, D)`` of
+        the traversed latent, drawn without data (a traversal from the prior): ``z`` itself.
+
+        A model over labelled data (:attr:`num_classes`) puts class ``label`` next to z and
+        overrides this; here a label is refused, since the model has none to condition on.
+        """
+        if label is not None:
+            raise ConfigError(
+                f"label={label!r}: {type(self.recorded()).__name__} is not conditioned on labels, "
+                "so there is no class to set; leave label out"
+            )
+        return z
+
     def vamp_component(self, u: Tensor) -> Distribution:
         """The VampPrior's components for pseudo-inputs ``u`` (:class:`~pyro_vae.priors.VampPrior`):
         by default ``q.prior_component(encoder(u))``, q(z|u) for Gaussian guides and the Gaussian base
