@@ -295,13 +295,13 @@ def decoder_sensitivity(
         device, dtype = _device(wrapped, values), _float_dtype(wrapped)
         values = values.to(device=device, dtype=dtype)
         centre = centre.to(device=device, dtype=dtype)
-        base = model.decode_mean(wrapped.decoder_input(centre.unsqueeze(0), label))
         out = []
         for d in range(centre.shape[-1]):
-            z = centre.expand(len(probs), -1).clone()
-            z[:, d] = values[:, d]
-            moved = model.decode_mean(wrapped.decoder_input(z, label))
-            out.append((moved - base).double().pow(2).mean().sqrt())
+            # the centre decoded in the same batch: a dimension the decoder ignores scores 0 exactly
+            z = centre.expand(len(probs) + 1, -1).clone()
+            z[1:, d] = values[:, d]
+            images = model.decode_mean(wrapped.decoder_input(z, label))
+            out.append((images[1:] - images[:1]).double().pow(2).mean().sqrt())
     return torch.stack(out).cpu().numpy()
 
 
