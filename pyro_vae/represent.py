@@ -6,8 +6,9 @@ reads from it.
 - :func:`linear_probe` / :func:`pixel_probe`: logistic regression on the latent means (or on raw
   pixels, the baseline) of class-balanced training subsets of several sizes, scored on a test set;
   :func:`logistic_probe` is the same on features computed elsewhere.
-- :func:`latent_kl_per_dim`, :func:`prior_draws`, :func:`prior_quantiles`: per-dimension summaries
-  of the latent against its prior, for the latent traversal figure (:func:`pyro_vae.plots.traversal`).
+- :func:`latent_kl_per_dim`, :func:`prior_draws`, :func:`prior_quantiles`, :func:`prior_centre`,
+  :func:`decoder_sensitivity`: per-dimension summaries of the latent against its prior, for the
+  latent traversal figure (:func:`pyro_vae.plots.traversal`); the last two need no data.
 
 The latent these functions read ("the traversed latent") is the one ``model.latent_mean`` points at:
 z for the VAE, z1 for the hierarchical VAE, and for the label models (CVAE, M2, M1+M2), whose

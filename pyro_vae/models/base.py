@@ -101,7 +101,8 @@ class Model(Described, nn.Module):
 
     Evaluation, representations and figures ask a model, never its type: :meth:`representation`
     (by default ``latent_mean``/``encode``), :meth:`latent_prior` and :meth:`latent_prior_sample`
-    (by default ``prior()``), :meth:`vamp_component` (by default through ``q`` and ``encoder``),
+    (by default ``prior()``), :meth:`decoder_input` (by default the latent itself; the label models
+    add a class), :meth:`vamp_component` (by default through ``q`` and ``encoder``),
     :meth:`store_prefix`, :meth:`check_options`. A model-specific case overrides one of them in that
     model's own module. A Pyro pair that is not a ``Model`` is wrapped into one where it enters
     pyro-vae (:func:`as_model`).
