@@ -188,9 +188,22 @@ def test_load_run_serves_without_the_data(npz_run) -> None:
     x = torch.as_tensor(np.load(other)["x"][:8])
     assert torch.isfinite(pv.log_likelihood(model, x, num_samples=5)).all()
     assert model.latent_mean(x).shape == (8, 2)
-    from pyro_vae import plots
+    # what each serving command does, from Python: every figure, the encoding, the scores
+    from pyro_vae import plots, represent, scores
 
-    assert plots.traversal(model, path=run.parent / "t.png", steps=3) == run.parent / "t.png"
+    assert np.isfinite(pv.elbo(model, x))
+    assert represent.encode(model, x)["mean"].shape == (8, 2)
+    table = scores.score(model, x, num_samples=5, regret_steps=0, scores=("elbo", "log_px"))
+    assert np.isfinite(table["log_px"]).all() and table["elbo"].shape == (8,)
+    out = run.parent / "py"
+    out.mkdir(exist_ok=True)
+    for path in (
+        plots.samples(model, out / "s.png", n=4),
+        plots.reconstructions(model, x, out / "r.png", n=4),
+        plots.interpolation(model, x, out / "i.png", steps=3, pairs=2),
+        plots.traversal(model, path=out / "t.png", steps=3),  # no data: from the prior
+    ):
+        assert path is not None and path.stat().st_size > 0
     with pytest.raises(DataError, match="needs its training data"):
         data.test  # noqa: B018
 
@@ -201,6 +214,9 @@ def test_a_run_trained_on_python_data_serves_from_the_cli(tmp_path, capsys) -> N
     pv.train(tiny_config(epochs=1), tmp_path / "run", progress=False, dataset=shifted)
     out = tmp_path / "s.png"
     assert main(["sample", str(tmp_path / "run"), "-n", "4", "--out", str(out), "--quiet"]) == 0
+    out = tmp_path / "t.png"  # its data cannot be loaded: the traversal from the prior
+    assert main(["traverse", str(tmp_path / "run"), "--out", str(out), "--quiet"]) == 0
+    assert out.stat().st_size > 0
     capsys.readouterr()
     # its own data it cannot find: the error says how to pass them
     assert main(["evaluate", str(tmp_path / "run"), "--nll-samples", "0", "--quiet"]) == 2
@@ -300,6 +316,7 @@ def test_serving_commands_import_only_what_they_use(npz_run, tmp_path) -> None:
     for argv in (
         ["sample", str(run), "-n", "16", "--out", str(tmp_path / "s.png")],
         ["encode", str(run), "--data", str(other), "--out", str(tmp_path / "e.npz")],
+        ["traverse", str(run), "--steps", "3", "--out", str(tmp_path / "t.png")],
     ):
         done = subprocess.run(
             [sys.executable, "-c", script, *argv, "--quiet"],
