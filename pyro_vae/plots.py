@@ -291,7 +291,7 @@ def traversal_latents(
         wrapped = as_model(model, caller="traversal", pair=False)
         if label is None and wrapped.num_classes is not None:
             label = 0
-        # the model refuses a label it cannot take, or one outside its classes, before any work
+        # decoder_input refuses a label the model cannot take, or one outside its classes
         score = decoder_sensitivity(model, label=label, seed=seed)
         rows = _traversal_dims(dims, score, max_dims)
         with evaluating(wrapped), seeded(seed):
@@ -380,9 +380,10 @@ def traversal(
     width = max(4.0, 0.5 * steps) + 1.5  # room for the row labels
     fig, ax = _subplots(figsize=(width, (width - 1.5) * grid.shape[1] / grid.shape[2] + 0.8))
     ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
-    what = "KL" if x is not None else "change"
+    # the KL of an image's traversal, or the RMS change of the decoded image of one from the prior
+    label_of = (lambda s: f"KL {s:.2f}") if x is not None else (lambda s: f"change {s:.3g}")
     ax.set_yticks([1 + r * (h + 1) + (h - 1) / 2 for r in range(len(rows))])
-    ax.set_yticklabels([f"dim {d}  {what} {score[d]:.2f}" for d in rows], fontsize=8)
+    ax.set_yticklabels([f"dim {d}  {label_of(score[d])}" for d in rows], fontsize=8)
     ax.set_xticks([1 + c * (w + 1) + (w - 1) / 2 for c in range(steps)])
     ax.set_xticklabels([f"{p:.0%}" for p in traversal_probs(steps).tolist()], fontsize=7)
     ax.tick_params(length=0)
@@ -396,7 +397,7 @@ def traversal(
         base = "the prior's centre" + ("" if classes is None else f", class {label or 0}")
         order = "decoder sensitivity"
     order = "as listed" if dims is not None else f"dimensions by {order}"
-    ax.set_title(f"latent traversals of {base} (rows: {order})", fontsize=10)
+    ax.set_title(f"latent traversals of {base}\n(rows: {order})", fontsize=10)
     return _save(fig, path)
 
 
