@@ -12,7 +12,7 @@ from pyro.distributions import TorchDistribution
 from ..config import changed_fields
 from ..errors import ConfigError
 from ..plan import Feed, make_svi
-from .base import KL_WEIGHTING, MODELS, check_size, part_options, unique_name
+from .base import KL_WEIGHTING, MODELS, check_size, takes_options_of, unique_name
 from .cvae import join
 from .m2 import M2, SemiSupervisedPlan
 from .vae import VAE, _plate_size
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from pyro.infer import ELBO
     from pyro.optim import PyroOptim
 
-    from ..config import ModelConfig, RunConfig
+    from ..config import RunConfig
     from ..data import Dataset
 
 
@@ -69,18 +69,7 @@ class StackedM2(M2):
                 f"--epochs {epochs}), got {m1_epochs!r}"
             )
 
-    @classmethod
-    def from_config(
-        cls, config: ModelConfig, x_shape: Sequence[int], num_classes: int | None
-    ) -> StackedM2:
-        return cls(
-            x_shape,
-            num_classes,
-            latent_dim=config.latent_dim,
-            **part_options(config),
-            **config.model_options,
-        )
-
+    @takes_options_of(M2.__init__)
     def __init__(
         self,
         x_shape: Sequence[int],
@@ -89,12 +78,6 @@ class StackedM2(M2):
         latent_dim2: int = 0,
         *,
         m1_epochs: int | None = None,
-        labels: int = 0,
-        val_labels: int = 0,
-        patience: int = 0,
-        val_size: int | None = 0,
-        aux_weight: float | None = None,
-        labelled_every: int = 1,
         network: str = "mlp",
         network_options: Mapping[str, Any] | None = None,
         hidden: Sequence[int] = (500,),
@@ -117,12 +100,6 @@ class StackedM2(M2):
             likelihood="gaussian",
             likelihood_options={"learn_scale": True},
             name=name if name is not None else unique_name("m1m2"),
-            labels=labels,
-            val_labels=val_labels,
-            patience=patience,
-            val_size=val_size,
-            aux_weight=aux_weight,
-            labelled_every=labelled_every,
             **m2_parts,
         )
         if m1_epochs is not None and (isinstance(m1_epochs, bool) or m1_epochs < 0):
