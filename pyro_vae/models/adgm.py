@@ -89,7 +89,8 @@ class ADGM(M2):
     ``aux_dim`` is a's size (default: ``latent_dim``; the paper uses 100 for both). ``h``,
     ``aux_encoder`` and the classifier's body have the encoder's architecture (``network``,
     ``hidden``, ``activation``) with their own weights; the Gaussian heads have one hidden layer of
-    ``hidden[-1]`` units.
+    ``hidden[-1]`` units. The training plan's options (``labels``, ``val_labels``, ``patience``,
+    ``val_size``, ``aux_weight``, ``labelled_every``) are :class:`M2`'s.
     """
 
     #: a's place: False puts it after x (ADGM), True makes it a parent of x (SDGM)

@@ -53,7 +53,9 @@ class StackedM2(M2):
     ``latent_dim`` is z1's size, ``latent_dim2`` z's (0: the same). The networks (``network``,
     ``hidden``, ``activation``) and ``likelihood`` are M1's; M2's networks are MLPs of the same
     ``hidden`` sizes on z1. ``guide`` and ``prior`` are M2's q(z|z1, y) and p(z); M1 keeps the diagonal
-    Gaussian guide and the standard-normal prior of the paper.
+    Gaussian guide and the standard-normal prior of the paper. The training plan's options
+    (``labels``, ``val_labels``, ``patience``, ``val_size``, ``aux_weight``, ``labelled_every``)
+    are :class:`M2`'s.
     """
 
     #: KL weighting of M1's stage, whose objective is the configured one
