@@ -412,6 +412,12 @@ class LogisticMixtureLikelihood(Likelihood):
         self.bits = _check_bits(bits, "logistic-mixture")
         self.discrete_bins = _levels(self.bits)
         self.channels, self.pixels = _split_channels(self.x_shape)
+        if not coupling and self.channels == 1:
+            raise ConfigError(
+                "the logistic-mixture likelihood's option coupling=False changes nothing on "
+                f"single-channel images {tuple(self.x_shape)} (there are no channels to couple); "
+                "drop it"
+            )
         self.pairs = self.channels * (self.channels - 1) // 2 if coupling else 0
 
     @property
