@@ -284,8 +284,11 @@ class DiscretizedLogisticMixture(TorchDistribution):
         (the exact mode of a mixture has no closed form)."""
         kdim = -self.pixel_dims - 2
         k = self.logits.argmax(-self.pixel_dims - 1, keepdim=True)
+        # (K, *pixels) -> (K, 1, *pixels): one weight per component, shared by the channel axis
         onehot = (
-            torch.zeros_like(self.logits).scatter_(-self.pixel_dims - 1, k, 1.0).unsqueeze(kdim)
+            torch.zeros_like(self.logits)
+            .scatter_(-self.pixel_dims - 1, k, 1.0)
+            .unsqueeze(-self.pixel_dims - 1)
         )
         locs = (self.locs * onehot).sum(kdim)
         coeffs = (self.coeffs * onehot).sum(kdim)
