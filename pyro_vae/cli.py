@@ -214,6 +214,25 @@ def _add_import(p: argparse.ArgumentParser) -> None:
     )
 
 
+class DefaultsHelp(argparse.HelpFormatter):
+    """Help that names an option's default where it says something: not for switches (their help
+    says what they do), empty or unset values, or help that names its default itself."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or not action.option_strings
+            or action.nargs == 0  # --json, --no-figures: a switch
+            or default in (None, argparse.SUPPRESS)
+            or default == []
+        ):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, list | tuple) else "%(default)s"
+        return f"{text} (default: {shown})"
+
+
 class UsageError(PyroVAEError):
     """A command line argparse cannot parse."""
 
@@ -309,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
             name,
             help=help_text,
             description=help_text,
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+            formatter_class=DefaultsHelp,
         )
         q.add_argument("run", type=Path, help="run directory written by `pyro-vae train`")
         q.add_argument("--device", default="cpu", help="device to load the model on")

@@ -10,10 +10,11 @@ and unlabelled batches, M1+M2's two stages) lives in that model, not in the trai
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pyro import poutine
 from pyro.infer import ELBO, Trace_ELBO
@@ -49,6 +50,9 @@ _counters: dict[str, itertools.count] = {}
 #: sizes past this are typos (2**40 for 240), not experiments: refused before they become an
 #: allocation of terabytes
 MAX_SIZE = 2**16
+
+
+_Init = TypeVar("_Init", bound=Callable[..., None])
 
 
 def check_size(flag: str, value: int) -> None:
@@ -442,6 +446,46 @@ SHARED_ARGUMENTS = (
 #: typed from their annotations: adding one to the signature makes ``--model-opt KEY=VALUE`` (and
 #: ``pv.ModelConfig(model_options={KEY: VALUE})``) reach it, checked, with no other change.
 MODELS: Registry[type[Model]] = Registry("model", supplied=SHARED_ARGUMENTS)
+
+
+def takes_options_of(base_init: Callable[..., None]) -> Callable[[_Init], _Init]:
+    """Decorate a model's ``__init__`` whose ``**kwargs`` go on to ``base_init``, its base class's:
+    its signature then lists the base's own keyword options (those not in :data:`SHARED_ARGUMENTS`
+    and not named again) after its own options and before the shared arguments, with their types
+    and defaults. :data:`MODELS` types ``--model-opt`` from that signature and
+    :func:`~pyro_vae.describe.describe` records by it, so a subclass takes its base's options
+    without writing them out again."""
+    base = inspect.signature(base_init)
+
+    def decorate(init: _Init) -> _Init:
+        own = inspect.signature(init)
+        params = list(own.parameters.values())
+        inherited = [
+            p
+            for p in base.parameters.values()
+            if p.kind is p.KEYWORD_ONLY
+            and p.name not in own.parameters
+            and p.name not in SHARED_ARGUMENTS
+        ]
+        at = next(
+            (
+                i
+                for i, p in enumerate(params)
+                if (p.kind is p.KEYWORD_ONLY and p.name in SHARED_ARGUMENTS)
+                or p.kind is p.VAR_KEYWORD
+            ),
+            len(params),
+        )
+        init.__signature__ = own.replace(  # type: ignore[attr-defined]
+            parameters=[*params[:at], *inherited, *params[at:]]
+        )
+        init.__annotations__ = {
+            **init.__annotations__,
+            **{p.name: p.annotation for p in inherited},
+        }
+        return init
+
+    return decorate
 
 
 def _flag(target: str) -> str:
