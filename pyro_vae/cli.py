@@ -911,6 +911,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     config, model, data = load_run(args.run, args.device)
     device = _model_device(model)
     progress = _progress_on(args)
+    # the rows to score are read first: bad --data is refused before minutes of reference scores
+    rows = _limited(_rows(args, config, data, device, args.data, args.data_split), args.limit)
 
     points = args.typicality_points
     reference = None
@@ -937,7 +939,6 @@ def cmd_score(args: argparse.Namespace) -> int:
         num_samples=args.nll_samples, regret_steps=args.regret_steps, reference_log_px=reference
     )
     names = [s for s in scores.SCORES if reference is not None or s != "typicality"]
-    rows = _limited(_rows(args, config, data, device, args.data, args.data_split), args.limit)
     refused = scores.complexity_refused(model, None, rows.x)
     if refused is not None:
         names.remove("complexity")
