@@ -41,6 +41,10 @@ CASES = {
     "cvae": "--model cvae",
     "m2": "--model m2 --labels 100 --val-size 100 --aux-weight 10",
     "m1m2": "--model m1m2 --labels 100 --val-size 100 --m1-epochs 1 --latent-dim2 3",
+    "adgm": "--model adgm --labels 100 --val-size 100 --model-opt aux_dim=3",
+    "sdgm": "--model sdgm --labels 100 --val-size 100",
+    "m2-resnet": "--model m2 --labels 100 --val-size 100 --network resnet --network-opt channels=4",
+    "vae-pixelcnn": "--network pixelcnn --network-opt channels=8 layers=2 kernel=3",
 }
 
 

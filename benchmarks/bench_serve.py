@@ -32,13 +32,29 @@ from pathlib import Path
 from machine import cpu_model  # benchmarks/machine.py: scripts run from this folder
 
 REPO = Path(__file__).resolve().parents[1]
+TRAIN_ARM = "pyro-vae train --epochs 1 --no-plots"
 TARGETS = {
     "import pyro_vae": 1.1,
     "pyro-vae sample RUN -n 16": 1.5,
     "pyro-vae encode RUN": 1.5,
     "pyro-vae encode RUN --data FILE": 1.5,
-    "pyro-vae train --epochs 1 --no-plots": 2.0,
+    TRAIN_ARM: 2.0,
 }
+
+
+def _train(cli: list[str], run_dir: Path | str, quiet: str) -> list[str]:
+    """``pyro-vae train`` of the default VAE on the digits for one epoch into ``run_dir``; ``quiet``
+    is the flag that silences it in that tree (an older checkout has --no-progress, not --quiet)."""
+    flags = ["--dataset", "digits", "--epochs", "1", "--no-plots", quiet, "--run-dir", str(run_dir)]
+    return [*cli, "train", *flags]
+
+
+def _serve_arms(cli: list[str], run: Path, tag: str) -> dict[str, list[str]]:
+    """The sample and encode arms on ``run``, writing files named with ``tag``."""
+    return {
+        "pyro-vae sample RUN -n 16": [*cli, "sample", str(run), "-n", "16", "--out", f"s{tag}.png"],
+        "pyro-vae encode RUN": [*cli, "encode", str(run), "--out", f"e{tag}.npz"],
+    }
 
 
 def _run(cmd: list[str], env: dict[str, str], cwd: Path) -> float:
@@ -67,12 +83,7 @@ def main() -> None:
     try:
         run = work / "run"
         subprocess.run(
-            [*cli, "train", "--dataset", "digits", "--epochs", "1", "--run-dir", str(run)]
-            + ["--no-plots", "--quiet"],
-            env=env,
-            cwd=work,
-            check=True,
-            stdout=subprocess.DEVNULL,
+            _train(cli, run, "--quiet"), env=env, cwd=work, check=True, stdout=subprocess.DEVNULL
         )
         import numpy as np
 
@@ -81,33 +92,28 @@ def main() -> None:
         arms = {
             'python -c "import torch, pyro"': [py, "-c", "import torch, pyro"],
             "import pyro_vae": [py, "-c", "import pyro_vae"],
-            "pyro-vae sample RUN -n 16": [*cli, "sample", str(run), "-n", "16", "--out", "s.png"],
-            "pyro-vae encode RUN": [*cli, "encode", str(run), "--out", "e.npz"],
+            **_serve_arms(cli, run, ""),
             "pyro-vae encode RUN --data FILE": [*cli, "encode", str(run), "--data", "new.npz"]
             + ["--out", "f.npz"],
-            "pyro-vae train --epochs 1 --no-plots": [*cli, "train", "--dataset", "digits"]
-            + ["--epochs", "1", "--no-plots", "--quiet", "--run-dir", "again"],
+            TRAIN_ARM: _train(cli, "again", "--quiet"),
         }
         envs = {name: env for name in arms}
         if args.before is not None:
             old = dict(env, PYTHONPATH=str(args.before.resolve()))
             old_run = work / "old-run"
             subprocess.run(
-                [*cli, "train", "--dataset", "digits", "--epochs", "1", "--run-dir", str(old_run)]
-                + ["--no-plots", "--no-progress"],
+                _train(cli, old_run, "--no-progress"),
                 env=old,
                 cwd=work,
                 check=True,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            before = {
-                "before: pyro-vae sample RUN -n 16": [*cli, "sample", str(old_run), "-n", "16"]
-                + ["--out", "s0.png"],
-                "before: pyro-vae encode RUN": [*cli, "encode", str(old_run), "--out", "e0.npz"],
-                "before: pyro-vae train --epochs 1 --no-plots": [*cli, "train", "--dataset"]
-                + ["digits", "--epochs", "1", "--no-plots", "--no-progress", "--run-dir", "again"],
+            theirs = {
+                **_serve_arms(cli, old_run, "0"),
+                TRAIN_ARM: _train(cli, "again", "--no-progress"),
             }
+            before = {f"before: {name}": cmd for name, cmd in theirs.items()}
             arms.update(before)
             envs.update({name: old for name in before})
         times: dict[str, list[float]] = {name: [] for name in arms}

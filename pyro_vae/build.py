@@ -18,7 +18,7 @@ from pyro.optim import PyroOptim
 
 from .checkpoint import load_checkpoint
 from .config import RunConfig
-from .data import Dataset, check_data_options, dataset_options
+from .data import Dataset, check_data_options, check_data_values, dataset_options
 from .engine import check_engine_options
 from .errors import CheckpointError, ConfigError
 from .loggers import check_loggers
@@ -39,8 +39,9 @@ def validate(
     objective, model) from that part's signature, so ``{"centred": "False"}`` becomes ``False``.
     Names must be registered; options that the chosen model or data set does not read are refused.
     ``model_class`` is the class of a model passed as an object (its signature and declarations are
-    checked instead of the registered model's); ``check_data=False`` skips the data set's options,
-    for data passed as an object.
+    checked instead of the registered model's); ``check_data=False`` skips the options that depend
+    on the named data set (for data passed as an object, or a received run's data that may live
+    elsewhere), but not the values no data set can use.
     """
     config = config.coerced()
     check_engine_options(config.train)
@@ -54,6 +55,8 @@ def validate(
     if check_data:
         check_data_options(config.data)
         config = config.replace(data={"dataset_options": dataset_options(config.data)})
+    else:
+        check_data_values(config.data)
     return config
 
 

@@ -215,6 +215,25 @@ def _add_import(p: argparse.ArgumentParser) -> None:
     )
 
 
+class DefaultsHelp(argparse.HelpFormatter):
+    """Help that names an option's default where it says something: not for switches (their help
+    says what they do), empty or unset values, or help that names its default itself."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or not action.option_strings
+            or action.nargs == 0  # --json, --no-figures: a switch
+            or default in (None, argparse.SUPPRESS)
+            or default == []
+        ):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, list | tuple) else "%(default)s"
+        return f"{text} (default: {shown})"
+
+
 class UsageError(PyroVAEError):
     """A command line argparse cannot parse."""
 
@@ -310,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
             name,
             help=help_text,
             description=help_text,
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+            formatter_class=DefaultsHelp,
         )
         q.add_argument("run", type=Path, help="run directory written by `pyro-vae train`")
         q.add_argument("--device", default="cpu", help="device to load the model on")
@@ -453,9 +472,53 @@ def build_parser() -> argparse.ArgumentParser:
     q = run_parser(
         "traverse", "latent traversals: each dimension swept across the prior's quantiles"
     )
+    q.description = (
+        "Latent traversals: one row per latent dimension, swept across its prior's quantiles "
+        "(the 5th to the 95th percentile). Two kinds. Of a test image: with --data, or with the "
+        "run's own test split where its training data are still where they were; --image picks "
+        "the image (default 0); rows are the dimensions of largest KL to the prior over the data. "
+        "From the prior's centre, from the run directory alone: with --from-prior or --label, and "
+        "by default when the run's data are not here and --data is not given (a note says so); "
+        "the base is each dimension's prior median (0 for N(0, I)); rows are the dimensions that "
+        "change the decoded image most (root mean square change from the centre's image, as the "
+        "dimension moves over its prior's quantiles, from the model alone). A label model (m2, "
+        "cvae, m1m2, adgm, ...) draws class --label, default 0. --dims names the rows instead."
+    )
     _add_data(q)
     q.add_argument("--data-dir", default=None, help="where torchvision data sets live")
-    q.add_argument("--image", type=int, default=0, help="index of the test image to traverse")
+    q.add_argument(
+        "--image",
+        type=int,
+        default=argparse.SUPPRESS,
+        help="index of the test image to traverse (default 0)",
+    )
+    q.add_argument(
+        "--from-prior",
+        action="store_true",
+        help="traverse from the prior's centre, without data, even where the run's data are here",
+    )
+    q.add_argument(
+        "--label",
+        type=int,
+        default=argparse.SUPPRESS,
+        metavar="K",
+        help="the class a label model (m2, cvae, m1m2, adgm, ...) draws, default 0; implies "
+        "--from-prior (an image's traversal keeps the label the model infers for it)",
+    )
+    q.add_argument(
+        "--dims",
+        type=int,
+        nargs="+",
+        default=argparse.SUPPRESS,
+        metavar="D",
+        help="the latent dimensions to draw, one row each in this order (default: by score)",
+    )
+    q.add_argument(
+        "--max-dims",
+        type=int,
+        default=argparse.SUPPRESS,
+        help="rows: the dimensions of largest score (default 10); not with --dims",
+    )
     q.add_argument("--steps", type=int, default=9, help="columns: quantiles per dimension")
     q.add_argument(
         "--out", type=Path, default=None, help="PNG file (default RUN/figures/traversal.png)"
@@ -866,6 +929,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     config, model, data = load_run(args.run, args.device)
     device = _model_device(model)
     progress = _progress_on(args)
+    # the rows to score are read first: bad --data is refused before minutes of reference scores
+    rows = _limited(_rows(args, config, data, device, args.data, args.data_split), args.limit)
 
     points = args.typicality_points
     reference = None
@@ -892,7 +957,6 @@ def cmd_score(args: argparse.Namespace) -> int:
         num_samples=args.nll_samples, regret_steps=args.regret_steps, reference_log_px=reference
     )
     names = [s for s in scores.SCORES if reference is not None or s != "typicality"]
-    rows = _limited(_rows(args, config, data, device, args.data, args.data_split), args.limit)
     refused = scores.complexity_refused(model, None, rows.x)
     if refused is not None:
         names.remove("complexity")
@@ -957,21 +1021,79 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
 def cmd_traverse(args: argparse.Namespace) -> int:
     from . import plots
+    from .errors import DataError
+    from .models.base import as_model
     from .runs import load_run
 
     _positive("--steps", args.steps)
+    for name in ("image", "label", "dims", "max_dims"):  # suppressed defaults: None when not given
+        setattr(args, name, getattr(args, name, None))
+    if args.max_dims is not None:
+        _positive("--max-dims", args.max_dims)
+        if args.dims is not None:
+            raise ConfigError(
+                "--max-dims caps the rows chosen by score and --dims names them; give one of the two"
+            )
     if args.out is not None:
         _check_figure_path(args.out)
+    given = [
+        flag
+        for flag, value in (
+            ("--data", args.data),
+            ("--data-split", args.data_split),
+            ("--data-dir", args.data_dir),
+            ("--image", args.image),
+        )
+        if value is not None
+    ]
+    prior = args.from_prior or args.label is not None
+    if prior and given:
+        why = "--from-prior" if args.from_prior else "--label (a traversal from the prior)"
+        raise ConfigError(
+            f"{why} draws no test image, so {', '.join(given)} would not be used; drop them, or "
+            "drop it to traverse an image"
+        )
     config, model, data = load_run(args.run, args.device)
-    x = _rows(args, config, data, _model_device(model), args.data, args.data_split).x
-    if not 0 <= args.image < x.shape[0]:
+    classes = as_model(model, pair=False).num_classes
+    if args.label is not None and classes is None:
+        raise ConfigError(
+            f"--label {args.label}: this run's model has no labels to condition on; leave it out"
+        )
+    if args.label is not None and not 0 <= args.label < classes:
+        raise ConfigError(f"--label must be a class in 0..{classes - 1}, got {args.label}")
+    x = None
+    if not prior:
+        try:
+            x = _rows(args, config, data, _model_device(model), args.data, args.data_split).x
+        except DataError as e:
+            if given:  # an image was asked for: no silent change of what is drawn
+                raise
+            _note(args, f"no test image to traverse ({e}); drawing it from the prior's centre")
+    if x is not None and args.image is not None and not 0 <= args.image < x.shape[0]:
         raise ConfigError(f"--image must lie in 0..{x.shape[0] - 1}, got {args.image}")
+    if x is None and args.label is None and classes is not None:
+        _note(args, f"the traversal from the prior draws class 0 of 0..{classes - 1} (--label K)")
     out = args.out or run_path(args.run, plots.FIGURES, "traversal.png")
-    path = plots.traversal(model, x, out, image=args.image, steps=args.steps)
+    options: dict[str, Any] = dict(steps=args.steps, dims=args.dims, label=args.label)
+    if args.max_dims is not None:
+        options["max_dims"] = args.max_dims
+    if x is not None:
+        options["image"] = args.image
+    try:
+        path = plots.traversal(model, x, out, **options)
+    except ConfigError as e:
+        if str(e).startswith("dims "):  # the Python argument is the --dims flag here
+            raise ConfigError(f"--{e}") from None
+        raise
     if path is None:
         raise ConfigError("this data set is not image-shaped, so there is no image to draw")
     print(path)
     return 0
+
+
+def _note(args: argparse.Namespace, message: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(f"pyro-vae: note: {message}", file=sys.stderr)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -570,13 +570,8 @@ def dataset_options(config: DataConfig) -> dict[str, object]:
 
 def check_data_options(config: DataConfig) -> None:
     """Refuse data options the chosen data set does not read (e.g. --data-dir for digits), and
-    values no data set can use (--image-size, --image-mode, --loading, --workers)."""
-    if config.binarize not in ("none", "dynamic", "static"):
-        raise ConfigError(
-            f"unknown binarization {config.binarize!r}: choose one of none, dynamic, static"
-        )
-    if not 0 < config.test_fraction < 1:
-        raise ConfigError(f"--test-fraction must lie in (0, 1), got {config.test_fraction!r}")
+    values no data set can use (:func:`check_data_values`)."""
+    check_data_values(config)
     source = dataset_source(config.dataset)
     dataset_options(config)
     defaults = DataConfig()
@@ -591,6 +586,19 @@ def check_data_options(config: DataConfig) -> None:
                 f"--{name.replace('_', '-')} is not used by --dataset {config.dataset}; it is read "
                 f"by {', '.join(takers)}"
             )
+
+
+def check_data_values(config: DataConfig) -> None:
+    """Refuse values no data set can use (--binarize, --test-fraction, --image-size, --image-mode,
+    --loading, --workers), whichever data set is named: a received run's data may not exist here,
+    and its configuration is still checked."""
+    if config.binarize not in ("none", "dynamic", "static"):
+        raise ConfigError(
+            f"unknown binarization {config.binarize!r}: choose one of none, dynamic, static"
+        )
+    if not 0 < config.test_fraction < 1:
+        raise ConfigError(f"--test-fraction must lie in (0, 1), got {config.test_fraction!r}")
+    defaults = DataConfig()
     streaming.image_options(config.image_size, config.image_mode)
     if config.loading not in LOADINGS:
         raise ConfigError(

@@ -42,6 +42,7 @@ import torch
 
 from .errors import DataError
 from .factors import FactorDataset
+from .progress import track
 
 if TYPE_CHECKING:
     from .data import Dataset
@@ -272,7 +273,7 @@ def dci(
     ztr, ftr, zte, fte = _split(z, f, train_fraction)
     importance = np.zeros((z.shape[1], f.shape[1]))
     train_acc, test_acc = [], []
-    for k in range(f.shape[1]):
+    for k in track(range(f.shape[1]), total=f.shape[1], desc="DCI trees", unit="factors"):
         if np.unique(ftr[:, k]).size < 2:
             continue  # nothing to predict: no importance, the factor is left out
         model = GradientBoostingClassifier(random_state=seed)
@@ -325,7 +326,7 @@ def factor_vae_score(
 
     def votes(n: int) -> np.ndarray:
         out = np.zeros((data.num_factors, global_var.shape[0]), dtype=np.int64)
-        for _ in range(n):
+        for _ in track(range(n), total=n, desc="FactorVAE score", unit="votes"):
             k = int(rng.integers(data.num_factors))
             f = data.sample_factors(batch_size, rng)
             f[:, k] = f[0, k]
@@ -365,7 +366,7 @@ def beta_vae_score(
 
     def points(n: int) -> tuple[np.ndarray, np.ndarray]:
         feats, labels = [], np.zeros(n, dtype=np.int64)
-        for i in range(n):
+        for i in track(range(n), total=n, desc="beta-VAE score", unit="points"):
             k = int(rng.integers(data.num_factors))
             f1 = data.sample_factors(batch_size, rng)
             f2 = data.sample_factors(batch_size, rng)

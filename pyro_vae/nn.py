@@ -12,7 +12,7 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -230,18 +230,33 @@ def _out_channels(x_shape: Sequence[int], out_shape: Sequence[int] | None) -> in
 
 
 class Networks:
-    """An encoder/decoder pair factory: ``encoder(x_shape)`` and ``decoder(in_dim, x_shape)``.
+    """An encoder/decoder pair factory: ``encoder(x_shape)`` and ``decoder(in_dim, x_shape)``, built
+    as ``encoder_cls(x_shape, *encoder_args(hidden, act))`` and ``decoder_cls(in_dim, x_shape,
+    *decoder_args(hidden, act), out_shape)``.
 
-    A registered network family with options subclasses this and takes them as keyword arguments of
-    its constructor (``--network-opt channels=64``), so the registry types and checks them.
+    A registered network family with options subclasses this, takes them as keyword arguments of
+    its constructor (``--network-opt channels=64``), so the registry types and checks them, and
+    passes them on to its classes by overriding ``encoder_args`` and ``decoder_args``.
     """
+
+    encoder_cls: type[nn.Module]
+    decoder_cls: type[nn.Module]
 
     def __init__(self, encoder: type[nn.Module], decoder: type[nn.Module]) -> None:
         self.encoder_cls = encoder
         self.decoder_cls = decoder
 
+    def encoder_args(self, hidden: Sequence[int], act: str) -> tuple[Any, ...]:
+        """The encoder class's arguments after ``x_shape``: the MLP/conv ones read every width."""
+        return hidden, act
+
+    def decoder_args(self, hidden: Sequence[int], act: str) -> tuple[Any, ...]:
+        """The decoder class's arguments between ``x_shape`` and ``out_shape``: the encoder's widths
+        in reverse."""
+        return tuple(reversed(hidden)), act
+
     def encoder(self, x_shape: Sequence[int], hidden: Sequence[int], act: str) -> nn.Module:
-        return self.encoder_cls(x_shape, hidden, act)
+        return self.encoder_cls(x_shape, *self.encoder_args(hidden, act))
 
     def decoder(
         self,
@@ -252,7 +267,7 @@ class Networks:
         out_shape: Sequence[int] | None = None,
     ) -> nn.Module:
         """The decoder from ``in_dim`` latents to ``out_shape`` parameters (default: ``x_shape``)."""
-        return self.decoder_cls(in_dim, x_shape, tuple(reversed(hidden)), act, out_shape)
+        return self.decoder_cls(in_dim, x_shape, *self.decoder_args(hidden, act), out_shape)
 
 
 NETWORKS: Registry[Networks] = Registry("network", base=Networks)

@@ -17,7 +17,7 @@ past each pixel sees.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from pyro.distributions import TorchDistribution
@@ -26,8 +26,8 @@ from torch.distributions import constraints
 from torch.nn import functional as F
 
 from .errors import ConfigError
-from .nn import NETWORKS, Decoder, Networks, activation, run_network
-from .resnet import ResNetDecoder, ResNetEncoder, check_positive
+from .nn import NETWORKS, Decoder, activation, run_network
+from .resnet import ResNet, ResNetDecoder, check_positive
 
 if TYPE_CHECKING:
     from .likelihoods import Likelihood
@@ -176,10 +176,12 @@ class Autoregressive(TorchDistribution):
 
 
 @NETWORKS.register("pixelcnn")
-class PixelCNN(Networks):
+class PixelCNN(ResNet):
     """A residual conv encoder and an autoregressive decoder: the residual decoder's map of z
     conditions ``layers`` gated masked convolutions of ``kernel`` x ``kernel`` with ``channels``
     feature maps (``blocks`` and ``levels``: the residual networks', see ``resnet``)."""
+
+    decoder_cls = PixelCNNDecoder
 
     def __init__(
         self, channels: int = 32, layers: int = 4, kernel: int = 5, blocks: int = 1, levels: int = 2
@@ -192,26 +194,5 @@ class PixelCNN(Networks):
         self.blocks = check_positive(blocks, "the pixelcnn network's option blocks", least=0)
         self.levels = check_positive(levels, "the pixelcnn network's option levels", least=0)
 
-    def encoder(self, x_shape: Sequence[int], hidden: Sequence[int], act: str) -> nn.Module:
-        return ResNetEncoder(x_shape, hidden[-1], act, self.channels, self.blocks, self.levels)
-
-    def decoder(
-        self,
-        in_dim: int,
-        x_shape: Sequence[int],
-        hidden: Sequence[int],
-        act: str,
-        out_shape: Sequence[int] | None = None,
-    ) -> nn.Module:
-        return PixelCNNDecoder(
-            in_dim,
-            x_shape,
-            hidden[-1],
-            act,
-            self.channels,
-            self.layers,
-            self.kernel,
-            self.blocks,
-            self.levels,
-            out_shape,
-        )
+    def decoder_args(self, hidden: Sequence[int], act: str) -> tuple[Any, ...]:
+        return hidden[-1], act, self.channels, self.layers, self.kernel, self.blocks, self.levels

@@ -215,84 +215,153 @@ def _traversal_dims(dims: Sequence[int] | None, kl: Any, max_dims: int) -> list[
     return picked
 
 
+def _check_traversal_options(x: Any, image: Any, kl_points: Any, label: Any) -> tuple[int, int]:
+    """``image`` and ``kl_points`` with their defaults where ``x`` is given; refuse the options the
+    traversal would not use (those of the other kind of traversal)."""
+    if x is None:
+        for name, value in (("image", image), ("kl_points", kl_points)):
+            if value is not None:
+                raise ConfigError(
+                    f"{name}={value!r} reads the data x, and none were given: pass x to traverse "
+                    f"one of its images, or leave {name} out to traverse from the prior's centre"
+                )
+        return 0, 0
+    if not isinstance(x, torch.Tensor):
+        raise ConfigError(
+            f"x must be a torch.Tensor of data (or None: a traversal from the prior), got "
+            f"{type(x).__name__}"
+        )
+    if label is not None:
+        raise ConfigError(
+            f"label={label!r} sets the class of a traversal from the prior (x=None); with x the "
+            "model infers each image's label: leave label out, or leave x out"
+        )
+    return (0 if image is None else image), (500 if kl_points is None else kl_points)
+
+
 @torch.no_grad()
 def traversal_latents(
     model: Any,
-    x: torch.Tensor,
+    x: torch.Tensor | None = None,
     *,
-    image: int = 0,
+    image: int | None = None,
     steps: int = 9,
     dims: Sequence[int] | None = None,
     max_dims: int = 10,
-    kl_points: int = 500,
+    kl_points: int | None = None,
+    label: int | None = None,
     seed: int = 0,
 ) -> tuple[torch.Tensor, list[int], np.ndarray]:
-    """The latents of a traversal ``(rows, steps, L)``, the dimension of each row, and the KL of
-    every dimension (:func:`pyro_vae.represent.latent_kl_per_dim` over ``x[:kl_points]``).
+    """The latents of a traversal ``(rows, steps, L)`` (``L``: the width ``decode_mean`` takes), the
+    dimension of each row, and the per-dimension score the rows are ordered by.
 
-    Row ``r`` is ``model.latent_mean(x[image])`` (width L) with dimension ``rows[r]`` replaced by the
-    prior's quantiles at :func:`traversal_probs` (:func:`pyro_vae.represent.prior_quantiles`: exact
-    for a standard-normal prior, else empirical from prior draws). The rows are the ``max_dims``
-    dimensions of largest KL, largest first, or ``dims`` in their order. Only the z part of the
-    label models' ``[z, onehot(y)]`` is traversed (y stays the predicted label); the hierarchical
-    VAE's traversed latent is z1. Random draws (prior quantiles, a flow guide's mean) use ``seed``.
+    Each row is a base point with dimension ``rows[r]`` replaced by the prior's quantiles at
+    :func:`traversal_probs` (:func:`pyro_vae.represent.prior_quantiles`: exact for a
+    standard-normal prior, else empirical from prior draws). The rows are ``dims`` in their order,
+    else the ``max_dims`` dimensions of largest score, largest first. There are two kinds:
+
+    - **of an image**, with data ``x``: the base is ``model.latent_mean(x[image])`` (``image``
+      default 0) and the score the KL of each dimension to the prior
+      (:func:`pyro_vae.represent.latent_kl_per_dim` over ``x[:kl_points]``, default 500). Only the z
+      part of the label models' ``[z, onehot(y)]`` is traversed; y stays the predicted label.
+    - **from the prior**, ``x=None`` (needs no data): the base is the prior's centre
+      (:func:`pyro_vae.represent.prior_centre`: 0 for N(0, I), else each dimension's median), put
+      into the decoder's input by ``model.decoder_input`` (label models: class ``label``, default
+      0; a model without labels refuses one), and the score is
+      :func:`pyro_vae.represent.decoder_sensitivity`, how much the decoded image moves with each
+      dimension, measured from the model alone.
+
+    The hierarchical VAE's traversed latent is z1. Random draws (prior quantiles, a flow guide's
+    mean) use ``seed``.
     """
-    from .represent import _device, _positive_int, latent_kl_per_dim, prior_quantiles
+    from .represent import (
+        _device,
+        _float_dtype,
+        _positive_int,
+        decoder_sensitivity,
+        latent_kl_per_dim,
+        prior_centre,
+        prior_quantiles,
+    )
 
+    image, kl_points = _check_traversal_options(x, image, kl_points, label)
     steps = _positive_int(steps, "steps")
     max_dims = _positive_int(max_dims, "max_dims")
-    kl_points = _positive_int(kl_points, "kl_points")
-    n = x.shape[0]
-    if isinstance(image, bool) or not isinstance(image, numbers.Integral) or not 0 <= image < n:
-        raise ConfigError(f"image must be the index of a test image in 0..{n - 1}, got {image!r}")
-    image = int(image)
-    kl = latent_kl_per_dim(model, x[:kl_points], seed=seed)
-    rows = _traversal_dims(dims, kl, max_dims)
-    device = _device(model, x)
-    with evaluating(model), seeded(seed):
-        base = model.latent_mean(x[image : image + 1].to(device))  # (1, L): [z, onehot(y)] or z
-        values = prior_quantiles(model, traversal_probs(steps), seed=seed)  # (steps, D)
+    if x is None:
+        wrapped = as_model(model, caller="traversal", pair=False)
+        if label is None and wrapped.num_classes is not None:
+            label = 0
+        # decoder_input refuses a label the model cannot take, or one outside its classes
+        score = decoder_sensitivity(model, label=label, seed=seed)
+        rows = _traversal_dims(dims, score, max_dims)
+        with evaluating(wrapped), seeded(seed):
+            centre = prior_centre(wrapped, seed=seed)
+            values = prior_quantiles(wrapped, traversal_probs(steps), seed=seed)  # (steps, D)
+            device = _device(wrapped, values)
+            centre = centre.to(device=device, dtype=_float_dtype(wrapped))
+            base = wrapped.decoder_input(centre.unsqueeze(0), label)  # (1, L)
+    else:
+        kl_points = _positive_int(kl_points, "kl_points")
+        n = x.shape[0]
+        if isinstance(image, bool) or not isinstance(image, numbers.Integral) or not 0 <= image < n:
+            raise ConfigError(
+                f"image must be the index of a test image in 0..{n - 1}, got {image!r}"
+            )
+        image = int(image)
+        score = latent_kl_per_dim(model, x[:kl_points], seed=seed)
+        rows = _traversal_dims(dims, score, max_dims)
+        device = _device(model, x)
+        with evaluating(model), seeded(seed):
+            base = model.latent_mean(x[image : image + 1].to(device))  # (1, L): [z, onehot(y)] or z
+            values = prior_quantiles(model, traversal_probs(steps), seed=seed)  # (steps, D)
     values = values.to(device=base.device, dtype=base.dtype)
     v = base.expand(len(rows), steps, base.shape[-1]).clone()
     for r, d in enumerate(rows):
         v[r, :, d] = values[:, d]
-    return v, rows, kl
+    return v, rows, score
 
 
 @torch.no_grad()
 def traversal_images(
-    model: Any, x: torch.Tensor, **options: Any
+    model: Any, x: torch.Tensor | None = None, **options: Any
 ) -> tuple[torch.Tensor, list[int], np.ndarray]:
-    """:func:`traversal_latents` (same options) decoded with ``decode_mean``: the images
-    ``(rows, steps, *x_shape)``, the dimension of each row and the KL of every dimension."""
-    v, rows, kl = traversal_latents(model, x, **options)
+    """:func:`traversal_latents` (same options; ``x=None``: from the prior) decoded with
+    ``decode_mean``: the images ``(rows, steps, *x_shape)``, the dimension of each row and the
+    per-dimension score (KL with ``x``, decoder sensitivity without)."""
+    v, rows, score = traversal_latents(model, x, **options)
     with evaluating(model):
         images = model.decode_mean(v.reshape(-1, v.shape[-1]))
-    return images.reshape(*v.shape[:2], *images.shape[1:]), rows, kl
+    return images.reshape(*v.shape[:2], *images.shape[1:]), rows, score
 
 
 @torch.no_grad()
 def traversal(
     model: Any,
-    x: torch.Tensor,
-    path: Path,
+    x: torch.Tensor | None = None,
+    path: str | Path | None = None,
     *,
-    image: int = 0,
+    image: int | None = None,
     steps: int = 9,
     dims: Sequence[int] | None = None,
     max_dims: int = 10,
-    kl_points: int = 500,
+    kl_points: int | None = None,
+    label: int | None = None,
     seed: int = 0,
 ) -> Path | None:
-    """Latent traversals of test image ``x[image]``: one row per latent dimension (the ``max_dims``
-    of largest KL to the prior, largest first, or ``dims``), labelled with its KL; one column per
-    prior quantile (5% to 95%) that dimension is set to (see :func:`traversal_images`). ``None``
-    for data that are not image-shaped."""
-    if _as_images(x[:1]) is None:
+    """Latent traversals drawn into ``path`` (a PNG): one row per latent dimension, one column per
+    prior quantile (5% to 95%) that dimension is set to (see :func:`traversal_latents`).
+
+    With data ``x``, of test image ``x[image]``, rows by KL to the prior; with ``x=None`` (e.g.
+    ``traversal(model, path="t.png")``: no data needed), from the prior's centre (label models: at
+    class ``label``, default 0), rows by decoder sensitivity. Each row is labelled with its score.
+    ``None`` for data that are not image-shaped."""
+    if path is None:
+        raise ConfigError("traversal needs path=, the PNG file to draw into")
+    if x is not None and isinstance(x, torch.Tensor) and _as_images(x[:1]) is None:
         return None
     if isinstance(steps, int) and isinstance(max_dims, int):
         check_grid(model, steps * (max_dims if dims is None else len(dims)), "traversal")
-    images, rows, kl = traversal_images(
+    images, rows, score = traversal_images(
         model,
         x,
         image=image,
@@ -300,23 +369,35 @@ def traversal(
         dims=dims,
         max_dims=max_dims,
         kl_points=kl_points,
+        label=label,
         seed=seed,
     )
     imgs = _as_images(images.reshape(-1, *images.shape[2:]))
+    if imgs is None:
+        return None
     grid = make_grid(imgs.clamp(0, 1), nrow=steps, padding=1, pad_value=1.0)
     h, w = imgs.shape[-2:]
     width = max(4.0, 0.5 * steps) + 1.5  # room for the row labels
     fig, ax = _subplots(figsize=(width, (width - 1.5) * grid.shape[1] / grid.shape[2] + 0.8))
     ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    # the KL of an image's traversal, or the RMS change of the decoded image of one from the prior
+    label_of = (lambda s: f"KL {s:.2f}") if x is not None else (lambda s: f"change {s:.3g}")
     ax.set_yticks([1 + r * (h + 1) + (h - 1) / 2 for r in range(len(rows))])
-    ax.set_yticklabels([f"dim {d}  KL {kl[d]:.2f}" for d in rows], fontsize=8)
+    ax.set_yticklabels([f"dim {d}  {label_of(score[d])}" for d in rows], fontsize=8)
     ax.set_xticks([1 + c * (w + 1) + (w - 1) / 2 for c in range(steps)])
     ax.set_xticklabels([f"{p:.0%}" for p in traversal_probs(steps).tolist()], fontsize=7)
     ax.tick_params(length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
     ax.set_xlabel("prior quantile of the traversed dimension")
-    ax.set_title(f"latent traversals of test image {image} (rows: dimensions by KL)", fontsize=10)
+    if x is not None:
+        base, order = f"test image {0 if image is None else image}", "KL"
+    else:
+        classes = as_model(model, pair=False).num_classes
+        base = "the prior's centre" + ("" if classes is None else f", class {label or 0}")
+        order = "decoder sensitivity"
+    order = "as listed" if dims is not None else f"dimensions by {order}"
+    ax.set_title(f"latent traversals of {base}\n(rows: {order})", fontsize=10)
     return _save(fig, path)
 
 

@@ -98,10 +98,17 @@ def current() -> str:
     return _mode.get()
 
 
-def track(iterable: Iterable[T], *, total: int, desc: str, mode: str | None = None) -> Iterator[T]:
+def track(
+    iterable: Iterable[T],
+    *,
+    total: int,
+    desc: str,
+    mode: str | None = None,
+    unit: str = "batches",
+) -> Iterator[T]:
     """``iterable``, reporting progress in ``mode`` (default: :func:`current`): a tqdm bar on
     stderr, or on stderr a line at each tenth of the way at most once a second, and a last line
-    when the task took that long."""
+    when the task took that long. ``unit`` names what is counted (plural)."""
     mode = current() if mode is None else mode
     if mode == "off" or total <= 0:
         yield from iterable
@@ -110,7 +117,12 @@ def track(iterable: Iterable[T], *, total: int, desc: str, mode: str | None = No
         from tqdm.auto import tqdm
 
         yield from tqdm(
-            iterable, total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True
+            iterable,
+            total=total,
+            desc=desc,
+            unit=unit.removesuffix("es") if unit.endswith("ches") else unit.removesuffix("s"),
+            leave=False,
+            dynamic_ncols=True,
         )
         return
     start = last = time.perf_counter()
@@ -121,8 +133,8 @@ def track(iterable: Iterable[T], *, total: int, desc: str, mode: str | None = No
         now = time.perf_counter()
         tenth = step * 10 // total > (step - 1) * 10 // total
         if step < total and tenth and now - last >= _MIN_INTERVAL:
-            print(f"{desc}: {step}/{total} batches, {now - start:.1f} s", file=sys.stderr)
+            print(f"{desc}: {step}/{total} {unit}, {now - start:.1f} s", file=sys.stderr)
             last, printed = now, True
     elapsed = time.perf_counter() - start
     if printed or elapsed >= _MIN_INTERVAL:
-        print(f"{desc}: done, {step}/{total} batches in {elapsed:.1f} s", file=sys.stderr)
+        print(f"{desc}: done, {step}/{total} {unit} in {elapsed:.1f} s", file=sys.stderr)

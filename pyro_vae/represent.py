@@ -6,8 +6,9 @@ reads from it.
 - :func:`linear_probe` / :func:`pixel_probe`: logistic regression on the latent means (or on raw
   pixels, the baseline) of class-balanced training subsets of several sizes, scored on a test set;
   :func:`logistic_probe` is the same on features computed elsewhere.
-- :func:`latent_kl_per_dim`, :func:`prior_draws`, :func:`prior_quantiles`: per-dimension summaries
-  of the latent against its prior, for the latent traversal figure (:func:`pyro_vae.plots.traversal`).
+- :func:`latent_kl_per_dim`, :func:`prior_draws`, :func:`prior_quantiles`, :func:`prior_centre`,
+  :func:`decoder_sensitivity`: per-dimension summaries of the latent against its prior, for the
+  latent traversal figure (:func:`pyro_vae.plots.traversal`); the last two need no data.
 
 The latent these functions read ("the traversed latent") is the one ``model.latent_mean`` points at:
 z for the VAE, z1 for the hierarchical VAE, and for the label models (CVAE, M2, M1+M2), whose
@@ -46,6 +47,14 @@ def _device(model: nn.Module, x: torch.Tensor) -> torch.device:
     for t in (*model.parameters(), *model.buffers()):
         return t.device
     return x.device
+
+
+def _float_dtype(model: nn.Module) -> torch.dtype:
+    """The floating dtype of the model's parameters (float32 for a model without any)."""
+    for t in model.parameters():
+        if t.is_floating_point():
+            return t.dtype
+    return torch.get_default_dtype()
 
 
 def _positive_int(value: Any, what: str, low: int = 1) -> int:
@@ -241,6 +250,60 @@ def prior_quantiles(
         return q.unsqueeze(-1).expand(-1, d).clone()
     draws = prior_draws(model, num_draws, seed).double()
     return torch.quantile(draws, probs.to(draws.device), dim=0)
+
+
+def prior_centre(model: Any, num_draws: int = PRIOR_DRAWS, seed: int | None = 0) -> torch.Tensor:
+    """The centre ``(D,)`` of the traversed latent's prior: the median of each dimension's marginal
+    (:func:`prior_quantiles` at 0.5), exactly 0 for a standard-normal prior, else the empirical
+    medians of ``num_draws`` draws under ``seed`` (learned priors, flows, z1's marginal prior of the
+    hierarchical VAE). For a multi-modal prior (a mixture) this point may lie between the modes."""
+    return prior_quantiles(model, torch.tensor([0.5]), num_draws, seed)[0]
+
+
+#: the prior probabilities at which :func:`decoder_sensitivity` moves each dimension
+SENSITIVITY_PROBS = (0.05, 0.1625, 0.275, 0.3875, 0.5, 0.6125, 0.725, 0.8375, 0.95)
+
+
+@torch.no_grad()
+def decoder_sensitivity(
+    model: Any,
+    *,
+    label: int | None = None,
+    num_draws: int = PRIOR_DRAWS,
+    seed: int | None = 0,
+) -> np.ndarray:
+    r"""How much the decoded image changes as each dimension of the traversed latent moves across
+    its prior, measured from the model alone (no data), ``(D,)``.
+
+    With :math:`c` the prior's centre (:func:`prior_centre`), :math:`q_d(p)` the quantile of
+    dimension d's prior marginal at :math:`p \in` :data:`SENSITIVITY_PROBS` (5% to 95%) and
+    :math:`g` the decoder's mean (``decode_mean`` of ``model.decoder_input(z, label)``: for the
+    label models at class ``label``), the root mean square over the probabilities and the data's
+    values of the change from the centre's image:
+
+    .. math:: S_d = \Big(\frac{1}{|P|\,|x|} \sum_{p \in P} \big\| g(c + (q_d(p) - c_d)\, e_d)
+        - g(c) \big\|^2\Big)^{1/2}.
+
+    A dimension the decoder ignores (a collapsed unit) has :math:`S_d = 0`; the traversal without
+    data orders its rows by it, as the traversal of an image orders them by the KL over data.
+    The model runs in eval mode; the prior's draws (other than N(0, I)) use ``seed``.
+    """
+    wrapped = as_model(model, caller="decoder_sensitivity", pair=False)
+    probs = torch.tensor(SENSITIVITY_PROBS, dtype=torch.float64)
+    with evaluating(wrapped), seeded(seed):
+        values = prior_quantiles(wrapped, probs, num_draws, seed)  # (P, D)
+        centre = prior_centre(wrapped, num_draws, seed)
+        device, dtype = _device(wrapped, values), _float_dtype(wrapped)
+        values = values.to(device=device, dtype=dtype)
+        centre = centre.to(device=device, dtype=dtype)
+        out = []
+        for d in range(centre.shape[-1]):
+            # the centre decoded in the same batch: a dimension the decoder ignores scores 0 exactly
+            z = centre.expand(len(probs) + 1, -1).clone()
+            z[1:, d] = values[:, d]
+            images = model.decode_mean(wrapped.decoder_input(z, label))
+            out.append((images[1:] - images[:1]).double().pow(2).mean().sqrt())
+    return torch.stack(out).cpu().numpy()
 
 
 def latent_kl_per_dim(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -128,22 +129,16 @@ class ResNet(Networks):
     resolution, ``levels`` halvings of the resolution; the dense layer between the convolutions and
     the latent has ``--hidden``'s last width."""
 
+    encoder_cls = ResNetEncoder
+    decoder_cls: type[nn.Module] = ResNetDecoder
+
     def __init__(self, channels: int = 32, blocks: int = 1, levels: int = 2) -> None:
         self.channels = check_positive(channels, "the resnet network's option channels")
         self.blocks = check_positive(blocks, "the resnet network's option blocks", least=0)
         self.levels = check_positive(levels, "the resnet network's option levels", least=0)
 
-    def encoder(self, x_shape: Sequence[int], hidden: Sequence[int], act: str) -> nn.Module:
-        return ResNetEncoder(x_shape, hidden[-1], act, self.channels, self.blocks, self.levels)
+    def encoder_args(self, hidden: Sequence[int], act: str) -> tuple[Any, ...]:
+        """``hidden[-1]`` units between the convolutions and the latent, then the options."""
+        return hidden[-1], act, self.channels, self.blocks, self.levels
 
-    def decoder(
-        self,
-        in_dim: int,
-        x_shape: Sequence[int],
-        hidden: Sequence[int],
-        act: str,
-        out_shape: Sequence[int] | None = None,
-    ) -> nn.Module:
-        return ResNetDecoder(
-            in_dim, x_shape, hidden[-1], act, self.channels, self.blocks, self.levels, out_shape
-        )
+    decoder_args = encoder_args

@@ -198,3 +198,22 @@ def test_disentanglement_of_a_trained_run_api_and_cli(tmp_path, capsys):
     assert main(["disentangle", str(tmp_path / "digits")]) == 2
     assert "no factor labels" in capsys.readouterr().err
     del digits
+
+
+def test_the_long_metrics_report_progress_where_a_command_asks(capsys, monkeypatch):
+    from pyro_vae import progress
+
+    monkeypatch.setattr(progress, "_MIN_INTERVAL", 0.0)
+    data = _grid_data()
+    ident = lambda x: x.numpy()  # noqa: E731
+    kw = dict(num_train=20, num_eval=10)
+    with progress.reporting("lines"):
+        dis.factor_vae_score(ident, data, num_variance_estimate=50, **kw)
+        dis.beta_vae_score(ident, data, **kw)
+        dis.dci(np.concatenate([_factors(60).astype(float)], 1), _factors(60))
+    err = capsys.readouterr().err
+    assert "FactorVAE score: done, 10/10 votes" in err
+    assert "beta-VAE score: done, 10/10 points" in err
+    assert "DCI trees: done" in err and "factors in" in err
+    dis.beta_vae_score(ident, data, **kw)  # a library call outside a command stays silent
+    assert capsys.readouterr().err == ""

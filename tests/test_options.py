@@ -161,3 +161,188 @@ def test_a_repeated_pairs_flag_adds_its_pairs_and_a_repeated_key_is_refused() ->
         train_config(
             ["--dataset", "dsprites", "--dataset-opt", "size=32", "--dataset-opt", "size=8"]
         )
+
+
+# -- every option of every registered part ---------------------------------------------------------
+#: the flags that choose a part of each family and set its options
+PART_FLAGS = {
+    "guide": ("--guide", "--guide-opt"),
+    "prior": ("--prior", "--prior-opt"),
+    "objective": ("--objective", "--objective-opt"),
+    "likelihood": ("--likelihood", "--likelihood-opt"),
+    "network": ("--network", "--network-opt"),
+    "model": ("--model", "--model-opt"),
+    "dataset": ("--dataset", "--dataset-opt"),
+}
+#: extra options a part needs to run on the audit's data (IWAE-type bounds need several particles)
+PART_CONTEXT: dict[tuple[str, str], list[str]] = {
+    ("objective", "renyi"): ["-k", "2"],
+    ("objective", "iwae"): ["-k", "2"],
+    ("objective", "dreg"): ["-k", "2"],
+    ("dataset", "dsprites"): ["--dataset-opt", "size=32", "test_size=16"],
+    # pixels of 0 and 1 lie on the grid of every bit depth
+    ("likelihood", "discretized-logistic"): ["--binarize", "static"],
+    ("likelihood", "logistic-mixture"): ["--binarize", "static"],
+    **{("model", m): ["--labels", "6"] for m in ("m2", "m1m2", "adgm", "sdgm")},
+}
+#: (family, part) -> {option: (KEY=VALUE that changes it, extra context or [])}
+PART_AUDIT: dict[tuple[str, str], dict[str, tuple[str, list[str]]]] = {
+    ("guide", "diagonal"): {"min_scale": ("min_scale=0.5", [])},
+    ("guide", "iaf"): {
+        "num_flows": ("num_flows=1", []),
+        "hidden": ("hidden=6", []),
+        "stable": ("stable=false", []),
+        "min_scale": ("min_scale=0.5", []),
+    },
+    ("guide", "lowrank"): {"rank": ("rank=1", []), "min_scale": ("min_scale=0.5", [])},
+    ("guide", "planar"): {
+        "num_flows": ("num_flows=2", []),
+        "hidden": ("hidden=6", []),
+        "min_scale": ("min_scale=0.5", []),
+        "centred": ("centred=false", []),
+    },
+    ("guide", "radial"): {
+        "num_flows": ("num_flows=2", []),
+        "hidden": ("hidden=6", []),
+        "min_scale": ("min_scale=0.5", []),
+    },
+    ("guide", "spline"): {
+        "num_flows": ("num_flows=1", []),
+        "hidden": ("hidden=6", []),
+        "count_bins": ("count_bins=4", []),
+        "bound": ("bound=2.0", []),
+        "order": ("order=quadratic", []),
+        "min_scale": ("min_scale=0.5", []),
+    },
+    ("guide", "sylvester"): {
+        "num_flows": ("num_flows=2", []),
+        "kind": ("kind=householder", []),
+        "columns": ("columns=1", []),
+        "num_householder": ("num_householder=1", ["--guide-opt", "kind=householder"]),
+        "hidden": ("hidden=6", []),
+        "min_scale": ("min_scale=0.5", []),
+    },
+    ("prior", "flow"): {
+        "kind": ("kind=spline", []),
+        "num_flows": ("num_flows=1", []),
+        "hidden": ("hidden=6", []),
+        "count_bins": ("count_bins=4", ["--prior-opt", "kind=spline"]),
+        "bound": ("bound=2.0", ["--prior-opt", "kind=spline"]),
+    },
+    ("prior", "mixture"): {
+        "components": ("components=3", []),
+        "init_spread": ("init_spread=1.0", []),
+    },
+    ("prior", "vamp"): {
+        "num_pseudo": ("num_pseudo=3", []),
+        "init_mean": ("init_mean=0.5", []),
+        "init_std": ("init_std=0.1", []),
+        # pseudo-inputs drawn beyond [0, 1], where the bound clips them
+        "bounded": ("bounded=false", ["--prior-opt", "init_std=2.0"]),
+    },
+    ("objective", "dipvae"): {
+        "lambda_od": ("lambda_od=2", []),
+        "lambda_d": ("lambda_d=5", []),
+        "variant": ("variant=ii", []),
+    },
+    ("objective", "factorvae"): {
+        "gamma": ("gamma=5", []),
+        "disc_hidden": ("disc_hidden=8", []),
+        "disc_lr": ("disc_lr=0.01", []),
+    },
+    ("objective", "renyi"): {"alpha": ("alpha=0.5", [])},
+    ("objective", "tcvae"): {
+        "alpha": ("alpha=0.5", []),
+        "beta_tc": ("beta_tc=2", []),
+        "gamma": ("gamma=0.5", []),
+        "estimator": ("estimator=mss", []),
+    },
+    ("likelihood", "discretized-logistic"): {"bits": ("bits=5", [])},
+    ("likelihood", "gaussian"): {
+        "scale": ("scale=0.5", []),
+        "learn_scale": ("learn_scale=true", []),
+    },
+    ("likelihood", "logistic-mixture"): {
+        "components": ("components=2", []),
+        "bits": ("bits=5", []),
+        "coupling": ("coupling=false", []),
+    },
+    ("network", "pixelcnn"): {
+        "channels": ("channels=8", []),
+        "layers": ("layers=2", []),
+        "kernel": ("kernel=3", []),
+        "blocks": ("blocks=2", []),
+        "levels": ("levels=1", []),
+    },
+    ("network", "resnet"): {
+        "channels": ("channels=8", []),
+        "blocks": ("blocks=2", []),
+        "levels": ("levels=1", []),
+    },
+    ("model", "hvae"): {"latent_dim2": ("latent_dim2=3", []), "hidden2": ("hidden2=6", [])},
+    ("dataset", "dsprites"): {
+        "size": ("size=24", []),
+        "test_size": ("test_size=8", []),
+        "split_seed": ("split_seed=1", []),
+    },
+}
+#: options that rightly leave the audit's result alone, and why
+PART_EXEMPT: dict[str, str] = {
+    "max_plate_nesting": "Pyro's bookkeeping of plate dimensions: the same value on any model whose "
+    "plates it covers (a smaller one is refused by Pyro)",
+    "data_plate": "names the plate that holds the data, for a user's model with another name",
+}
+#: the label models' options are the audit's own flags (--labels, --val-size, ... above)
+_AUDITED_BY_FLAG = {
+    ("model", m): "every option is a flag of AUDIT" for m in ("m2", "m1m2", "adgm", "sdgm")
+}
+
+
+def _part_options() -> list[tuple[str, str, str]]:
+    from pyro_vae.cli import registry
+
+    return [
+        (kind, name, option)
+        for kind in PART_FLAGS
+        for name in registry(kind).names()
+        for option in registry(kind).parameters(name)
+        if option not in PART_EXEMPT and (kind, name) not in _AUDITED_BY_FLAG
+    ]
+
+
+def test_the_part_audit_covers_every_option_of_every_registered_part() -> None:
+    listed = {(k, n, o) for (k, n), opts in PART_AUDIT.items() for o in opts}
+    assert set(_part_options()) == listed
+
+
+def test_the_label_models_options_are_flags_of_the_audit() -> None:
+    from pyro_vae.cli import registry
+
+    aliases = {o.flags[0].removeprefix("--").replace("-", "_") for o in options()}
+    for _, name in _AUDITED_BY_FLAG:
+        assert set(registry("model").parameters(name)) <= aliases | set(PART_EXEMPT), name
+
+
+@pytest.mark.parametrize(
+    "kind, name", sorted(PART_AUDIT), ids=[f"{k}-{n}" for k, n in sorted(PART_AUDIT)]
+)
+def test_no_option_of_a_part_is_silently_ignored(kind, name, files) -> None:
+    choose, set_option = PART_FLAGS[kind]
+    base = _base("vae", files) + [choose, name] + PART_CONTEXT.get((kind, name), [])
+    baselines: dict[tuple[str, ...], object] = {}
+    ignored = []
+    for option, (value, context) in PART_AUDIT[(kind, name)].items():
+        key = tuple(context)
+        if key not in baselines:
+            baselines[key] = _run(base + context)
+        before = baselines[key]
+        after = _run(base + context + [set_option, value])
+        assert not isinstance(before, str), f"{name} {context} was refused: {before}"
+        if isinstance(after, str):
+            assert option in after, f"{name} {value}: refused without naming it: {after}"
+            continue
+        config_changed = before[0] != after[0]
+        result_changed = not _same_weights(before[1], after[1]) or before[2] != after[2]
+        if not (config_changed and result_changed):
+            ignored.append((value, config_changed, result_changed))
+    assert not ignored, f"{kind} {name}: options accepted but not used: {ignored}"

@@ -177,3 +177,85 @@ def test_make_grid_lays_out_images_as_torchvision_does() -> None:
     ]:
         x = torch.rand(shape)
         assert torch.equal(make_grid(x, nrow), tv.make_grid(x, nrow=nrow, padding=1, pad_value=1.0))
+
+
+# -- the traversal from the prior (no data) ---------------------------------------------------------
+def test_prior_traversal_starts_at_zero_for_a_standard_normal_prior() -> None:
+    model = _model("vae")
+    assert torch.equal(represent.prior_centre(model), torch.zeros(5, dtype=torch.float64))
+    v, rows, _ = plots.traversal_latents(model, steps=9)
+    quantiles = torch.distributions.Normal(0.0, 1.0).icdf(plots.traversal_probs(9)).float()
+    for r, d in enumerate(rows):
+        others = [i for i in range(5) if i != d]
+        assert torch.equal(v[r][:, others], torch.zeros(9, 4))  # exactly the prior's median
+        torch.testing.assert_close(v[r, :, d], quantiles)
+    assert torch.equal(v[:, 4, :], torch.zeros(5, 5))  # the middle column is the centre itself
+
+
+def test_decoder_sensitivity_matches_a_hand_computation_and_is_zero_for_an_unused_dim() -> None:
+    model = _model("vae")
+    with torch.no_grad():
+        model.decoder.net[0].weight[:, 3] = 0.0  # the decoder ignores dimension 3
+        model.decoder.net[0].weight[:, 1] *= 10.0  # and reads dimension 1 strongly
+    score = represent.decoder_sensitivity(model)
+    assert score[3] == 0.0 and score.argmax() == 1
+    # by hand: the RMS change of sigmoid(decoder(z)) from the image at z = 0 as z_d moves over
+    # the N(0, 1) quantiles at 5%, ..., 95%
+    probs = torch.linspace(0.05, 0.95, 9, dtype=torch.float64)
+    q = torch.distributions.Normal(0.0, 1.0).icdf(probs).float()
+    with torch.no_grad():
+        centre = torch.sigmoid(model.decoder.net(torch.zeros(1, 5)))
+        for d in range(5):
+            z = torch.zeros(9, 5)
+            z[:, d] = q
+            expected = (torch.sigmoid(model.decoder.net(z)) - centre).pow(2).mean().sqrt()
+            assert score[d] == pytest.approx(float(expected), rel=1e-5, abs=1e-6)
+    _, rows, got = plots.traversal_latents(model, max_dims=5)
+    assert rows == plots.kl_order(score) and rows[-1] == 3 and np.array_equal(got, score)
+
+
+def test_prior_traversal_of_other_priors_starts_at_the_median_of_prior_draws() -> None:
+    for name in ("hvae", "iaf-mixture"):
+        model = _model(name)
+        v, rows, _ = plots.traversal_latents(model, steps=3, dims=[0])
+        draws = represent.prior_draws(model, 2000, seed=0).double()
+        median = torch.quantile(draws, torch.tensor([0.5], dtype=torch.float64), dim=0)[0]
+        torch.testing.assert_close(v[0, 0, 1:], median[1:].float())
+
+
+def test_prior_traversal_of_a_label_model_sets_the_class() -> None:
+    model = _model("m2")
+    v, rows, _ = plots.traversal_latents(model, steps=3)  # class 0 by default
+    assert v.shape == (5, 3, 5 + 3)
+    assert torch.equal(v[..., 5:], torch.tensor([1.0, 0, 0]).expand(5, 3, 3))
+    v2, _, score2 = plots.traversal_latents(model, steps=3, label=2)
+    assert torch.equal(v2[..., 5:], torch.tensor([0, 0, 1.0]).expand(5, 3, 3))
+    # the decoded images depend on the class: the rows' order is measured at that class
+    assert not np.array_equal(score2, represent.decoder_sensitivity(model, label=0))
+
+
+def test_prior_traversal_draws_from_python_without_data(tmp_path) -> None:
+    for name in ("vae", "cvae", "hvae"):
+        path = plots.traversal(_model(name), path=tmp_path / f"{name}.png", steps=3)
+        assert path == tmp_path / f"{name}.png" and mpimg.imread(path).shape[0] > 0
+    assert plots.traversal(VAE((5,), 3, hidden=(8,)), path=tmp_path / "flat.png") is None
+
+
+def test_prior_traversal_refuses_options_it_would_not_use(tmp_path) -> None:
+    model, x = _model("vae"), _x(10)
+    cases = [
+        (dict(image=0), "image=0 reads the data x, and none were given"),
+        (dict(kl_points=50), "kl_points=50 reads the data x"),
+        (dict(label=1), "VAE is not conditioned on labels"),
+        (dict(x=x, label=1), "label=1 sets the class of a traversal from the prior"),
+        (dict(x=x.numpy()), "x must be a torch.Tensor"),
+        (dict(dims=[5]), "dims must hold latent dimensions in 0..4, got 5"),
+    ]
+    for options, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            plots.traversal_latents(model, **options)
+    for label in (3, -1, True, 1.0):
+        with pytest.raises(ConfigError, match="label must be a class of this model"):
+            plots.traversal_latents(_model("cvae"), label=label)
+    with pytest.raises(ConfigError, match="path="):
+        plots.traversal(model)

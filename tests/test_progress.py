@@ -113,3 +113,17 @@ def test_evaluate_shows_progress_on_stderr_and_keeps_stdout_for_results(
 def test_a_bad_progress_mode_is_refused():
     with pytest.raises(Exception, match="progress must be"):
         progress.check_mode("loud")
+
+
+def test_bad_score_data_is_refused_before_any_scoring(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(progress, "_MIN_INTERVAL", 0.0)
+    monkeypatch.setattr(progress, "_in_notebook", lambda: False)
+    run = tmp_path / "run"
+    argv = ["train", "--run-dir", str(run), "--epochs", "1", "--latent-dim", "2", "--hidden", "16"]
+    assert main([*argv, "--no-plots", "--quiet"]) == 0
+    capsys.readouterr()
+    assert (
+        main(["score", str(run), "--data", str(tmp_path / "none.npz"), "--nll-samples", "3"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "none.npz" in err and "log p(x)" not in err, err  # no reference scored first

@@ -55,7 +55,8 @@ def test_every_serving_command_works_with_the_training_data_deleted(npz_run, tmp
     new = str(other)
     commands = [
         ["sample", str(run), "-n", "16", "--out", str(tmp_path / "s.png")],
-        ["traverse", str(run), "--data", new, "--steps", "3", "--out", str(tmp_path / "t.png")],
+        ["traverse", str(run), "--steps", "3", "--out", str(tmp_path / "t.png")],
+        ["traverse", str(run), "--data", new, "--steps", "3", "--out", str(tmp_path / "ti.png")],
         ["reconstruct", str(run), "--data", new, "-n", "4", "--out", str(tmp_path / "r.png")],
         ["interpolate", str(run), "--data", new, "--out", str(tmp_path / "i.png")],
         ["encode", str(run), "--data", new, "--out", str(tmp_path / "e.npz")],
@@ -65,7 +66,7 @@ def test_every_serving_command_works_with_the_training_data_deleted(npz_run, tmp
     for argv in commands:
         capsys.readouterr()
         assert main([*argv, "--quiet"]) == 0, (argv, capsys.readouterr().err)
-    for name in ("s.png", "t.png", "r.png", "i.png", "e.npz"):
+    for name in ("s.png", "t.png", "ti.png", "r.png", "i.png", "e.npz"):
         assert (tmp_path / name).stat().st_size > 0
     # every row of a file that has no split of its own is encoded and scored, in its order
     assert np.load(tmp_path / "e.npz")["mean"].shape[0] == 50
@@ -86,6 +87,98 @@ def test_commands_that_need_the_run_data_say_so_in_one_line(npz_run, capsys):
     assert err.count("\n") == 1 and "needs its training data" in err and "--data" in err
 
 
+def test_traverse_without_the_data_draws_from_the_prior_and_says_so(npz_run, tmp_path, capsys):
+    from pyro_vae import plots
+
+    run, other = npz_run
+    out = tmp_path / "t.png"
+    capsys.readouterr()
+    assert main(["traverse", str(run), "--steps", "3", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no test image to traverse" in err and "prior's centre" in err
+    assert out.stat().st_size > 0
+    # the same rows as the Python traversal from the prior of the reloaded model
+    _, model, _ = pv.load_run(run)
+    v, rows, score = plots.traversal_latents(model, steps=3)
+    assert rows == plots.kl_order(score) and torch.equal(v[:, 1], torch.zeros(2, 2))
+    # an image asked for, with no data to take it from: refused, not drawn from the prior
+    assert main(["traverse", str(run), "--image", "3", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs its training data" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--dims", "2"], "--dims must hold latent dimensions in 0..1, got 2"),
+        (["--dims", "1", "1"], "--dims lists dimension 1 twice"),
+        (["--dims", "1", "--max-dims", "1"], "give one of the two"),
+        (["--max-dims", "0"], "--max-dims must be a positive integer"),
+        (["--label", "1"], "has no labels"),
+        (["--from-prior", "--data", "{new}"], "--data would not be used"),
+        (["--from-prior", "--image", "1"], "--image would not be used"),
+        (["--data", "{new}", "--image", "50"], "--image must lie in 0..49"),
+        (["--dims", "x"], "invalid int value"),
+    ],
+)
+def test_traverse_refuses_bad_options_in_one_line(npz_run, tmp_path, capsys, argv, message):
+    run, other = npz_run
+    argv = [a.format(new=other) for a in argv]
+    capsys.readouterr()
+    assert main(["traverse", str(run), *argv, "--out", str(tmp_path / "t.png"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "t.png").exists()
+
+
+def test_traverse_dims_pick_the_rows_in_their_order(npz_run, tmp_path, capsys):
+    from pyro_vae import plots
+
+    run, _ = npz_run
+    one, both = tmp_path / "one.png", tmp_path / "both.png"
+    assert main(["traverse", str(run), "--dims", "1", "--out", str(one), "--quiet"]) == 0
+    assert main(["traverse", str(run), "--dims", "1", "0", "--out", str(both), "--quiet"]) == 0
+    import matplotlib.image as mpimg
+
+    assert mpimg.imread(both).shape[0] > mpimg.imread(one).shape[0]  # two rows against one
+    _, model, _ = pv.load_run(run)
+    v, rows, _ = plots.traversal_latents(model, steps=5, dims=[1, 0])
+    assert rows == [1, 0]
+    quantiles = torch.distributions.Normal(0.0, 1.0).icdf(plots.traversal_probs(5)).float()
+    torch.testing.assert_close(v[0, :, 1], quantiles)  # row 0 moves dimension 1 only
+    assert torch.equal(v[0, :, 0], torch.zeros(5))
+
+
+def test_a_label_model_traverses_from_the_run_alone(tmp_path, capsys):
+    data = tmp_path / "d.npz"
+    _digits_npz(data)
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", str(data), "--run-dir", str(run), "--model", "cvae"]
+    argv += ["--epochs", "1", "--latent-dim", "2", "--hidden", "16", "--quiet", "--no-plots"]
+    assert main(argv) == 0
+    data.unlink()
+    out = tmp_path / "t.png"
+    capsys.readouterr()
+    assert main(["traverse", str(run), "--steps", "3", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "draws class 0 of 0..9 (--label K)" in err and out.stat().st_size > 0
+    assert main(["traverse", str(run), "--label", "7", "--out", str(out), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+    assert main(["traverse", str(run), "--label", "10", "--out", str(out), "--quiet"]) == 2
+    assert "--label must be a class in 0..9, got 10" in capsys.readouterr().err
+    # from Python: the class's one-hot code next to z, z at the prior's centre but in its row
+    from pyro_vae import plots
+
+    _, model, _ = pv.load_run(run)
+    v, rows, _ = plots.traversal_latents(model, steps=3, label=7)
+    assert v.shape == (2, 3, 2 + 10)
+    onehot = torch.nn.functional.one_hot(torch.tensor(7), 10).float()
+    assert torch.equal(v[..., 2:], onehot.expand(2, 3, 10))
+    assert torch.equal(v[0, :, 1 - rows[0]], torch.zeros(3))
+    with pytest.raises(pv.ConfigError, match="label must be a class of this model"):
+        plots.traversal_latents(model, label=10)
+
+
 def test_load_run_serves_without_the_data(npz_run) -> None:
     run, other = npz_run
     config, model, data = pv.load_run(run)
@@ -95,6 +188,22 @@ def test_load_run_serves_without_the_data(npz_run) -> None:
     x = torch.as_tensor(np.load(other)["x"][:8])
     assert torch.isfinite(pv.log_likelihood(model, x, num_samples=5)).all()
     assert model.latent_mean(x).shape == (8, 2)
+    # what each serving command does, from Python: every figure, the encoding, the scores
+    from pyro_vae import plots, represent, scores
+
+    assert np.isfinite(pv.elbo(model, x))
+    assert represent.encode(model, x)["mean"].shape == (8, 2)
+    table = scores.score(model, x, num_samples=5, regret_steps=0, scores=("elbo", "log_px"))
+    assert np.isfinite(table["log_px"]).all() and table["elbo"].shape == (8,)
+    out = run.parent / "py"
+    out.mkdir(exist_ok=True)
+    for path in (
+        plots.samples(model, out / "s.png", n=4),
+        plots.reconstructions(model, x, out / "r.png", n=4),
+        plots.interpolation(model, x, out / "i.png", steps=3, pairs=2),
+        plots.traversal(model, path=out / "t.png", steps=3),  # no data: from the prior
+    ):
+        assert path is not None and path.stat().st_size > 0
     with pytest.raises(DataError, match="needs its training data"):
         data.test  # noqa: B018
 
@@ -105,6 +214,9 @@ def test_a_run_trained_on_python_data_serves_from_the_cli(tmp_path, capsys) -> N
     pv.train(tiny_config(epochs=1), tmp_path / "run", progress=False, dataset=shifted)
     out = tmp_path / "s.png"
     assert main(["sample", str(tmp_path / "run"), "-n", "4", "--out", str(out), "--quiet"]) == 0
+    out = tmp_path / "t.png"  # its data cannot be loaded: the traversal from the prior
+    assert main(["traverse", str(tmp_path / "run"), "--out", str(out), "--quiet"]) == 0
+    assert out.stat().st_size > 0
     capsys.readouterr()
     # its own data it cannot find: the error says how to pass them
     assert main(["evaluate", str(tmp_path / "run"), "--nll-samples", "0", "--quiet"]) == 2
@@ -204,6 +316,7 @@ def test_serving_commands_import_only_what_they_use(npz_run, tmp_path) -> None:
     for argv in (
         ["sample", str(run), "-n", "16", "--out", str(tmp_path / "s.png")],
         ["encode", str(run), "--data", str(other), "--out", str(tmp_path / "e.npz")],
+        ["traverse", str(run), "--steps", "3", "--out", str(tmp_path / "t.png")],
     ):
         done = subprocess.run(
             [sys.executable, "-c", script, *argv, "--quiet"],

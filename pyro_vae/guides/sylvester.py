@@ -134,6 +134,13 @@ class ConditionalSylvester(ConditionalTransformModule):
         super().__init__()
         if kind not in ("orthogonal", "householder"):
             raise ConfigError(f"Sylvester kind must be orthogonal or householder, got {kind!r}")
+        unused = "columns" if kind == "householder" else "num_householder"
+        if (columns if kind == "householder" else num_householder) is not None:
+            raise ConfigError(
+                f"the Sylvester guide's option {unused} is not used by kind={kind} (columns sets "
+                "the orthogonal kind's Q, num_householder the householder kind's reflections); "
+                f"drop {unused} or change kind"
+            )
         d = input_dim
         m = d if kind == "householder" or columns is None else int(columns)
         if not 1 <= m <= d:

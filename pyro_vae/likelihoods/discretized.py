@@ -11,7 +11,7 @@ take the tails, so the levels' probabilities sum to one exactly.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from pyro.distributions import TorchDistribution
@@ -272,36 +272,27 @@ class DiscretizedLogisticMixture(TorchDistribution):
                 self.log_scales.expand(sample_shape + self.log_scales.shape) * onehot
             ).sum(kdim)
             coeffs = (self.coeffs.expand(sample_shape + self.coeffs.shape) * onehot).sum(kdim)
-            channels: list[torch.Tensor] = []
-            pair = 0
-            for c in range(self.channels):
-                loc = locs.select(cdim, c)
-                for j in range(c):
-                    loc = loc + coeffs.select(cdim, pair) * channels[j]
-                    pair += 1
-                channels.append(_sample_logistic(loc, log_scales.select(cdim, c), self.bits))
-            return torch.stack(channels, cdim)
+            return self._channel_by_channel(
+                locs,
+                coeffs,
+                lambda c, loc: _sample_logistic(loc, log_scales.select(cdim, c), self.bits),
+            )
 
     @property
     def mode(self) -> torch.Tensor:
         """A point summary: the coupled location of each pixel's most probable component, quantized
         (the exact mode of a mixture has no closed form)."""
-        kdim, cdim = -self.pixel_dims - 2, -self.pixel_dims - 1
+        kdim = -self.pixel_dims - 2
         k = self.logits.argmax(-self.pixel_dims - 1, keepdim=True)
+        # (K, *pixels) -> (K, 1, *pixels): one weight per component, shared by the channel axis
         onehot = (
-            torch.zeros_like(self.logits).scatter_(-self.pixel_dims - 1, k, 1.0).unsqueeze(kdim)
+            torch.zeros_like(self.logits)
+            .scatter_(-self.pixel_dims - 1, k, 1.0)
+            .unsqueeze(-self.pixel_dims - 1)
         )
         locs = (self.locs * onehot).sum(kdim)
         coeffs = (self.coeffs * onehot).sum(kdim)
-        channels: list[torch.Tensor] = []
-        pair = 0
-        for c in range(self.channels):
-            loc = locs.select(cdim, c)
-            for j in range(c):
-                loc = loc + coeffs.select(cdim, pair) * channels[j]
-                pair += 1
-            channels.append(quantize(loc, self.bits))
-        return torch.stack(channels, cdim)
+        return self._channel_by_channel(locs, coeffs, lambda c, loc: quantize(loc, self.bits))
 
     @property
     def mean(self) -> torch.Tensor:
@@ -309,16 +300,34 @@ class DiscretizedLogisticMixture(TorchDistribution):
         mean of the channels before it (a point summary: the exact mean is not in closed form)."""
         kdim, cdim = -self.pixel_dims - 2, -self.pixel_dims - 1
         weights = torch.softmax(self.logits, -self.pixel_dims - 1)
+
+        def channel_mean(c: int, loc: torch.Tensor) -> torch.Tensor:
+            per_k = _level_mean(loc, self.log_scales.select(cdim, c), self.bits)
+            return (per_k * weights).sum(kdim + 1)
+
+        # a channel's mean shifts every component of the channels after it
+        return self._channel_by_channel(
+            self.locs, self.coeffs, channel_mean, lambda x: x.unsqueeze(kdim + 1)
+        )
+
+    def _channel_by_channel(
+        self,
+        locs: torch.Tensor,
+        coeffs: torch.Tensor,
+        channel: Callable[[int, torch.Tensor], torch.Tensor],
+        as_input: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+    ) -> torch.Tensor:
+        """Channels in order (R -> G -> B): channel ``c`` is ``channel(c, loc)`` at its location
+        ``locs[c] + sum_{j < c} coeffs[(c, j)] * as_input(channel j)``; stacked on the channel axis."""
+        cdim = -self.pixel_dims - 1
         channels: list[torch.Tensor] = []
         pair = 0
         for c in range(self.channels):
-            loc = self.locs.select(cdim, c)
+            loc = locs.select(cdim, c)
             for j in range(c):
-                loc = loc + self.coeffs.select(cdim, pair) * channels[j].unsqueeze(kdim + 1)
+                loc = loc + coeffs.select(cdim, pair) * as_input(channels[j])
                 pair += 1
-            scale = self.log_scales.select(cdim, c)
-            per_k = _level_mean(loc, scale, self.bits)
-            channels.append((per_k * weights).sum(kdim + 1))
+            channels.append(channel(c, loc))
         return torch.stack(channels, cdim)
 
 
@@ -406,6 +415,12 @@ class LogisticMixtureLikelihood(Likelihood):
         self.bits = _check_bits(bits, "logistic-mixture")
         self.discrete_bins = _levels(self.bits)
         self.channels, self.pixels = _split_channels(self.x_shape)
+        if not coupling and self.channels == 1:
+            raise ConfigError(
+                "the logistic-mixture likelihood's option coupling=False changes nothing on "
+                f"single-channel images {tuple(self.x_shape)} (there are no channels to couple); "
+                "drop it"
+            )
         self.pairs = self.channels * (self.channels - 1) // 2 if coupling else 0
 
     @property

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyro
 import pyro.distributions as dist
@@ -15,13 +15,10 @@ from ..errors import ConfigError
 from ..guides import GUIDES
 from ..nn import NETWORKS, observation, observation_mean
 from ..nn import activation as activation_layer
-from .base import MODELS, part_options
+from .base import MODELS, takes_options_of
 from .cvae import join
 from .m2 import M2
 from .vae import _plate_size
-
-if TYPE_CHECKING:
-    from ..config import ModelConfig
 
 
 class GaussianNet(nn.Module):
@@ -92,12 +89,14 @@ class ADGM(M2):
     ``aux_dim`` is a's size (default: ``latent_dim``; the paper uses 100 for both). ``h``,
     ``aux_encoder`` and the classifier's body have the encoder's architecture (``network``,
     ``hidden``, ``activation``) with their own weights; the Gaussian heads have one hidden layer of
-    ``hidden[-1]`` units.
+    ``hidden[-1]`` units. The training plan's options (``labels``, ``val_labels``, ``patience``,
+    ``val_size``, ``aux_weight``, ``labelled_every``) are :class:`M2`'s.
     """
 
     #: a's place: False puts it after x (ADGM), True makes it a parent of x (SDGM)
     skip: bool = False
 
+    @takes_options_of(M2.__init__)
     def __init__(
         self,
         x_shape: Sequence[int],
@@ -105,12 +104,6 @@ class ADGM(M2):
         latent_dim: int = 20,
         aux_dim: int | None = None,
         *,
-        labels: int = 0,
-        val_labels: int = 0,
-        patience: int = 0,
-        val_size: int | None = 0,
-        aux_weight: float | None = None,
-        labelled_every: int = 1,
         network: str = "mlp",
         hidden: Sequence[int] = (400,),
         activation: str = "relu",
@@ -126,12 +119,6 @@ class ADGM(M2):
             network=network,
             hidden=hidden,
             activation=activation,
-            labels=labels,
-            val_labels=val_labels,
-            patience=patience,
-            val_size=val_size,
-            aux_weight=aux_weight,
-            labelled_every=labelled_every,
             **parts,
         )
         self.aux_dim = aux_dim
@@ -156,18 +143,6 @@ class ADGM(M2):
             self.p_a = GaussianNet(
                 self.aux_x.feature_dim + latent_dim + k, width, aux_dim, activation
             )
-
-    @classmethod
-    def from_config(
-        cls, config: ModelConfig, x_shape: Sequence[int], num_classes: int | None
-    ) -> ADGM:
-        return cls(
-            x_shape,
-            num_classes,
-            latent_dim=config.latent_dim,
-            **part_options(config),
-            **config.model_options,
-        )
 
     def _model_parts(self) -> tuple[str, ...]:
         return ("decoder", "prior", "likelihood", "p_a", *(() if self.skip else ("aux_x",)))
@@ -270,12 +245,6 @@ class SDGM(ADGM):
     """
 
     skip = True
-
-    @classmethod
-    def from_config(
-        cls, config: ModelConfig, x_shape: Sequence[int], num_classes: int | None
-    ) -> SDGM:
-        return super().from_config(config, x_shape, num_classes)  # type: ignore[return-value]
 
 
 MODELS.register("adgm")(ADGM)

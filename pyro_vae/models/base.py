@@ -10,10 +10,11 @@ and unlabelled batches, M1+M2's two stages) lives in that model, not in the trai
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pyro import poutine
 from pyro.infer import ELBO, Trace_ELBO
@@ -49,6 +50,9 @@ _counters: dict[str, itertools.count] = {}
 #: sizes past this are typos (2**40 for 240), not experiments: refused before they become an
 #: allocation of terabytes
 MAX_SIZE = 2**16
+
+
+_Init = TypeVar("_Init", bound=Callable[..., None])
 
 
 def check_size(flag: str, value: int) -> None:
@@ -101,7 +105,8 @@ class Model(Described, nn.Module):
 
     Evaluation, representations and figures ask a model, never its type: :meth:`representation`
     (by default ``latent_mean``/``encode``), :meth:`latent_prior` and :meth:`latent_prior_sample`
-    (by default ``prior()``), :meth:`vamp_component` (by default through ``q`` and ``encoder``),
+    (by default ``prior()``), :meth:`decoder_input` (by default the latent itself; the label models
+    add a class), :meth:`vamp_component` (by default through ``q`` and ``encoder``),
     :meth:`store_prefix`, :meth:`check_options`. A model-specific case overrides one of them in that
     model's own module. A Pyro pair that is not a ``Model`` is wrapped into one where it enters
     pyro-vae (:func:`as_model`).
@@ -252,6 +257,20 @@ class Model(Described, nn.Module):
     def latent_prior_sample(self, n: int) -> Tensor:
         """``n`` draws ``(n, D)`` of the traversed latent from its prior."""
         return self.prior().sample((n,))
+
+    def decoder_input(self, z: Tensor, label: int | None = None) -> Tensor:
+        """The point ``decode_mean`` takes (``latent_mean``'s space) for values ``z`` ``(N, D)`` of
+        the traversed latent, drawn without data (a traversal from the prior): ``z`` itself.
+
+        A model over labelled data (:attr:`num_classes`) puts class ``label`` next to z and
+        overrides this; here a label is refused, since the model has none to condition on.
+        """
+        if label is not None:
+            raise ConfigError(
+                f"label={label!r}: {type(self.recorded()).__name__} is not conditioned on labels, "
+                "so there is no class to set; leave label out"
+            )
+        return z
 
     def vamp_component(self, u: Tensor) -> Distribution:
         """The VampPrior's components for pseudo-inputs ``u`` (:class:`~pyro_vae.priors.VampPrior`):
@@ -427,6 +446,46 @@ SHARED_ARGUMENTS = (
 #: typed from their annotations: adding one to the signature makes ``--model-opt KEY=VALUE`` (and
 #: ``pv.ModelConfig(model_options={KEY: VALUE})``) reach it, checked, with no other change.
 MODELS: Registry[type[Model]] = Registry("model", supplied=SHARED_ARGUMENTS)
+
+
+def takes_options_of(base_init: Callable[..., None]) -> Callable[[_Init], _Init]:
+    """Decorate a model's ``__init__`` whose ``**kwargs`` go on to ``base_init``, its base class's:
+    its signature then lists the base's own keyword options (those not in :data:`SHARED_ARGUMENTS`
+    and not named again) after its own options and before the shared arguments, with their types
+    and defaults. :data:`MODELS` types ``--model-opt`` from that signature and
+    :func:`~pyro_vae.describe.describe` records by it, so a subclass takes its base's options
+    without writing them out again."""
+    base = inspect.signature(base_init)
+
+    def decorate(init: _Init) -> _Init:
+        own = inspect.signature(init)
+        params = list(own.parameters.values())
+        inherited = [
+            p
+            for p in base.parameters.values()
+            if p.kind is p.KEYWORD_ONLY
+            and p.name not in own.parameters
+            and p.name not in SHARED_ARGUMENTS
+        ]
+        at = next(
+            (
+                i
+                for i, p in enumerate(params)
+                if (p.kind is p.KEYWORD_ONLY and p.name in SHARED_ARGUMENTS)
+                or p.kind is p.VAR_KEYWORD
+            ),
+            len(params),
+        )
+        init.__signature__ = own.replace(  # type: ignore[attr-defined]
+            parameters=[*params[:at], *inherited, *params[at:]]
+        )
+        init.__annotations__ = {
+            **init.__annotations__,
+            **{p.name: p.annotation for p in inherited},
+        }
+        return init
+
+    return decorate
 
 
 def _flag(target: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -261,6 +262,19 @@ class CVAE(Model):
         """``[mean of q(z|x, y), onehot(y)]``: the point in the decoder's input space for ``x``."""
         y = self._labels_or_predicted(x, y)
         return join(self.q.mean(self.features(x, y)), self.one_hot(y))
+
+    def decoder_input(self, z: torch.Tensor, label: int | None = None) -> torch.Tensor:
+        """``[z, onehot(label)]`` for latents ``z`` ``(N, D)``: every row of class ``label`` (an
+        integer in 0..num_classes-1; None: class 0)."""
+        k = self.num_classes
+        if label is None:
+            label = 0
+        if isinstance(label, bool) or not isinstance(label, numbers.Integral) or not 0 <= label < k:
+            raise ConfigError(
+                f"label must be a class of this model, an integer in 0..{k - 1}, got {label!r}"
+            )
+        y = torch.full(z.shape[:-1], int(label), dtype=torch.long, device=z.device)
+        return join(z, self.one_hot(y))
 
     def decode(self, v: torch.Tensor) -> TorchDistribution:
         """p(x | z, y) for ``v = [z, onehot(y)]`` (any soft label mixes the classes)."""

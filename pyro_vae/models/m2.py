@@ -18,14 +18,14 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError, DataError
 from ..plan import Feed, Plan, make_svi, num_batches, world_size
-from .base import MODELS, part_options
+from .base import MODELS
 from .cvae import CVAE, check_labels, snapshot
 
 if TYPE_CHECKING:
     from pyro.infer import ELBO
     from pyro.optim import PyroOptim
 
-    from ..config import ModelConfig, RunConfig
+    from ..config import RunConfig
     from ..data import Dataset
 
 
@@ -110,18 +110,6 @@ class M2(CVAE):
             kw.get("hidden", (400,)),
             kw.get("activation", "relu"),
             kw.get("network_options"),
-        )
-
-    @classmethod
-    def from_config(
-        cls, config: ModelConfig, x_shape: Sequence[int], num_classes: int | None
-    ) -> M2:
-        return cls(
-            x_shape,
-            num_classes,
-            latent_dim=config.latent_dim,
-            **part_options(config),
-            **config.model_options,
         )
 
     # -- Pyro -------------------------------------------------------------------------------------

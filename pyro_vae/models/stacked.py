@@ -12,7 +12,7 @@ from pyro.distributions import TorchDistribution
 from ..config import changed_fields
 from ..errors import ConfigError
 from ..plan import Feed, make_svi
-from .base import KL_WEIGHTING, MODELS, check_size, part_options, unique_name
+from .base import KL_WEIGHTING, MODELS, check_size, takes_options_of, unique_name
 from .cvae import join
 from .m2 import M2, SemiSupervisedPlan
 from .vae import VAE, _plate_size
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from pyro.infer import ELBO
     from pyro.optim import PyroOptim
 
-    from ..config import ModelConfig, RunConfig
+    from ..config import RunConfig
     from ..data import Dataset
 
 
@@ -53,7 +53,9 @@ class StackedM2(M2):
     ``latent_dim`` is z1's size, ``latent_dim2`` z's (0: the same). The networks (``network``,
     ``hidden``, ``activation``) and ``likelihood`` are M1's; M2's networks are MLPs of the same
     ``hidden`` sizes on z1. ``guide`` and ``prior`` are M2's q(z|z1, y) and p(z); M1 keeps the diagonal
-    Gaussian guide and the standard-normal prior of the paper.
+    Gaussian guide and the standard-normal prior of the paper. The training plan's options
+    (``labels``, ``val_labels``, ``patience``, ``val_size``, ``aux_weight``, ``labelled_every``)
+    are :class:`M2`'s.
     """
 
     #: KL weighting of M1's stage, whose objective is the configured one
@@ -69,18 +71,7 @@ class StackedM2(M2):
                 f"--epochs {epochs}), got {m1_epochs!r}"
             )
 
-    @classmethod
-    def from_config(
-        cls, config: ModelConfig, x_shape: Sequence[int], num_classes: int | None
-    ) -> StackedM2:
-        return cls(
-            x_shape,
-            num_classes,
-            latent_dim=config.latent_dim,
-            **part_options(config),
-            **config.model_options,
-        )
-
+    @takes_options_of(M2.__init__)
     def __init__(
         self,
         x_shape: Sequence[int],
@@ -89,12 +80,6 @@ class StackedM2(M2):
         latent_dim2: int = 0,
         *,
         m1_epochs: int | None = None,
-        labels: int = 0,
-        val_labels: int = 0,
-        patience: int = 0,
-        val_size: int | None = 0,
-        aux_weight: float | None = None,
-        labelled_every: int = 1,
         network: str = "mlp",
         network_options: Mapping[str, Any] | None = None,
         hidden: Sequence[int] = (500,),
@@ -117,12 +102,6 @@ class StackedM2(M2):
             likelihood="gaussian",
             likelihood_options={"learn_scale": True},
             name=name if name is not None else unique_name("m1m2"),
-            labels=labels,
-            val_labels=val_labels,
-            patience=patience,
-            val_size=val_size,
-            aux_weight=aux_weight,
-            labelled_every=labelled_every,
             **m2_parts,
         )
         if m1_epochs is not None and (isinstance(m1_epochs, bool) or m1_epochs < 0):

@@ -73,8 +73,7 @@ def test_the_edges_of_the_ranges_are_accepted(name: str) -> None:
         "rank": LATENT,  # a full covariance
         "num_flows": 1,
         "count_bins": 2,
-        "columns": LATENT,
-        "num_householder": 1,
+        "columns": LATENT,  # (the orthogonal kind's; the householder kind's edge is below)
         "min_scale": 1e-12,
         "hidden": (1,),
     }
@@ -82,6 +81,26 @@ def test_the_edges_of_the_ranges_are_accepted(name: str) -> None:
     q = GUIDES.build(name, feature_dim=FEATURES, latent_dim=LATENT, **options)
     z = q(torch.randn(2, FEATURES)).rsample()
     assert z.shape == (2, LATENT)
+
+
+def test_the_householder_kinds_edge_is_accepted_and_the_other_kinds_option_refused() -> None:
+    q = GUIDES.build(
+        "sylvester", feature_dim=FEATURES, latent_dim=LATENT, kind="householder", num_householder=1
+    )
+    assert q(torch.randn(2, FEATURES)).rsample().shape == (2, LATENT)
+    # each kind's option is refused under the other kind, where it would change nothing
+    _refused(
+        lambda: GUIDES.build(
+            "sylvester", feature_dim=FEATURES, latent_dim=LATENT, kind="householder", columns=2
+        ),
+        "columns",
+    )
+    _refused(
+        lambda: GUIDES.build(
+            "sylvester", feature_dim=FEATURES, latent_dim=LATENT, num_householder=2
+        ),
+        "num_householder",
+    )
 
 
 @pytest.mark.parametrize("name", ["iaf", "spline"])

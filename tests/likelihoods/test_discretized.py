@@ -21,7 +21,7 @@ from pyro_vae.likelihoods import (
     DiscretizedLogistic,
     DiscretizedLogisticMixture,
 )
-from pyro_vae.likelihoods.discretized import log_bin_mass
+from pyro_vae.likelihoods.discretized import log_bin_mass, quantize
 
 mpmath.mp.dps = 50
 
@@ -251,3 +251,32 @@ def test_data_off_the_grid_are_refused_with_what_to_do(name) -> None:
 def test_bad_options_are_refused(name, opts) -> None:
     with pytest.raises(ConfigError, match=next(iter(opts))):
         LIKELIHOODS.build(name, x_shape=(1, 2, 2), **opts)
+
+
+@pytest.mark.parametrize("components, channels", [(4, 3), (3, 3), (2, 1)])
+def test_the_mixture_mode_is_the_top_components_coupled_location_by_hand(
+    components, channels
+) -> None:
+    """Written pixel by pixel: the most probable component's locations, each channel shifted by
+    the modes of the channels before it, quantized."""
+    g = torch.Generator().manual_seed(components * 10 + channels)
+    pairs = channels * (channels - 1) // 2
+    logits = torch.randn(2, components, 3, 2, generator=g)
+    locs = torch.rand(2, components, channels, 3, 2, generator=g)
+    coeffs = torch.rand(2, components, pairs, 3, 2, generator=g) - 0.5
+    log_scales = torch.randn(2, components, channels, 3, 2, generator=g) - 3
+    d = DiscretizedLogisticMixture(logits, locs, log_scales, coeffs, bits=8)
+    want = torch.empty(2, channels, 3, 2)
+    for b in range(2):
+        for i in range(3):
+            for j in range(2):
+                k = int(logits[b, :, i, j].argmax())
+                pair = 0
+                for c in range(channels):
+                    loc = locs[b, k, c, i, j]
+                    for prev in range(c):
+                        loc = loc + coeffs[b, k, pair, i, j] * want[b, prev, i, j]
+                        pair += 1
+                    want[b, c, i, j] = quantize(loc, 8)
+    assert d.mode.shape == (2, channels, 3, 2)
+    torch.testing.assert_close(d.mode, want, rtol=0, atol=1e-6)

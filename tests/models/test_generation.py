@@ -268,3 +268,24 @@ def test_generation_errors_name_size(name: str) -> None:
     for site in ("x", spec.latent):
         assert torch.equal(plain.nodes[site]["value"], sized.nodes[site]["value"])
     assert plain.nodes["x"]["is_observed"] and torch.equal(plain.nodes["x"]["value"], data)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_model_traverses_from_its_prior_without_data(name: str) -> None:
+    """The traversal from the prior (``model.decoder_input``) works for every registered model: a
+    label model draws the class it is given (and refuses one it has not), the others refuse one."""
+    from pyro_vae import plots
+
+    spec = small(name)
+    m = spec.build()
+    images, rows, score = plots.traversal_images(m, steps=3)
+    assert images.shape == (len(rows), 3, *X_SHAPE) and torch.isfinite(images).all()
+    assert len(score) >= len(rows) and (score >= 0).all()
+    if spec.labelled:
+        other = plots.traversal_images(m, steps=3, label=K - 1)[0]
+        assert not torch.equal(images, other)  # the class reaches the decoder
+        with pytest.raises(ConfigError, match=f"0..{K - 1}"):
+            plots.traversal_images(m, label=K)
+    else:
+        with pytest.raises(ConfigError, match="not conditioned on labels"):
+            plots.traversal_images(m, label=0)

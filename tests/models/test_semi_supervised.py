@@ -16,6 +16,7 @@ from pyro_vae.build import validate
 from pyro_vae.checkpoint import CHECKPOINT
 from pyro_vae.cli import main
 from pyro_vae.data import UNLABELLED, Dataset
+from pyro_vae.describe import describe
 from pyro_vae.errors import CheckpointError, ConfigError, DataError
 from pyro_vae.models import m2 as m2_module
 from pyro_vae.optim import adam
@@ -44,6 +45,34 @@ def digits_with_own_split(n_labelled: int = 40) -> tuple[Dataset, torch.Tensor]:
 
 def test_semi_supervised_models_are_registered() -> None:
     assert {"m2", "m1m2"} <= set(SEMI)
+
+
+LABEL_OPTIONS = ("labels", "val_labels", "patience", "val_size", "aux_weight", "labelled_every")
+
+
+@pytest.mark.parametrize("model", ["adgm", "sdgm", "m1m2"])
+def test_m2s_kin_take_its_label_options_typed_and_forwarded(model: str) -> None:
+    # written once, in M2's signature: the others list them in theirs (takes_options_of)
+    own, m2 = MODELS.parameters(model), MODELS.parameters("m2")
+    for key in LABEL_OPTIONS:
+        assert (own[key].kind, own[key].default, own[key].annotation) == (
+            m2[key].kind,
+            m2[key].default,
+            m2[key].annotation,
+        )
+    assert list(own)[-len(LABEL_OPTIONS) :] == list(LABEL_OPTIONS)  # after the model's own
+    typed = MODELS.options(model, {"labels": "30", "aux_weight": "2.5", "val_size": "none"})
+    assert typed == {"labels": 30, "aux_weight": 2.5, "val_size": None}
+    cfg = small(model, labels=30, patience=3, labelled_every=2)
+    built = MODELS.get(model).from_config(cfg.model, (1, 8, 8), 10)
+    assert (built.num_labelled, built.patience, built.labelled_every) == (30, 3, 2)
+    assert {k: describe(built)["args"][k] for k in ("labels", "patience", "aux_weight")} == {
+        "labels": 30,
+        "patience": 3,
+        "aux_weight": None,
+    }
+    with pytest.raises(ConfigError, match="--labels must be a whole number"):
+        MODELS.get(model)((1, 8, 8), 10, labels=-1)
 
 
 @pytest.mark.parametrize("model", SEMI)
