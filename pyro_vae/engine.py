@@ -247,7 +247,9 @@ class Engine:
         """
         import torch.distributed as dist
 
-        if dist.get_backend() != "gloo":  # NCCL's watchdog keeps a work's tensors a while
+        # NCCL's watchdog keeps a work's tensors a while; a torch without the use count (a
+        # private method) runs the collective unheld, as PyTorch itself does
+        if dist.get_backend() != "gloo" or not _CAN_COUNT:
             op(*tensors, **kwargs)
             return
         flat = [t for x in tensors for t in (x if isinstance(x, list) else [x])]
@@ -307,6 +309,8 @@ def _released(tensors: list[torch.Tensor], counts: list[int], timeout: float = 1
 
 #: set once a collective's tensors stayed held past the timeout: waiting is given up
 _HELD_ON: list[bool] = []
+#: whether this torch counts a tensor's holders (``Tensor._use_count``, private)
+_CAN_COUNT = hasattr(torch.Tensor, "_use_count")
 
 
 _EXIT_HOOK: list[bool] = []
