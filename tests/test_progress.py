@@ -93,15 +93,19 @@ def test_a_long_evaluation_reports_lines_on_stderr(capsys, monkeypatch):
     assert capsys.readouterr().err == ""
 
 
-def test_evaluate_shows_progress_on_stderr_and_keeps_stdout_for_results(
-    tmp_path, capsys, monkeypatch
-):
+@pytest.fixture
+def run(tmp_path, capsys, monkeypatch):
+    """A small trained run, with every progress line shown (no interval, no notebook)."""
     monkeypatch.setattr(progress, "_MIN_INTERVAL", 0.0)
     monkeypatch.setattr(progress, "_in_notebook", lambda: False)
     run = tmp_path / "run"
     argv = ["train", "--run-dir", str(run), "--epochs", "1", "--latent-dim", "2", "--hidden", "16"]
     assert main([*argv, "--no-plots", "--quiet"]) == 0
     capsys.readouterr()
+    return run
+
+
+def test_evaluate_shows_progress_on_stderr_and_keeps_stdout_for_results(run, capsys):
     assert main(["evaluate", str(run), "--nll-samples", "3", "--iwae-samples", "0", "--json"]) == 0
     captured = capsys.readouterr()
     assert captured.out.startswith("{") and captured.out.count("\n") == 1
@@ -115,13 +119,7 @@ def test_a_bad_progress_mode_is_refused():
         progress.check_mode("loud")
 
 
-def test_bad_score_data_is_refused_before_any_scoring(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(progress, "_MIN_INTERVAL", 0.0)
-    monkeypatch.setattr(progress, "_in_notebook", lambda: False)
-    run = tmp_path / "run"
-    argv = ["train", "--run-dir", str(run), "--epochs", "1", "--latent-dim", "2", "--hidden", "16"]
-    assert main([*argv, "--no-plots", "--quiet"]) == 0
-    capsys.readouterr()
+def test_bad_score_data_is_refused_before_any_scoring(run, tmp_path, capsys):
     assert (
         main(["score", str(run), "--data", str(tmp_path / "none.npz"), "--nll-samples", "3"]) == 2
     )
