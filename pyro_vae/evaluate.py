@@ -238,6 +238,8 @@ def latent_statistics(
     scale taken out, and the averages are over the data points the plate holds. ``model`` and
     ``guide`` as in :func:`log_likelihood`.
     """
+    num_samples = check_count(num_samples, "latent_statistics: num_samples")
+    batch_size = check_count(batch_size, "latent_statistics: batch_size")
     model = as_model(model, guide, caller="latent_statistics")
     x = as_data(model, x, "latent_statistics")
     nest = max_plate_nesting

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from pyro_vae import GUIDES, LIKELIHOODS, MODELS, OBJECTIVES, PRIORS, PyroVAEError, train
@@ -359,6 +359,10 @@ def test_random_train_and_load_run_arguments_fail_in_one_line(args, tmp_path_fac
     container=API_CONTAINERS,
     count=API_COUNTS,
 )
+# found by a longer randomised run: a count of 0, -1 or "2" reached Pyro's plate unchecked
+@example("latent_statistics", (3, 1, 4, 4), "float32", "uniform", "tensor", 0)
+@example("latent_statistics", (3, 1, 4, 4), "float32", "uniform", "tensor", -1)
+@example("latent_statistics", (3, 1, 4, 4), "float32", "uniform", "tensor", "2")
 def test_random_python_api_arguments_succeed_or_fail_in_one_line(
     fn, shape, dtype, fill, container, count
 ) -> None:
