@@ -80,7 +80,9 @@ def _checked_spec(spec: Any, path: Path) -> dict[str, Any] | None:
     shape = spec.get("shape") if isinstance(spec, dict) else None
     classes = spec.get("num_classes") if isinstance(spec, dict) else None
     if (
-        not isinstance(shape, list)
+        not isinstance(spec, dict)
+        or "num_classes" not in spec  # None (no labels) is a value; a missing entry is damage
+        or not isinstance(shape, list)
         or not shape
         or not all(isinstance(d, int) and d > 0 for d in shape)
         or not (classes is None or (isinstance(classes, int) and classes > 0))

@@ -346,3 +346,18 @@ def test_no_option_of_a_part_is_silently_ignored(kind, name, files) -> None:
         if not (config_changed and result_changed):
             ignored.append((value, config_changed, result_changed))
     assert not ignored, f"{kind} {name}: options accepted but not used: {ignored}"
+
+
+@pytest.mark.parametrize(
+    "option", ["max_plate_nesting=0", "max_plate_nesting=-1", "max_plate_nesting=33"]
+)
+def test_pyros_plate_options_are_checked(option) -> None:
+    with pytest.raises(PyroVAEError, match="max_plate_nesting must be a whole number in 1..32"):
+        train_config(["--objective-opt", option])
+    from pyro_vae.objectives import build_objective
+
+    key, value = option.split("=")
+    with pytest.raises(PyroVAEError, match="max_plate_nesting"):
+        build_objective("iwae", 2, **{key: int(value)})
+    with pytest.raises(PyroVAEError, match="data_plate must name"):
+        build_objective("iwae", 2, data_plate=" ")

@@ -341,3 +341,8 @@ def test_a_run_written_before_the_data_spec_loads_through_its_data(tmp_path) -> 
     torch.save(ckpt, path)
     with pytest.raises(pv.CheckpointError, match="data_spec"):
         pv.load_run(tmp_path / "run")
+    # an entry missing from the spec is damage too (None, no labels, is a value of its own)
+    ckpt["data_spec"] = {"shape": [1, 8, 8]}
+    torch.save(ckpt, path)
+    with pytest.raises(pv.CheckpointError, match="data_spec"):
+        pv.load_run(tmp_path / "run")

@@ -16,7 +16,7 @@ import contextlib
 import copy
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -304,6 +304,23 @@ def _number(name: str, value: Any, minimum: float = 0.0) -> float:
     return float(value)
 
 
+def _check_plate_options(options: Mapping[str, Any]) -> None:
+    """Pyro's plate bookkeeping options, where an objective takes them: every model here has its data
+    plate, so at least one plate dimension; a data plate has a name."""
+    nest = options.get("max_plate_nesting", 1)
+    if isinstance(nest, bool) or not isinstance(nest, int) or not 1 <= nest <= 32:
+        raise ConfigError(
+            f"the objective option max_plate_nesting must be a whole number in 1..32 (the plates "
+            f"nested in the model, the data plate included), got {nest!r}"
+        )
+    plate = options.get("data_plate", DATA_PLATE)
+    if not isinstance(plate, str) or not plate.strip():
+        raise ConfigError(
+            f"the objective option data_plate must name the model's plate over data points, got "
+            f"{plate!r}"
+        )
+
+
 def build_objective(
     name: str,
     num_particles: int = 1,
@@ -320,6 +337,7 @@ def build_objective(
     ``free_bits`` (nats per latent dimension) apply to every objective; all other ``options`` go to
     the objective's factory (e.g. ``alpha`` for ``renyi``).
     """
+    _check_plate_options(options)
     inner = OBJECTIVES.build(name, num_particles=num_particles, **options)
     beta = _number("--beta", beta)
     free_bits = _number("--free-bits", free_bits)
@@ -363,7 +381,9 @@ def objective_options(t: TrainConfig) -> dict[str, Any]:
             raise ConfigError(
                 f"{key} is a training option of its own ({flag}), not an objective option"
             )
-    return OBJECTIVES.options(t.objective, t.objective_options)
+    options = OBJECTIVES.options(t.objective, t.objective_options)
+    _check_plate_options(options)
+    return options
 
 
 def objective_for(train: TrainConfig) -> ELBO:
