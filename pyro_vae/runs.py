@@ -86,10 +86,16 @@ def _checked_spec(spec: Any, path: Path) -> dict[str, Any] | None:
         or not shape
         or not all(isinstance(d, int) and d > 0 for d in shape)
         or not (classes is None or (isinstance(classes, int) and classes > 0))
+        or not all(isinstance(spec.get(k, ""), str) for k in ("name", "binarize"))
+        or not all(
+            isinstance(spec.get(k, 0), int) and spec.get(k, 0) >= 0
+            for k in ("train_size", "test_size")
+        )
+        or not isinstance(spec.get("from_python", False), bool)
     ):
         raise CheckpointError(
-            f"{path} is damaged: its data_spec entry is not a data shape and class count; restore "
-            "it from a backup"
+            f"{path} is damaged: its data_spec entry is not what pyro-vae writes (a data shape, a "
+            "class count, the data's name and sizes); restore it from a backup"
         )
     return spec
 
@@ -110,7 +116,7 @@ class RunData:
         self._run_dir = Path(run_dir)
         self._config = config
         self._fingerprint = checkpoint.get("data_fingerprint")
-        self._spec = checkpoint.get("data_spec") or {}
+        self._spec = _checked_spec(checkpoint.get("data_spec"), self._run_dir / CHECKPOINT) or {}
         self._device = device
         self._loaded: Dataset | None = None
 

@@ -346,3 +346,10 @@ def test_a_run_written_before_the_data_spec_loads_through_its_data(tmp_path) -> 
     torch.save(ckpt, path)
     with pytest.raises(pv.CheckpointError, match="data_spec"):
         pv.load_run(tmp_path / "run")
+    # and so is any entry of another type than pyro-vae writes
+    for key, junk in (("from_python", torch.ones(3)), ("name", 3), ("test_size", -1)):
+        spec = {"shape": [1, 8, 8], "num_classes": 10, "from_python": False, key: junk}
+        ckpt["data_spec"] = spec
+        torch.save(ckpt, path)
+        with pytest.raises(pv.CheckpointError, match="data_spec"):
+            pv.load_run(tmp_path / "run")
