@@ -50,9 +50,33 @@ if TYPE_CHECKING:
 Encode = Callable[[torch.Tensor], np.ndarray]
 
 
+def _numeric(value: Any, name: str, dtype: Any = float) -> np.ndarray:
+    """``value`` (an array, a tensor or nested lists of numbers) as a numpy array."""
+    try:
+        out = np.asarray(value.detach().cpu() if torch.is_tensor(value) else value, dtype=dtype)
+    except (TypeError, ValueError) as e:
+        raise DataError(
+            f"{name} must be an array of numbers with one row per data point, got "
+            f"{type(value).__name__} ({e})"
+        ) from None
+    if out.dtype.kind not in "biuf":
+        raise DataError(f"{name} must be an array of numbers, got values of type {out.dtype}")
+    return out
+
+
+def _matrix(value: Any, name: str) -> np.ndarray:
+    """``value`` as a finite 2-D float array."""
+    out = _numeric(value, name)
+    if out.ndim != 2 or 0 in out.shape:
+        raise DataError(f"{name} must be a non-empty 2-D array, got shape {out.shape}")
+    if not np.isfinite(out).all():
+        raise DataError(f"{name} contains NaN or infinite values")
+    return out
+
+
 def _arrays(latents: Any, factors: Any) -> tuple[np.ndarray, np.ndarray]:
-    z = np.asarray(latents.detach().cpu() if torch.is_tensor(latents) else latents, dtype=float)
-    f = np.asarray(factors.detach().cpu() if torch.is_tensor(factors) else factors)
+    z = _numeric(latents, "latents")
+    f = _numeric(factors, "factors", dtype=None)
     if z.ndim == 1:
         z = z[:, None]
     if f.ndim == 1:
@@ -76,7 +100,7 @@ def _arrays(latents: Any, factors: Any) -> tuple[np.ndarray, np.ndarray]:
 def discretize(latents: np.ndarray, num_bins: int = 20) -> np.ndarray:
     """Each column binned into ``num_bins`` equal-width bins over its own range (labels 1..bins),
     disentanglement_lib's ``histogram_discretizer``."""
-    z = np.asarray(latents, dtype=float)
+    z = _matrix(latents, "latents")
     out = np.zeros(z.shape, dtype=np.int64)
     for j in range(z.shape[1]):
         edges = np.histogram(z[:, j], num_bins)[1][:-1]
@@ -252,7 +276,7 @@ def dci_from_importance(importance: np.ndarray) -> tuple[float, float]:
     2018): one minus the entropy of each latent's importances over the factors (base K), weighted
     by the latent's share of the importance; and one minus each factor's entropy over the latents
     (base D), weighted likewise. disentanglement_lib adds 1e-11 to every entry first; so do we."""
-    r = np.abs(np.asarray(importance, dtype=float)) + 1e-11
+    r = np.abs(_matrix(importance, "importance")) + 1e-11
     d, k = r.shape
     per_code = 1.0 - _entropy_base(r.T, k) if k > 1 else np.ones(d)
     per_factor = 1.0 - _entropy_base(r, d) if d > 1 else np.ones(k)

@@ -217,3 +217,31 @@ def test_the_long_metrics_report_progress_where_a_command_asks(capsys, monkeypat
     assert "DCI trees: done" in err and "factors in" in err
     dis.beta_vae_score(ident, data, **kw)  # a library call outside a command stays silent
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    "latents, factors",
+    [
+        ("abc", np.zeros((4, 2))),
+        ([[1.0, 2.0], [3.0]], np.zeros((2, 1))),
+        (np.zeros((4, 2)), [[1, 2], [3]]),
+        (np.zeros((4, 2)), np.array([["a"], ["b"], ["c"], ["d"]])),
+        (None, np.zeros((4, 1))),
+    ],
+)
+def test_junk_arrays_are_refused_in_one_line(latents, factors):
+    for metric in (dis.mig, dis.sap, dis.mutual_information_matrix):
+        with pytest.raises(DataError):
+            metric(latents, factors)
+    with pytest.raises(DataError):
+        dis.mig_posterior(latents, np.ones((4, 2)), factors)
+
+
+@pytest.mark.parametrize(
+    "value", ["abc", None, np.zeros(3), np.zeros((2, 0)), np.full((2, 2), np.nan)]
+)
+def test_the_matrix_helpers_refuse_what_is_not_a_finite_matrix(value):
+    with pytest.raises(DataError):
+        dis.discretize(value)
+    with pytest.raises(DataError):
+        dis.dci_from_importance(value)
