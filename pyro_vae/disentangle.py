@@ -322,6 +322,14 @@ def _encode_all(encode: Encode, x: torch.Tensor, batch: int = 512) -> np.ndarray
     return np.concatenate(out)
 
 
+def _check_several_factors(data: FactorDataset, what: str) -> None:
+    if data.num_factors < 2:
+        raise DataError(
+            f"{what} classifies which factor a batch holds fixed: it needs at least 2 factors, "
+            f"these data have {data.num_factors}"
+        )
+
+
 def factor_vae_score(
     encode: Encode,
     data: FactorDataset,
@@ -341,6 +349,7 @@ def factor_vae_score(
     latent of least normalised variance; the classifier maps each latent to its majority factor.
     Returns ``train_accuracy``, ``eval_accuracy`` and ``num_active_dims``.
     """
+    _check_several_factors(data, "the FactorVAE score")
     rng = np.random.default_rng(seed)
     x = data.sample_observations(data.sample_factors(num_variance_estimate, rng), rng)
     global_var = np.var(_encode_all(encode, x), axis=0, ddof=1)
@@ -386,6 +395,7 @@ def beta_vae_score(
     predicts the factor. Returns ``train_accuracy`` and ``eval_accuracy``."""
     from sklearn.linear_model import LogisticRegression
 
+    _check_several_factors(data, "the beta-VAE score")
     rng = np.random.default_rng(seed)
 
     def points(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -441,10 +451,14 @@ def disentanglement(
     num_points: int | None = None,
     dci_points: int | None = None,
     num_votes: tuple[int, int] = (10000, 5000),
-    metrics: Sequence[str] = ("mig", "mig_posterior", "sap", "dci", "factor_vae", "beta_vae"),
+    metrics: Sequence[str] | None = None,
     seed: int = 0,
 ) -> dict[str, float]:
     """Every metric of a trained model on a data set with factors (``data.factors``).
+
+    ``metrics``: some of ``mig``, ``mig_posterior``, ``sap``, ``dci``, ``factor_vae``,
+    ``beta_vae``; by default all that the data allow (the two voting scores classify which factor
+    a batch holds fixed, so they need at least 2 factors; asked for on one, they are refused).
 
     ``mig``, ``mig_posterior``, ``sap`` and ``dci`` score the means of q(z|x) on the test set (its
     first ``num_points``, default all; DCI's boosted trees on the first ``dci_points`` of those, as
@@ -458,6 +472,9 @@ def disentanglement(
             f"the data set {data.name!r} has no factor labels; disentanglement needs data with "
             "known factors (--dataset dsprites, or a .npz with a 'factors' array)"
         )
+    if metrics is None:
+        voting = ("factor_vae", "beta_vae") if data.factors.source.num_factors >= 2 else ()
+        metrics = ("mig", "mig_posterior", "sap", "dci", *voting)
     unknown = set(metrics) - {"mig", "mig_posterior", "sap", "dci", "factor_vae", "beta_vae"}
     if unknown:
         raise DataError(f"unknown metrics {sorted(unknown)}")

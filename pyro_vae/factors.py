@@ -13,12 +13,16 @@ labels is another (:func:`from_arrays`, and a ``.npz`` with a ``factors`` array)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from .errors import DataError
+
+#: the most values one factor may take (its values are listed, one per label)
+MAX_FACTOR_SIZE = 2**24
 
 
 class FactorDataset:
@@ -66,6 +70,18 @@ class FactorDataset:
         )
         if len(sizes) != k:
             raise DataError(f"{len(sizes)} factor sizes given for {k} factors")
+        # a factor's values are listed one per label, and a combination of labels is one int64 key
+        # (mixed radix): sizes past these bounds would allocate terabytes or overflow the key
+        relabel = "relabel each factor to 0..(its distinct values - 1) with np.unique(v, return_inverse=True)"
+        if any(s < 1 or s > MAX_FACTOR_SIZE for s in sizes):
+            raise DataError(
+                f"factor sizes must lie in 1..{MAX_FACTOR_SIZE}, got {list(sizes)}; {relabel}"
+            )
+        if math.prod(sizes) >= 2**62:
+            raise DataError(
+                f"the factors' sizes {list(sizes)} make more combinations than pyro-vae can index "
+                f"(2**62); {relabel}"
+            )
         over = np.nonzero(f.max(0) >= np.asarray(sizes))[0]
         if over.size:
             j = int(over[0])

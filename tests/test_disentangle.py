@@ -245,3 +245,30 @@ def test_the_matrix_helpers_refuse_what_is_not_a_finite_matrix(value):
         dis.discretize(value)
     with pytest.raises(DataError):
         dis.dci_from_importance(value)
+
+
+def test_one_factor_has_no_voting_scores(tmp_path):
+    import pyro_vae as pv
+
+    rng = np.random.default_rng(0)
+    x = rng.random((60, 1, 4, 4)).astype(np.float32)
+    np.savez(tmp_path / "one.npz", x=x, factors=np.arange(60) % 3)
+    config = pv.RunConfig(
+        data=pv.DataConfig(dataset=str(tmp_path / "one.npz")),
+        model=pv.ModelConfig(latent_dim=2, hidden=(8,), likelihood="gaussian"),
+        train=pv.TrainConfig(epochs=1, batch_size=16),
+    )
+    result = pv.train(config, tmp_path / "run", progress=False)
+    scores = pv.disentanglement(result.model, result.dataset, num_votes=(10, 5))
+    assert {"mig", "sap", "dci_disentanglement"} <= set(scores)
+    assert not {"factor_vae_score", "beta_vae_score"} & set(scores)
+    for metric in ("factor_vae", "beta_vae"):  # asked for by name: refused, not a vacuous 1.0
+        with pytest.raises(DataError, match="at least 2 factors"):
+            pv.disentanglement(result.model, result.dataset, metrics=(metric,), num_votes=(4, 2))
+
+
+def test_factor_sizes_that_would_allocate_or_overflow_are_refused():
+    with pytest.raises(DataError, match="factor sizes must lie in"):
+        FactorDataset(np.array([[0, 2**40]]))
+    with pytest.raises(DataError, match="more combinations"):
+        FactorDataset(np.array([[2**20] * 4]) - 1)  # 2**80 combinations: an int64 key overflows
