@@ -145,6 +145,11 @@ def semi_supervised(
         )
     if not own and not budgets:
         raise ConfigError("pass --budgets N [N ...]: the label budgets to compare")
+    for b in budgets:
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise ConfigError(
+                f"--budgets are numbers of labelled training images, each at least 1; got {b!r}"
+            )
     runs = _runs(models, [None] if own else list(budgets), seeds)
     mine = runs[index::count]
     for i, (name, budget, seed) in enumerate(mine):

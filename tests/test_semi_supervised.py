@@ -140,6 +140,7 @@ def test_the_command_refuses_what_it_sets_itself(tmp_path: Path, capsys) -> None
         (["--models", "vae"], "--model vae is not semi-supervised"),
         (["--m1-epochs", "1"], "--m1-epochs is not used by any of --models m2"),
         (["--budgets", "20", "--shard", "2/2"], "--shard 2/2"),
+        (["--budgets", "20", "0"], "--budgets are numbers of labelled training images"),
     ):
         assert main(["semi-supervised", *out, *ARGS, *flags]) == 2
         assert message in capsys.readouterr().err, flags
