@@ -320,11 +320,18 @@ def export(
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise ConfigError(f"{directory} is a file; give a directory for the bundle")
-    if directory.is_dir() and any(directory.iterdir()) and not overwrite:
-        raise ConfigError(
-            f"{directory} already holds files; choose a new directory or pass overwrite=True "
-            "(--overwrite)"
-        )
+    if directory.is_dir() and any(directory.iterdir()):
+        if not overwrite:
+            raise ConfigError(
+                f"{directory} already holds files; choose a new directory or pass overwrite=True "
+                "(--overwrite)"
+            )
+        if not _only_a_bundle(directory):
+            # a run directory, or one that holds a run or other work: never deleted by an export
+            raise ConfigError(
+                f"{directory} holds files that are not an exported bundle's; overwrite=True "
+                "(--overwrite) only replaces an earlier bundle. Choose a new directory"
+            )
     model, data, trained = _source(source, device)
     architecture = describe(model)
     model = model.to("cpu").eval()
@@ -364,6 +371,16 @@ def export(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def _only_a_bundle(directory: Path) -> bool:
+    """Whether ``directory`` holds an exported bundle's files and nothing else."""
+    names = {WEIGHTS, ARCHITECTURE, CARD}
+    entries = list(directory.iterdir())
+    return (directory / ARCHITECTURE).is_file() and all(
+        e.is_file() and not e.is_symlink() and (e.name in names or e.suffix == ".onnx")
+        for e in entries
+    )
 
 
 def _version() -> str:

@@ -106,6 +106,28 @@ def test_export_refuses_a_non_empty_directory_and_a_damaged_bundle(run, tmp_path
         pv.load(tmp_path)
 
 
+def test_overwrite_replaces_only_an_earlier_bundle_never_a_run_or_other_work(run, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "outer" / "run"
+    shutil.copytree(run, copy)
+    before = sorted(p.name for p in copy.iterdir())
+    for destination in (copy, copy.parent, tmp_path):  # the run, its folder, an ancestor
+        capsys.readouterr()
+        assert main(["export", str(copy), str(destination), "--overwrite"]) == 2
+        assert "only replaces an earlier bundle" in capsys.readouterr().err
+    assert sorted(p.name for p in copy.iterdir()) == before
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "model.json").write_text("{}")
+    (notes / "mine.txt").write_text("mine")
+    assert main(["export", str(copy), str(notes), "--overwrite"]) == 2
+    assert (notes / "mine.txt").read_text() == "mine"
+    bundle = pv.export(copy, tmp_path / "bundle")
+    again = pv.export(copy, bundle, overwrite=True, name="again")  # an earlier bundle: replaced
+    assert json.loads((again / "model.json").read_text())["name"] == "again"
+
+
 def test_bundle_files_follow_the_umask(run, tmp_path):
     old = os.umask(0o027)
     try:
